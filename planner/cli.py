@@ -1,0 +1,76 @@
+"""`fitplan`: the command group. Each subcommand lives in `planner/commands/<name>.py` and is
+imported only when it runs, so `fitplan plan` never pays for the heavy libraries of `launch`."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import click
+
+from planner.errors import UserError
+
+# command name -> module that defines `command` (a click.Command)
+COMMANDS = {
+    "plan": "planner.commands.plan",
+    "estimate": "planner.commands.estimate",
+    "fits": "planner.commands.fits",
+    "gpus": "planner.commands.gpus",
+    "models": "planner.commands.models",
+    "config": "launch.commands.config",
+    "launch": "launch.commands.launch",
+    "bench": "benchmarks.commands.bench",
+    "env": "planner.commands.env",
+    "calibrate": "planner.commands.calibrate",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if _module_exists(COMMANDS[name])]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not _module_exists(COMMANDS[name]):
+            return None
+        return importlib.import_module(COMMANDS[name]).command
+
+
+def _module_exists(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="fitplan")
+def cli() -> None:
+    """fitplan: what can I fine-tune on this GPU, and how?
+
+    \b
+    Start with:
+      fitplan plan meta-llama/Llama-2-7b-hf --gpu "RTX 4090"
+      fitplan estimate Llama-3.1-8B --method qlora --micro-batch 4 --seq-len 2048
+      fitplan fits --gpu a100-80gb
+    """
+
+
+def fail(message: str, as_json: bool) -> "NoReturn":  # noqa: F821
+    """Report a user mistake: one sentence on stderr (and JSON on stdout with --json), exit 2."""
+    if as_json:
+        click.echo(json.dumps({"error": message}))
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def main() -> None:
+    as_json = "--json" in sys.argv
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        fail("interrupted.", as_json)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as err:
+        fail(err.format_message().rstrip(".") + ".", as_json)
+    except UserError as err:
+        fail(str(err), as_json)
+    except KeyboardInterrupt:
+        fail("interrupted.", as_json)
