@@ -3,6 +3,7 @@ imported only when it runs, so `fitplan plan` never pays for the heavy libraries
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import sys
 
@@ -36,7 +37,10 @@ class LazyGroup(click.Group):
 
 
 def _module_exists(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its package is not there either
+        return False
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
