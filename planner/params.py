@@ -1,0 +1,117 @@
+"""Exact parameter accounting: what is there, what is quantized, what trains."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner.config import TARGET_ALIASES, TrainConfig
+from planner.enums import Method
+from planner.errors import UserError
+from profiles.models import FUSED_ROLES, Linear, ModelSpec
+
+ROLES = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    total: int
+    trainable: int
+    quantized: int        # base parameters stored as 4-bit NF4 (QLoRA)
+    adapters: int         # LoRA A and B parameters
+    largest_layer: int    # parameters of one transformer layer (what ZeRO-3/FSDP gather at once)
+    embedding: int        # input embedding (+ learned positions) and untied output head
+
+    @property
+    def base_trainable(self) -> int:
+        return self.trainable - self.adapters
+
+    @property
+    def unquantized(self) -> int:
+        return self.total - self.quantized
+
+
+def resolve_targets(spec: ModelSpec, targets: tuple[str, ...]) -> list[Linear]:
+    """The linears of one layer that LoRA adapts; aliases and fused modules resolved like peft does."""
+    linears = _adaptable(spec)
+    wanted_roles, wanted_modules = set(), set()
+    for target in targets:
+        target = target.strip()
+        if target in TARGET_ALIASES:
+            wanted_roles.update(TARGET_ALIASES[target])
+        elif target in ROLES:
+            wanted_roles.add(target)
+        else:
+            wanted_modules.add(target)
+    unknown = wanted_modules - {lin.module for lin in linears}
+    if unknown:
+        names = ", ".join(sorted({lin.module for lin in linears}))
+        raise UserError(f"LoRA target {', '.join(sorted(unknown))} is not a linear layer of {spec.short_name}; "
+                        f"use q,k,v,o,gate,up,down, attn, mlp, all-linear or one of: {names}")
+    chosen = [lin for lin in linears if lin.module in wanted_modules or _serves(lin, wanted_roles)]
+    if not chosen:
+        raise UserError(f"none of the LoRA targets {','.join(targets)} exists in {spec.short_name}; "
+                        f"its linear layers are {', '.join(lin.module for lin in linears)}")
+    return chosen
+
+
+def _adaptable(spec: ModelSpec) -> list[Linear]:
+    # transformers 5 stores routed experts as fused 3-D parameters, which peft's target_modules cannot adapt
+    return [lin for lin in spec.linears() if lin.experts == 1 and lin.role != "router"]
+
+
+def _serves(lin: Linear, roles: set[str]) -> bool:
+    return lin.role in roles or any(r in roles for r in FUSED_ROLES.get(lin.role, ()))
+
+
+def lora_params(spec: ModelSpec, cfg: TrainConfig) -> int:
+    targets = resolve_targets(spec, cfg.lora_targets)
+    for lin in targets:
+        if cfg.lora_r > min(lin.d_in, lin.d_out):
+            raise UserError(f"LoRA rank {cfg.lora_r} is larger than {lin.module} ({lin.d_in}x{lin.d_out}) "
+                            f"of {spec.short_name}; choose --lora-r at most {min(lin.d_in, lin.d_out)}")
+    return spec.n_layer * sum(cfg.lora_r * (lin.d_in + lin.d_out) for lin in targets)
+
+
+def quantized_params(spec: ModelSpec) -> int:
+    """Weights bitsandbytes turns into NF4: every nn.Linear of the layers (not lm_head, not biases)."""
+    return spec.n_layer * sum(lin.d_in * lin.d_out for lin in spec.linears() if lin.experts == 1)
+
+
+def count_params(spec: ModelSpec, cfg: TrainConfig, total: int | None = None) -> ParamCounts:
+    """`total` overrides the architecture's count when safetensors headers gave the exact one."""
+    total = spec.params if total is None else total
+    adapters = lora_params(spec, cfg) if cfg.uses_adapters else 0
+    quantized = quantized_params(spec) if cfg.method is Method.QLORA else 0
+    trainable = adapters if cfg.uses_adapters else total
+    return ParamCounts(total=total, trainable=trainable, quantized=quantized, adapters=adapters,
+                       largest_layer=layer_params(spec), embedding=spec.embedding_params())
+
+
+def layer_params(spec: ModelSpec) -> int:
+    """Parameters of one transformer layer: its linears and its share of the norms."""
+    final_norm = spec.hidden * (2 if spec.norm_bias else 1) if spec.final_norm else 0
+    return spec.layer_linear_params() + (spec.norm_params() - final_norm) // spec.n_layer
+
+
+def trainable_tensors(spec: ModelSpec, cfg: TrainConfig) -> list[tuple[int, int]]:
+    """(numel, how many) of each trainable tensor: per-tensor rules (8-bit states, Adafactor) need them."""
+    if cfg.uses_adapters:
+        return [(n, spec.n_layer) for lin in resolve_targets(spec, cfg.lora_targets)
+                for n in (cfg.lora_r * lin.d_in, cfg.lora_r * lin.d_out)]
+    return _base_tensors(spec)
+
+
+def _base_tensors(spec: ModelSpec) -> list[tuple[int, int]]:
+    per_norm = [(spec.hidden, 1)] + ([(spec.hidden, 1)] if spec.norm_bias else [])
+    layer = [(lin.experts * lin.d_in * lin.d_out, 1) for lin in spec.linears()]
+    layer += [(lin.experts * lin.d_out, 1) for lin in spec.linears() if lin.bias]
+    layer += per_norm * spec.norms_per_layer
+    layer += {None: [], "head": [(spec.head_dim, 2)], "full": [(spec.q_dim, 1), (spec.kv_dim, 1)]}[spec.qk_norm]
+    tensors = [(numel, count * spec.n_layer) for numel, count in layer]
+    tensors.append((spec.vocab * spec.hidden, 1 if spec.tied_embeddings else 2))
+    if spec.learned_positions:
+        tensors.append((spec.learned_positions * spec.hidden, 1))
+    if spec.lm_head_bias:
+        tensors.append((spec.vocab, 1))
+    if spec.final_norm:
+        tensors += per_norm
+    return tensors

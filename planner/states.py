@@ -1,0 +1,177 @@
+"""Model states per GPU: weights, quantization constants, adapters, gradients, optimizer states, master
+weights, after sharding and offload. Every rule cites the code or paper it follows."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from planner.config import TrainConfig
+from planner.enums import Method, Offload, Optimizer, Precision, Sharding
+from planner.params import ParamCounts, trainable_tensors
+from profiles.models import ModelSpec
+
+NF4_BLOCK = 64              # bitsandbytes 4-bit blocksize (params per absmax)
+NESTED_BLOCK = 256          # double quantization: absmax values per second-level fp32 absmax
+NF4_CODE_BYTES = 16 * 4     # each quantized tensor keeps its own 16-entry fp32 NF4 code table
+ADAM8_BLOCK = 256           # bitsandbytes 8-bit optimizer blocksize
+ADAM8_MIN_NUMEL = 4096      # bitsandbytes `min_8bit_size`: smaller tensors keep 32-bit states
+ADAPTER_BYTES = 4           # peft casts bf16/fp16 adapters to fp32 (autocast_adapter_dtype=True)
+
+
+@dataclass(frozen=True)
+class ModelStates:
+    weights: int
+    quant_constants: int
+    adapters: int
+    gradients: int
+    optimizer_states: int
+    master_weights: int
+    paged: int               # paged optimizer states: managed memory on the card, invisible to torch
+    cpu: int                 # offloaded to host memory
+    gathered: int            # ZeRO-3 / FSDP: parameters gathered for the layers being computed
+
+    def as_components(self) -> dict[str, int]:
+        return {"weights": self.weights, "quant_constants": self.quant_constants, "adapters": self.adapters,
+                "gradients": self.gradients, "optimizer_states": self.optimizer_states,
+                "master_weights": self.master_weights}
+
+
+ZERO = (Sharding.ZERO1, Sharding.ZERO2, Sharding.ZERO3)
+
+
+def deepspeed_16bit(cfg: TrainConfig) -> bool:
+    """DeepSpeed's bf16/fp16 mode casts the whole module to 16 bit and keeps fp32 masters itself."""
+    return cfg.sharding in ZERO and cfg.precision is not Precision.FP32
+
+
+def weight_bytes(cfg: TrainConfig) -> int:
+    """Bytes per unquantized base parameter as it sits on the card."""
+    if deepspeed_16bit(cfg):
+        return 2
+    if cfg.method is Method.QLORA:
+        return 4  # peft prepare_model_for_kbit_training casts every non-4-bit parameter to fp32
+    return 2 if cfg.precision is Precision.BF16_TRUE else 4  # *-mixed keep fp32 weights, autocast computes in 16 bit
+
+
+def trainable_bytes(cfg: TrainConfig) -> int:
+    if cfg.uses_adapters and not deepspeed_16bit(cfg):
+        return ADAPTER_BYTES
+    return weight_bytes(cfg)
+
+
+def quant_constant_bytes(spec: ModelSpec, cfg: TrainConfig) -> int:
+    """bitsandbytes NF4 state: absmax per 64 weights, itself 8-bit quantized with double quantization."""
+    if cfg.method is not Method.QLORA:
+        return 0
+    total = 0
+    for lin in spec.linears():
+        if lin.experts == 1:
+            total += spec.n_layer * _nf4_state(lin.d_in * lin.d_out, cfg.double_quant)
+    return total
+
+
+def _nf4_state(numel: int, double_quant: bool) -> int:
+    blocks = math.ceil(numel / NF4_BLOCK)
+    if not double_quant:
+        return 4 * blocks + NF4_CODE_BYTES
+    # uint8 absmax per block, fp32 absmax per 256 blocks, fp32 offset
+    return blocks + 4 * math.ceil(blocks / NESTED_BLOCK) + 4 + NF4_CODE_BYTES
+
+
+def optimizer_state_bytes(spec: ModelSpec, cfg: TrainConfig) -> int:
+    """Unsharded optimizer state bytes of all trainable tensors."""
+    dtype = 4 if deepspeed_16bit(cfg) else trainable_bytes(cfg)  # DeepSpeed steps its fp32 masters
+    return sum(count * _state_bytes(numel, dtype, cfg.optimizer) for numel, count in trainable_tensors(spec, cfg))
+
+
+def _state_bytes(numel: int, dtype: int, optimizer: Optimizer) -> int:
+    if optimizer is Optimizer.ADAMW:
+        return 2 * numel * dtype                 # torch AdamW: exp_avg, exp_avg_sq like the param
+    if optimizer is Optimizer.PAGED_ADAMW:
+        return 2 * numel * 4                     # bitsandbytes 32-bit optimizers keep fp32 states
+    if optimizer in (Optimizer.ADAMW_8BIT, Optimizer.PAGED_ADAMW_8BIT):
+        if numel < ADAM8_MIN_NUMEL:
+            return 2 * numel * 4
+        return 2 * numel + 2 * 4 * math.ceil(numel / ADAM8_BLOCK)  # two uint8 states + fp32 absmax each
+    if optimizer is Optimizer.SGD:
+        return numel * dtype                     # momentum buffer
+    return _adafactor_state(numel, dtype)
+
+
+def _adafactor_state(numel: int, dtype: int) -> int:
+    # transformers Adafactor (beta1=None) factors the second moment of matrices into a row and a column
+    # vector; vectors keep a full one. Shapes are not kept per tensor, so a square matrix is assumed.
+    side = math.isqrt(numel)
+    return (2 * side if side * side == numel and numel > 4096 else numel) * dtype
+
+
+def model_states(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts) -> ModelStates:
+    world = cfg.world_size if cfg.sharding is not Sharding.NONE else 1
+    wb = weight_bytes(cfg)
+    weights = counts.unquantized * wb + _packed_nf4(counts)
+    if cfg.method is Method.FULL:
+        weights = counts.total * wb
+    adapters = counts.adapters * trainable_bytes(cfg)
+    grads = counts.trainable * trainable_bytes(cfg)
+    states = optimizer_state_bytes(spec, cfg)
+    paged = cfg.optimizer in (Optimizer.PAGED_ADAMW, Optimizer.PAGED_ADAMW_8BIT)
+    sharded = _shard(cfg, world, weights=weights, adapters=adapters, grads=grads, states=states,
+                     trainable=counts.trainable)
+    gathered = _gathered(spec, cfg, counts, world)
+    cpu = sharded.pop("cpu")
+    return ModelStates(quant_constants=quant_constant_bytes(spec, cfg) // _param_shards(cfg, world),
+                       paged=sharded.pop("optimizer_states") if paged else 0,
+                       optimizer_states=0 if paged else sharded.pop("optimizer_states"),
+                       gathered=gathered, cpu=cpu, **sharded)
+
+
+def _packed_nf4(counts: ParamCounts) -> int:
+    return (counts.quantized + 1) // 2  # two 4-bit values per byte
+
+
+def _param_shards(cfg: TrainConfig, world: int) -> int:
+    return world if cfg.sharding in (Sharding.ZERO3, Sharding.FSDP) else 1
+
+
+def _shard(cfg: TrainConfig, world: int, *, weights: int, adapters: int, grads: int, states: int,
+           trainable: int) -> dict[str, int]:
+    """Divide what each sharding strategy divides; move what offload moves to the host."""
+    s = cfg.sharding
+    master = 0
+    if deepspeed_16bit(cfg):
+        master = trainable * 4          # DeepSpeed keeps an fp32 master copy of 16-bit trainable weights
+    extra_fp32_grads = trainable * 4 if master else 0  # and fp32 gradient partitions for the optimizer (stage_1_and_2.py)
+    if s is Sharding.DDP and world > 1:
+        grads *= 2                      # DDP's reducer keeps bucket copies of all gradients
+    shard_states = s in ZERO or s is Sharding.FSDP
+    shard_grads = s in (Sharding.ZERO2, Sharding.ZERO3, Sharding.FSDP)
+    n_param = _param_shards(cfg, world)
+    out = {
+        "weights": weights // n_param,
+        "adapters": adapters // n_param,
+        "gradients": grads // (world if shard_grads else 1) + extra_fp32_grads // (world if shard_states else 1),
+        "optimizer_states": states // (world if shard_states else 1),
+        "master_weights": master // (world if shard_states else 1),
+        "cpu": 0,
+    }
+    return _offload(cfg, out)
+
+
+def _offload(cfg: TrainConfig, out: dict[str, int]) -> dict[str, int]:
+    if cfg.offload is Offload.NONE:
+        return out
+    # ZeRO-Offload / FSDP CPU offload keep optimizer states, fp32 master and fp32 gradients on the host
+    moved = ["optimizer_states", "master_weights"]
+    if cfg.offload is Offload.PARAMS:
+        moved += ["weights"]
+    for key in moved:
+        out["cpu"] += out[key]
+        out[key] = 0
+    return out
+
+
+def _gathered(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, world: int) -> int:
+    """ZeRO-3 / FSDP all-gather one layer to compute it and prefetch the next: two layers in 16 bit."""
+    if _param_shards(cfg, world) == 1:
+        return 0
+    return 2 * counts.largest_layer * 2
