@@ -1,0 +1,1 @@
+"""The `config` and `launch` subcommands (registered lazily in planner/cli.py)."""

@@ -1,0 +1,135 @@
+"""`plan.json`: the versioned record of one chosen plan, read by the launcher and the recipe.
+
+Version 1 keys (see tests/test_launch_fixtures/plan_v1.json):
+  version, fitplan_version, created, model, model_source {kind, path}, config (TrainConfig.to_dict()
+  plus global_batch), hardware {gpu, memory_bytes, gpus_per_node, nodes}, per_gpu (estimate's
+  per_gpu dict or null), launcher (accelerate | deepspeed).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from planner.config import TrainConfig
+from planner.errors import UserError
+
+PLAN_VERSION = 1
+PLAN_NAME = "plan.json"
+LAUNCHERS = ("accelerate", "deepspeed")
+SOURCE_KINDS = ("catalog", "folder", "config", "hub")
+REQUIRED = ("version", "fitplan_version", "created", "model", "model_source", "config", "hardware", "launcher")
+HARDWARE_KEYS = ("gpu", "memory_bytes", "gpus_per_node", "nodes")
+CONFIG_KEYS = (*TrainConfig.__dataclass_fields__, "global_batch")
+
+
+def fitplan_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("fitplan")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+def hardware_record(config: TrainConfig, gpu: str | None = None, memory_bytes: int | None = None) -> dict:
+    return {"gpu": gpu, "memory_bytes": memory_bytes, "gpus_per_node": config.gpus, "nodes": config.nodes}
+
+
+def build_plan(model: str, source: dict, config: TrainConfig, hardware: dict | None = None,
+               per_gpu: dict | None = None, launcher: str = "accelerate") -> dict:
+    """A plan.json dict for `config`; `hardware` defaults to the GPU counts in `config`."""
+    return {
+        "version": PLAN_VERSION,
+        "fitplan_version": fitplan_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": model,
+        "model_source": source,
+        "config": {**config.to_dict(), "global_batch": global_batch(config)},
+        "hardware": {**hardware_record(config), **(hardware or {})},
+        "per_gpu": per_gpu,
+        "launcher": launcher,
+    }
+
+
+def global_batch(config: TrainConfig) -> int:
+    return config.micro_batch * config.grad_accum * config.world_size
+
+
+def plan_config(plan: dict) -> TrainConfig:
+    """The TrainConfig stored in a validated plan."""
+    fields = {k: v for k, v in plan["config"].items() if k != "global_batch"}
+    return TrainConfig.from_dict(fields)
+
+
+def validate_plan(plan: object, where: str = "plan.json") -> dict:
+    """Check a loaded plan; raise UserError with one sentence naming the first problem."""
+    if not isinstance(plan, dict):
+        raise UserError(f"{where} is not a JSON object; write it again with `fitplan config`.")
+    if plan.get("version") != PLAN_VERSION:
+        raise UserError(f"{where} has plan version {plan.get('version')!r}, but this fitplan reads version "
+                        f"{PLAN_VERSION}; write it again with `fitplan config`.")
+    missing = [key for key in REQUIRED if key not in plan]
+    missing += [f"hardware.{key}" for key in HARDWARE_KEYS if key not in (plan.get("hardware") or {})]
+    missing += [f"config.{key}" for key in CONFIG_KEYS if key not in (plan.get("config") or {})]
+    if missing:
+        raise UserError(f"{where} lacks {', '.join(missing)}; write it again with `fitplan config`.")
+    _check_values(plan, where)
+    return plan
+
+
+def _check_values(plan: dict, where: str) -> None:
+    if plan["launcher"] not in LAUNCHERS:
+        raise UserError(f"{where} names launcher {plan['launcher']!r}; use one of {', '.join(LAUNCHERS)}.")
+    if not isinstance(plan["model_source"], dict) or plan["model_source"].get("kind") not in SOURCE_KINDS:
+        raise UserError(f"{where} has a model_source without a kind among {', '.join(SOURCE_KINDS)}.")
+    try:
+        config = plan_config(plan)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{where} has an invalid config: {err}.") from None
+    stated = plan["config"].get("global_batch", global_batch(config))
+    if stated != global_batch(config):
+        raise UserError(f"{where} says global_batch {stated}, but micro_batch x grad_accum x GPUs is "
+                        f"{global_batch(config)}; fix one of them.")
+
+
+def read_plan(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise UserError(f"cannot read the plan {path}: {err.strerror or err}.") from None
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON (line {err.lineno}): {err.msg}.") from None
+    return validate_plan(plan, str(path))
+
+
+def write_plan(path: str | Path, plan: dict, force: bool = False) -> Path:
+    validate_plan(plan, str(path))
+    return write_text(path, json.dumps(plan, indent=2) + "\n", force)
+
+
+def write_text(path: str | Path, text: str, force: bool = False) -> Path:
+    """Write atomically (a temp file in the same folder, then os.replace); refuse to overwrite unless forced."""
+    path = Path(path)
+    refuse_existing([path], force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def refuse_existing(paths: list[Path], force: bool) -> None:
+    """Existing files are only replaced when the user passed --force."""
+    taken = [str(p) for p in paths if Path(p).exists()]
+    if taken and not force:
+        raise UserError(f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; pass --force to overwrite.")

@@ -1,0 +1,176 @@
+"""From options to a run: the plan (via `plan_for`, the seam to the planner), the run folder, the
+`accelerate launch` command of each node, and relaunching with a smaller micro-batch after an early OOM."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launch import emit, planfile
+from launch.modelref import lora_modules, model_source, resolve_spec
+from launch.options import config_from_options, split_gpu
+from planner.config import TrainConfig
+from planner.errors import UserError
+from profiles.models import ModelSpec
+
+OOM_EXIT = 3                      # the recipe's exit status for an out-of-memory in its first steps
+OOM_SIGNAL = "oom_signal.json"    # ...and the file it leaves, since `accelerate launch` does not pass statuses on
+REPORT_NAME = "run_report.json"
+RECIPE_MODULE = "launch.recipe"
+
+
+def estimate_for(spec: ModelSpec, config: TrainConfig, hardware: dict | None) -> dict | None:
+    """The estimate's per_gpu dict for one configuration; None until the planner's memory model is wired."""
+    return None
+
+
+def plan_for(model_arg: str, options: dict) -> tuple[ModelSpec, TrainConfig, dict | None, dict | None]:
+    """The seam to the planner: (spec, config, per_gpu or None, hardware or None) for MODEL and the options.
+
+    Today the options are taken as given; the planner's search (picking what is unset) replaces this body."""
+    spec = resolve_spec(model_arg)
+    config = config_from_options(options)
+    hardware = hardware_from_options(options)
+    return spec, config, estimate_for(spec, config, hardware), hardware
+
+
+def hardware_from_options(options: dict) -> dict | None:
+    name, _ = split_gpu(options.get("gpu_name"))
+    return {"gpu": name} if name else None
+
+
+def make_plan(model_arg: str, options: dict, model_path: str | None = None) -> dict:
+    """A validated plan.json dict for MODEL (weights from `model_path` when given)."""
+    spec, config, per_gpu, hardware = plan_for(model_arg, options)
+    if config.uses_adapters:
+        lora_modules(config.lora_targets, spec)  # unknown targets fail now, not after loading the model
+    plan = planfile.build_plan(spec.name, model_source(model_path or model_arg), config, hardware, per_gpu)
+    return planfile.validate_plan(plan)
+
+
+def default_run_dir(plan: dict) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{plan['model'].split('/')[-1]}-{stamp}"
+
+
+def write_run_folder(out_dir: str | Path, plan: dict, nodes: emit.MultiNode, force: bool) -> dict[str, Path]:
+    """plan.json plus the launcher configs, all refused together when any exists and not forced."""
+    out_dir = Path(out_dir).resolve()
+    config = planfile.plan_config(plan)
+    files = emit.render_configs(out_dir, config, nodes)
+    plan_path = out_dir / planfile.PLAN_NAME
+    planfile.refuse_existing([plan_path, *(path for path, _ in files.values())], force)
+    paths = {"plan": planfile.write_plan(plan_path, plan, force=True)}
+    return paths | {name: planfile.write_text(path, text, force=True) for name, (path, text) in files.items()}
+
+
+@dataclass
+class Launch:
+    """One `fitplan launch`: the run folder, what to train with, and how far to go."""
+
+    run_dir: Path
+    plan: dict
+    nodes: emit.MultiNode = emit.MultiNode()
+    script: list[str] = field(default_factory=list)       # user script and its args; empty: built-in recipe
+    recipe_args: list[str] = field(default_factory=list)  # --data/--steps/... for the built-in recipe
+    oom_retries: int = 3
+
+    @property
+    def plan_path(self) -> Path:
+        return self.run_dir / planfile.PLAN_NAME
+
+    @property
+    def config(self) -> TrainConfig:
+        return planfile.plan_config(self.plan)
+
+
+def node_command(job: Launch, machine_rank: int, display: bool = False) -> list[str]:
+    """`accelerate launch` for one node; `display` spells it as a user would type it."""
+    launcher = ["accelerate", "launch"] if display else [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd = [*launcher, "--config_file", str(job.run_dir / emit.ACCELERATE_NAME)]
+    if job.config.nodes > 1:
+        cmd += ["--machine_rank", str(machine_rank)]
+    if job.script:
+        return cmd + list(job.script)
+    return cmd + ["-m", RECIPE_MODULE, "--plan", str(job.plan_path), *job.recipe_args]
+
+
+def all_node_commands(job: Launch) -> list[str]:
+    return [shlex.join(node_command(job, rank, display=True)) for rank in range(job.config.nodes)]
+
+
+def child_env(job: Launch) -> dict[str, str]:
+    return {**os.environ, "FITPLAN_PLAN": str(job.plan_path), "FITPLAN_RUN_DIR": str(job.run_dir),
+            "FITPLAN_OOM_FILE": str(job.run_dir / OOM_SIGNAL)}
+
+
+def run_once(job: Launch, stdout=None) -> tuple[int, bool]:
+    """Run this node's command; returns (exit status, whether it ran out of memory in its first steps)."""
+    signal = job.run_dir / OOM_SIGNAL
+    for stale in (signal, job.run_dir / REPORT_NAME):  # each attempt reports afresh
+        stale.unlink(missing_ok=True)
+    done = subprocess.run(node_command(job, job.nodes.machine_rank), env=child_env(job), stdout=stdout)
+    early_oom = done.returncode == OOM_EXIT or signal.exists()
+    return done.returncode, early_oom
+
+
+def smaller_micro_batch(config: TrainConfig) -> TrainConfig | None:
+    """The next smaller micro-batch that keeps the global batch (more accumulation); None at 1."""
+    global_batch = config.micro_batch * config.grad_accum * config.world_size
+    for micro in range(config.micro_batch - 1, 0, -1):
+        if global_batch % (micro * config.world_size) == 0:
+            return config.with_(micro_batch=micro, grad_accum=global_batch // (micro * config.world_size))
+    return None
+
+
+def replan(job: Launch, config: TrainConfig) -> None:
+    """Point the run at `config`: rewrite plan.json and the launcher configs in place."""
+    spec = resolve_spec(job.plan["model_source"]["path"] or job.plan["model"])
+    job.plan = {**job.plan, "config": {**config.to_dict(), "global_batch": planfile.global_batch(config)},
+                "per_gpu": estimate_for(spec, config, job.plan.get("hardware"))}
+    write_run_folder(job.run_dir, job.plan, job.nodes, force=True)
+
+
+def run_with_recovery(job: Launch, stdout=None, log=print) -> dict:
+    """Run; after an early OOM, relaunch with a smaller micro-batch (same global batch), at most
+    `oom_retries` times. Returns {"exit_code", "status", "oom_history"}; the history also lands in the report."""
+    history: list[dict] = []
+    while True:
+        code, early_oom = run_once(job, stdout)
+        if not early_oom:
+            break
+        old = job.config
+        new = smaller_micro_batch(old) if len(history) < job.oom_retries and old.nodes == 1 else None
+        history.append(_oom_entry(old, new))
+        if new is None:
+            break
+        log(f"out of memory at micro-batch {old.micro_batch}; relaunching with micro-batch {new.micro_batch} "
+            f"x grad-accum {new.grad_accum} (same global batch {planfile.global_batch(new)}).")
+        replan(job, new)
+    status = "oom" if early_oom else ("ok" if code == 0 else "failed")
+    record_history(job.run_dir, history, status, code)
+    return {"exit_code": code, "status": status, "oom_history": history}
+
+
+def _oom_entry(old: TrainConfig, new: TrainConfig | None) -> dict:
+    return {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "micro_batch": old.micro_batch, "grad_accum": old.grad_accum,
+            "next_micro_batch": new.micro_batch if new else None, "next_grad_accum": new.grad_accum if new else None}
+
+
+def record_history(run_dir: Path, history: list[dict], status: str, code: int) -> None:
+    """Append the OOM history to the run report (creating a small one when the script wrote none)."""
+    if not history:
+        return
+    path = run_dir / REPORT_NAME
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        report = {"status": status, "exit_code": code}
+    report["oom_history"] = report.get("oom_history", []) + history
+    planfile.write_text(path, json.dumps(report, indent=2) + "\n", force=True)
