@@ -1,0 +1,42 @@
+"""`fitplan plan`: what can I train on this machine (or a named card), and how?"""
+from __future__ import annotations
+
+import json
+
+import click
+
+from planner.options import train_options
+
+
+@click.command("plan")
+@click.argument("model")
+@train_options
+@click.option("--global-batch", type=click.IntRange(min=1), default=None,
+              help="Sequences per optimizer step over all GPUs; gradient accumulation fills the gap.")
+@click.option("--margin", type=click.FloatRange(0, 0.9), default=0.10, show_default=True,
+              help="Fraction of each card's memory kept free as a safety margin.")
+@click.option("--prefer", type=click.Choice(["balanced", "speed", "quality", "memory"]), default="balanced",
+              show_default=True, help="How to choose among plans that fit.")
+@click.option("--tokens", type=click.IntRange(min=1), default=None,
+              help="Training tokens per epoch (dataset size), for wall time and cost.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+def command(model: str, gpu: str | None, as_json: bool, global_batch: int | None, margin: float, prefer: str,
+            tokens: int | None, epochs: float, **options) -> None:
+    """Rank the fine-tuning plans of MODEL that fit, and recommend one.
+
+    Probes this machine's GPUs through NVML, or plans for --gpu NAME. Searches method (full, LoRA,
+    QLoRA) x precision x checkpointing x sharding x offload x GPU count, each with the largest
+    micro-batch that fits in the card less --margin. Options you set are kept fixed.
+
+    \b
+    Examples:
+      fitplan plan meta-llama/Llama-2-7b-hf --gpu "RTX 4090"
+      fitplan plan Llama-3.1-8B --gpu rtx3060 --seq-len 4096 --global-batch 32
+      fitplan plan Llama-2-70b-hf --gpu h100x8 --method full --tokens 50000000
+    """
+    from planner.api import plan_model
+    from planner.report import plan_table
+
+    data = plan_model(model, options, gpu=gpu, global_batch=global_batch, margin=margin, prefer=prefer,
+                      tokens=tokens, epochs=epochs)
+    click.echo(json.dumps(data, indent=2) if as_json else plan_table(data))

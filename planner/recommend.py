@@ -1,0 +1,134 @@
+"""From feasible plans to the ones shown and the one recommended, or, when nothing fits, what would."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from planner.enums import Method, Offload, Sharding
+from planner.search import (Plan, Request, SearchResult, Target, feasible_plans, make_plan, total_bytes,
+                            usable_bytes, _estimate)
+
+GIB = 2**30
+
+
+def plan(req: Request, target: Target) -> SearchResult:
+    plans = feasible_plans(req, target)
+    if not plans:
+        return SearchResult(plans=[], recommended=None, reason="Nothing fits.",
+                            nothing_fits=nothing_fits(req, target))
+    shown = _shown(plans)
+    best, reason = choose(shown, req.prefer, target)
+    return SearchResult(plans=shown, recommended=shown.index(best), reason=reason)
+
+
+def _shown(plans: list[Plan]) -> list[Plan]:
+    """The fastest plan of each method and sharding strategy, fastest first within a method."""
+    best: dict[tuple, Plan] = {}
+    for p in plans:
+        key = (p.cfg.method, p.cfg.sharding)
+        if key not in best or _faster(p, best[key]):
+            best[key] = p
+    order = {Method.FULL: 0, Method.LORA: 1, Method.QLORA: 2}
+    return sorted(best.values(), key=lambda p: (order[p.cfg.method], -p.speed.tokens_per_s))
+
+
+def _faster(a: Plan, b: Plan) -> bool:
+    return (a.speed.tokens_per_s, -a.total_bytes) > (b.speed.tokens_per_s, -b.total_bytes)
+
+
+def choose(plans: list[Plan], prefer: str, target: Target) -> tuple[Plan, str]:
+    """The field's rule of thumb: LoRA when it fits (faster than QLoRA, near full fine-tuning quality),
+    QLoRA when memory binds, full fine-tuning when asked for the quality ceiling and it fits."""
+    by_method = {m: [p for p in plans if p.cfg.method is m] for m in Method}
+    fastest = max(plans, key=lambda p: p.speed.tokens_per_s)
+    if prefer == "speed":
+        return fastest, "Fastest plan that fits (--prefer speed)."
+    if prefer == "memory":
+        small = min(plans, key=lambda p: p.total_bytes)
+        return small, f"Smallest memory footprint (--prefer memory): {small.total_bytes / GIB:.1f} GiB per GPU."
+    if prefer == "quality" and by_method[Method.FULL]:
+        best = max(by_method[Method.FULL], key=lambda p: p.speed.tokens_per_s)
+        return best, "Full fine-tuning fits, and it has the highest quality ceiling (--prefer quality)."
+    for method, why in ((Method.LORA, "LoRA fits with headroom and is faster than QLoRA at near full "
+                                      "fine-tuning quality."),
+                        (Method.QLORA, "Memory binds: only QLoRA's 4-bit base weights fit."),
+                        (Method.FULL, "Only full fine-tuning was asked for.")):
+        if by_method[method]:
+            return max(by_method[method], key=lambda p: p.speed.tokens_per_s), why
+    return fastest, "Fastest plan that fits."
+
+
+def nothing_fits(req: Request, target: Target) -> dict:
+    """What the smallest plan needs, and the nearest ways out."""
+    smallest = _smallest_total(req, target)
+    suggestions = [s for s in (_shorter_sequence(req, target), _try_qlora(req, target),
+                               _more_gpus(req, target), _offload(req, target), _bigger_card(req, target)) if s]
+    return {"min_total_bytes": smallest,
+            "usable_bytes": usable_bytes(target, req.margin),
+            "suggestions": suggestions or ["No catalog card or GPU count fits this model: "
+                                           "try a smaller model of the same family."]}
+
+
+def _smallest_total(req: Request, target: Target) -> int:
+    from planner.search import candidates
+    best = None
+    for cfg in candidates(_loosened(req), target):
+        total = total_bytes(_estimate(req.spec, replace(cfg, micro_batch=1), req.exact_params), target.overhead)
+        best = total if best is None else min(best, total)
+    return best or 0
+
+
+def _loosened(req: Request, *keep: str) -> Request:
+    return replace(req, fixed=frozenset(f for f in req.fixed if f in keep or f in ("seq_len", "method")))
+
+
+def _fits_any(req: Request, target: Target) -> bool:
+    return bool(feasible_plans(req, target))
+
+
+def _shorter_sequence(req: Request, target: Target) -> str | None:
+    seq = req.base.seq_len // 2
+    while seq >= 128:
+        trial = replace(req, base=replace(req.base, seq_len=seq), fixed=req.fixed | {"seq_len"})
+        if _fits_any(trial, target):
+            return f"A sequence length of {seq} tokens fits (--seq-len {seq})."
+        seq //= 2
+    return None
+
+
+def _try_qlora(req: Request, target: Target) -> str | None:
+    if "method" not in req.fixed or req.base.method is Method.QLORA:
+        return None
+    trial = replace(req, base=replace(req.base, method=Method.QLORA), fixed=req.fixed)
+    return "QLoRA fits (--method qlora)." if _fits_any(trial, target) else None
+
+
+def _more_gpus(req: Request, target: Target) -> str | None:
+    per_node = max(target.gpus_per_node, 8) if target.gpus_per_node > 1 else 8
+    for nodes in (1, 2, 4, 8, 16):
+        gpus = per_node if nodes > 1 else None
+        for count in ([2, 4, 8] if gpus is None else [per_node]):
+            bigger = replace(target, gpus_per_node=count, nodes=nodes)
+            trial = replace(req, base=replace(req.base, sharding=Sharding.ZERO3, gpus=count, nodes=nodes),
+                            fixed=req.fixed | {"sharding", "gpus"})
+            if count * nodes > target.gpus_per_node * target.nodes and _fits_any(trial, bigger):
+                where = f"{count} GPUs" if nodes == 1 else f"{nodes} nodes of {count} GPUs"
+                return f"{where} of this card with ZeRO-3 fit (--gpus {count} --nodes {nodes} --sharding zero3)."
+    return None
+
+
+def _offload(req: Request, target: Target) -> str | None:
+    if req.base.offload is Offload.PARAMS and "offload" in req.fixed:
+        return None
+    trial = replace(req, base=replace(req.base, offload=Offload.PARAMS, sharding=Sharding.ZERO3),
+                    fixed=req.fixed | {"offload", "sharding"})
+    if target.gpus_per_node * target.nodes >= 1 and _fits_any(trial, target):
+        return "Offloading parameters and optimizer states to CPU with ZeRO-3 fits (--sharding zero3 --offload params)."
+    return None
+
+
+def _bigger_card(req: Request, target: Target) -> str | None:
+    from planner.targets import catalog_targets
+    for card in catalog_targets(gpus_per_node=target.gpus_per_node, nodes=target.nodes):
+        if card.memory_bytes > target.memory_bytes and _fits_any(req, card):
+            return f"A {card.name} ({card.memory_bytes / GIB:.0f} GiB) fits (--gpu {card.name!r})."
+    return None
