@@ -232,9 +232,9 @@ def _mig_gpu(gpu: ProbedGpu, visible: str | None) -> list[GpuInfo]:
     for mig in wanted:
         memory_share = mig.memory_bytes / gpu.memory_bytes
         compute = re.search(r"(\d+)g\.", mig.name)   # '3g.40gb': 3 of the card's 7 compute slices
+        compute_share = int(compute.group(1)) / 7 if compute else memory_share
         slices.append(GpuInfo.from_probe(gpu, memory_bytes=mig.memory_bytes, free_bytes=mig.free_bytes,
-                                         name=mig.name, memory_share=memory_share,
-                                         compute_share=int(compute.group(1)) / 7 if compute else memory_share))
+                                         name=mig.name, memory_share=memory_share, compute_share=compute_share))
     return slices
 
 
@@ -243,8 +243,9 @@ def _hardware_warnings(hardware: Hardware) -> list[str]:
     names = list(dict.fromkeys(gpu.name for gpu in hardware.gpus))
     if len(names) > 1:
         smallest = hardware.gpu
-        lines.append(f"This machine has different GPUs ({', '.join(names)}); plans use the one with the least "
-                     f"free memory, {smallest.name} ({smallest.free_bytes / GiB:.1f} GiB free), for every GPU.")
+        lines.append(f"This machine has different GPUs ({', '.join(names)}); plans use the one with the "
+                     f"least free memory, {smallest.name} ({smallest.free_bytes / GiB:.1f} GiB free), "
+                     "for every GPU.")
     for gpu in hardware.gpus:
         if gpu.tflops is None:
             lines.append(f"{gpu.name} is not in fitplan's catalog, so plans carry no speed or cost for it.")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, replace
 
+from profiles.gpus import match_nvml_name
+
 GiB = 2**30
 # Used memory above this, with no process to explain it, is worth a warning: an idle card shows a few
 # hundred MiB the driver keeps for itself.
@@ -48,7 +50,7 @@ class Probe:
     gpus: list[ProbedGpu]
     driver_version: str | None = None
     cuda_version: str | None = None          # the newest CUDA the driver supports, e.g. "12.4"
-    error: str | None = None                 # why no GPU could be read, a clause: "the NVIDIA driver is not loaded"
+    error: str | None = None                 # why no GPU was read, a clause: "the NVIDIA driver is not loaded"
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -65,7 +67,8 @@ def probe(nvml=None) -> Probe:
         try:
             import pynvml as nvml
         except ImportError:
-            return Probe([], error="nvidia-ml-py, which reads the driver, is not installed: pip install nvidia-ml-py")
+            return Probe([], error="nvidia-ml-py, which reads the driver, is not installed: "
+                                   "pip install nvidia-ml-py")
     try:
         nvml.nvmlInit()
     except Exception as err:  # NVMLError, or OSError from a broken library
@@ -86,7 +89,8 @@ def _init_failure(nvml, err: Exception) -> str:
         "LibraryNotFound": "no NVIDIA driver is installed: libnvidia-ml.so.1 was not found",
         "DriverNotLoaded": "the NVIDIA driver is not loaded",
         "NoPermission": "this user may not query the NVIDIA driver",
-        "LibRmVersionMismatch": "the NVIDIA driver library and kernel module differ in version, as after an update without a reboot",
+        "LibRmVersionMismatch": "the NVIDIA driver library and kernel module differ in version, "
+                                "as after an update without a reboot",
     }
     for kind, reason in reasons.items():
         if _is(nvml, err, kind):
@@ -142,8 +146,6 @@ def _probe_gpu(nvml, index: int) -> tuple[ProbedGpu, tuple | None, list | None]:
 def _bf16(name: str, capability: tuple[int, int] | None) -> bool:
     if capability is not None:
         return capability >= (8, 0)
-    from profiles.gpus import match_nvml_name
-
     spec = match_nvml_name(name)
     return spec.bf16 if spec else False
 

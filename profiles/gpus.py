@@ -47,6 +47,7 @@ class GpuSpec:
     source: str                       # vendor datasheet or product page
     aliases: tuple[str, ...] = ()     # other spellings, NVML's full names first
     memory_exact: bool = False        # memory_bytes is the known NVML total, not the marketing size
+    nvlink: bool = False              # a multi-GPU server of this card links the GPUs by NVLink (SXM, NVL)
 
     def __post_init__(self) -> None:
         if not self.source or self.memory_bytes <= 0 or self.fp16_tflops <= 0 or self.mem_bandwidth_gbs <= 0:
@@ -69,7 +70,7 @@ class GpuSpec:
 
 def _gpu(name: str, key: str, memory_gib: int, cc: tuple[int, int], tflops16: float, bandwidth: float,
          price: float, basis: str, source: str, aliases: tuple[str, ...] = (), nvml_mib: int | None = None,
-         assumed: bool = False) -> GpuSpec:
+         assumed: bool = False, nvlink: bool = False) -> GpuSpec:
     """A catalog entry. `nvml_mib`: the NVML total in MiB, known, or `assumed` from a sibling card;
     without it the marketing size `memory_gib` is used. bf16 comes with compute capability 8.0."""
     has_bf16 = cc >= (8, 0)
@@ -77,10 +78,12 @@ def _gpu(name: str, key: str, memory_gib: int, cc: tuple[int, int], tflops16: fl
     return GpuSpec(name=name, key=key, memory_bytes=memory, bf16=has_bf16, compute_capability=cc,
                    bf16_tflops=float(tflops16) if has_bf16 else 0.0, fp16_tflops=float(tflops16),
                    mem_bandwidth_gbs=float(bandwidth), price_usd_per_hour=price, price_basis=basis,
-                   source=source, aliases=aliases, memory_exact=nvml_mib is not None and not assumed)
+                   source=source, aliases=aliases, memory_exact=nvml_mib is not None and not assumed,
+                   nvlink=nvlink)
 
 
-GA102_WHITEPAPER = "https://www.nvidia.com/content/PDF/nvidia-ampere-ga-102-gpu-architecture-whitepaper-v2.pdf"
+GA102_WHITEPAPER = ("https://www.nvidia.com/content/PDF/"
+                    "nvidia-ampere-ga-102-gpu-architecture-whitepaper-v2.pdf")
 ADA_WHITEPAPER = "https://images.nvidia.com/aem-dam/Solutions/geforce/ada/nvidia-ada-gpu-architecture.pdf"
 TURING_WHITEPAPER = ("https://images.nvidia.com/aem-dam/en-zz/Solutions/design-visualization/technologies/"
                      "turing-architecture/NVIDIA-Turing-Architecture-Whitepaper.pdf")
@@ -166,35 +169,35 @@ CATALOG: list[GpuSpec] = [
     # --- Datacenter HBM. ---
     # datasheet (SXM2): 125 tensor TFLOP/s, no bf16; NVML reports 16160 MiB (V100-SXM2-16GB)
     _gpu("V100 16GB", "v100-16gb", 16, (7, 0), 125.0, 900, 0.50, ON_DEMAND, DATACENTER.format("v100"),
-         ("Tesla V100-SXM2-16GB", "Tesla V100-PCIE-16GB", "V100 SXM2 16GB"), nvml_mib=16160),
+         ("Tesla V100-SXM2-16GB", "Tesla V100-PCIE-16GB", "V100 SXM2 16GB"), nvml_mib=16160, nvlink=True),
     _gpu("V100 32GB", "v100-32gb", 32, (7, 0), 125.0, 900, 0.60, ON_DEMAND, DATACENTER.format("v100"),
-         ("Tesla V100-SXM2-32GB", "Tesla V100-PCIE-32GB", "Tesla V100S-PCIE-32GB", "V100 SXM2 32GB")),
+         ("Tesla V100-SXM2-32GB", "Tesla V100-PCIE-32GB", "Tesla V100S-PCIE-32GB", "V100 SXM2 32GB"), nvlink=True),
     # datasheet: 312 bf16 dense; 1555 GB/s (SXM4 and PCIe alike); NVML reports 40960 MiB (SXM4)
     _gpu("A100 40GB", "a100-40gb", 40, (8, 0), 312.0, 1555, 1.29, ON_DEMAND, DATACENTER.format("a100"),
-         ("NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB", "A100 40GB SXM"), nvml_mib=40960),
+         ("NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB", "A100 40GB SXM"), nvml_mib=40960, nvlink=True),
     # datasheet: 312 bf16 dense, 2039 GB/s (SXM4); NVML reports 81920 MiB
     _gpu("A100 80GB", "a100-80gb", 80, (8, 0), 312.0, 2039, 1.79, ON_DEMAND, DATACENTER.format("a100"),
-         ("NVIDIA A100-SXM4-80GB", "A100 80GB SXM"), nvml_mib=81920),
+         ("NVIDIA A100-SXM4-80GB", "A100 80GB SXM"), nvml_mib=81920, nvlink=True),
     _gpu("A100 80GB PCIe", "a100-80gb-pcie", 80, (8, 0), 312.0, 1935, 1.64, ON_DEMAND,
          DATACENTER.format("a100"), ("NVIDIA A100 80GB PCIe", "A100-PCIE-80GB")),
     # datasheet: 1979 bf16 with sparsity -> 989.5 dense, 3.35 TB/s; NVML reports 81559 MiB
     _gpu("H100 SXM", "h100-sxm", 80, (9, 0), 989.5, 3350, 2.99, ON_DEMAND, DATACENTER.format("h100"),
-         ("NVIDIA H100 80GB HBM3", "H100", "H100 80GB", "H100 SXM5", "H100-SXM5-80GB"), nvml_mib=81559),
+         ("NVIDIA H100 80GB HBM3", "H100", "H100 80GB", "H100 SXM5", "H100-SXM5-80GB"), nvml_mib=81559, nvlink=True),
     # datasheet: 1513 bf16 with sparsity -> 756.5 dense, 2 TB/s; NVML reports 81559 MiB
     _gpu("H100 PCIe", "h100-pcie", 80, (9, 0), 756.5, 2000, 2.49, ON_DEMAND, DATACENTER.format("h100"),
          ("NVIDIA H100 PCIe",), nvml_mib=81559),
     # datasheet: 1671 bf16 with sparsity -> 835.5 dense, 3.9 TB/s, 94 GB
     _gpu("H100 NVL", "h100-nvl", 94, (9, 0), 835.5, 3900, 2.79, ON_DEMAND, DATACENTER.format("h100"),
-         ("NVIDIA H100 NVL",)),
+         ("NVIDIA H100 NVL",), nvlink=True),
     # datasheet: same compute as H100 SXM, 141 GB at 4.8 TB/s; NVML reports 143771 MiB
     _gpu("H200", "h200", 141, (9, 0), 989.5, 4800, 3.79, ON_DEMAND, DATACENTER.format("h200"),
-         ("NVIDIA H200", "H200 SXM", "H200 141GB"), nvml_mib=143771),
+         ("NVIDIA H200", "H200 SXM", "H200 141GB"), nvml_mib=143771, nvlink=True),
     # datasheet: 1671 bf16 with sparsity -> 835.5 dense; 143771 MiB assumed like the H200 SXM
     _gpu("H200 NVL", "h200-nvl", 141, (9, 0), 835.5, 4800, 3.50, ON_DEMAND,
-         DATACENTER.format("h200"), ("NVIDIA H200 NVL",), nvml_mib=143771, assumed=True),
+         DATACENTER.format("h200"), ("NVIDIA H200 NVL",), nvml_mib=143771, assumed=True, nvlink=True),
     # HGX B200: 4.5 PFLOP/s bf16 with sparsity -> 2250 dense, 8 TB/s, 180 GB per GPU
     _gpu("B200", "b200", 180, (10, 0), 2250.0, 8000, 5.99, ON_DEMAND, DATACENTER.format("hgx"),
-         ("NVIDIA B200", "B200 SXM")),
+         ("NVIDIA B200", "B200 SXM"), nvlink=True),
 ]
 
 # Words that vendors and NVML put in names but that do not tell cards apart.
@@ -238,7 +241,8 @@ def find_gpu(text: str) -> tuple[GpuSpec, int]:
     name, count = split_count(text)
     query = _tokens(name)
     if not query:
-        raise UserError(f'"{text}" names no GPU; try e.g. --gpu "RTX 4090" (`fitplan gpus --catalog` lists them).')
+        raise UserError(f'"{text}" names no GPU; try e.g. --gpu "RTX 4090" '
+                        "(`fitplan gpus --catalog` lists them).")
     if query in _BY_TOKENS:
         return _BY_TOKENS[query], count
     shortened = _abbreviated(query)
