@@ -63,7 +63,7 @@ def _qwen3_moe_write(spec: ModelSpec) -> dict:
 
 
 def _gemma_read(d: dict, got: dict) -> dict:
-    # Older Gemma configs name the activation in `hidden_activation`, newer ones in `hidden_act`.
+    # Hub Gemma configs carry both keys; `hidden_activation` is the one the model runs when set.
     act = d.get("hidden_activation") or d.get("hidden_act")
     return {"activation": act} if act else {}
 
@@ -73,9 +73,13 @@ def _no_qk_layernorm(model_type: str) -> Callable[[dict, dict], dict]:
         if d.get("qk_layernorm"):
             raise UserError(f"This {model_type} config uses qk_layernorm, which fitplan does not model yet; "
                             f"use a catalog model or a config without it.")
-        parallel = got.get("parallel_block", False)
-        return {"norms_per_layer": 1} if model_type == "stablelm" and parallel else {}
+        return {}
     return read
+
+
+def _stablelm_norms(d: dict, got: dict) -> dict:
+    # With a parallel residual, StableLM drops post_attention_layernorm.
+    return {"norms_per_layer": 1 if got.get("parallel_block") else 2}
 
 
 def _partial_rotary(key: str, default: float) -> Callable[[dict, dict], dict]:
@@ -124,8 +128,9 @@ _FALCON_KEYS = {"n_layer": "num_hidden_layers", "hidden": "hidden_size", "n_head
 _GPT2_KEYS = {"n_layer": "n_layer", "hidden": "n_embd", "n_head": "n_head", "intermediate": "n_inner",
               "vocab": "vocab_size", "tied_embeddings": "tie_word_embeddings", "activation": "activation_function",
               "max_position": "n_positions", "learned_positions": "n_positions"}
-_GPT_NEOX_KEYS = {**{k: v for k, v in _NO_HEAD_DIM.items() if k != "n_kv_head"}, **_ATTN_BIAS, "parallel_block": "use_parallel_residual",
-                  "partial_rotary": "rotary_pct"}
+# GPT-NeoX has neither GQA nor a head_dim key.
+_GPT_NEOX_KEYS = {**{k: v for k, v in _NO_HEAD_DIM.items() if k != "n_kv_head"}, **_ATTN_BIAS,
+                  "parallel_block": "use_parallel_residual", "partial_rotary": "rotary_pct"}
 _PHI_TRAITS = {"layout": "phi", **_LAYERNORM, **_ALL_BIAS, "norms_per_layer": 1, "parallel_block": True,
                "lm_head_bias": True, "mlp_gated": False}
 
@@ -169,7 +174,8 @@ ARCHS: dict[str, _Arch] = {
                  read_extra=_chain(_partial_rotary("partial_rotary_factor", 0.5), _no_qk_layernorm("phi"))),
     "phi3": _Arch({**_LLAMA_KEYS, "sliding_window": "sliding_window"}, traits={"layout": "phi3"},
                   defaults={"max_position_embeddings": 4096}),
-    "gpt_neox": _Arch(_GPT_NEOX_KEYS, traits={"layout": "neox", **_LAYERNORM, "mlp_bias": True, "mlp_gated": False},
+    "gpt_neox": _Arch(_GPT_NEOX_KEYS,
+                      traits={"layout": "neox", **_LAYERNORM, "mlp_bias": True, "mlp_gated": False},
                       defaults={"max_position_embeddings": 2048, "hidden_act": "gelu", "attention_bias": True,
                                 "use_parallel_residual": True},
                       read_extra=_partial_rotary("rotary_pct", 0.25)),
@@ -177,7 +183,7 @@ ARCHS: dict[str, _Arch] = {
                        "partial_rotary": "partial_rotary_factor"}, traits=_LAYERNORM,
                       defaults={"max_position_embeddings": 4096},
                       read_extra=_chain(_partial_rotary("partial_rotary_factor", 0.25),
-                                        _no_qk_layernorm("stablelm"))),
+                                        _no_qk_layernorm("stablelm"), _stablelm_norms)),
     "falcon": _Arch(_FALCON_KEYS, traits={"layout": "neox", **_LAYERNORM, "mlp_gated": False},
                     defaults={"num_hidden_layers": 32, "hidden_size": 4544, "num_attention_heads": 71,
                               "vocab_size": 65024, "tie_word_embeddings": True, "max_position_embeddings": 2048,
@@ -228,8 +234,9 @@ def spec_from_hf_config(d: dict, name: str) -> ModelSpec:
         d = {**(d.get("text_config") or {}), "model_type": model_type}
     arch = ARCHS.get(model_type)
     if arch is None:
-        raise UserError(f"model_type {model_type!r} in the config of {name} is not supported; "
-                        f"fitplan reads these model types: {', '.join(SUPPORTED_TYPES)}.")
+        raise UserError(f"The config of {name} has model_type {model_type!r}, which fitplan does not support; "
+                        f"give a catalog name or a config of one of these model types: "
+                        f"{', '.join(SUPPORTED_TYPES)}.")
     d = _unalias(d, model_type)
     got = dict(arch.traits)
     for name_, key in arch.keys.items():

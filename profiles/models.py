@@ -81,7 +81,7 @@ class ModelSpec:
     sliding_window: int | None = None
     max_position: int = 4096
     logit_softcap: float | None = None
-    attn_softcap: float | None = None  # attention-score soft-capping (Gemma-2): SDPA cannot run it, eager attention does
+    attn_softcap: float | None = None  # attention-score soft-capping (Gemma-2): rules out SDPA, runs eager
     hf_overrides: dict = field(default_factory=dict, compare=False, hash=False)  # extra config.json keys
 
     def __post_init__(self) -> None:

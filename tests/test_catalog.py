@@ -206,7 +206,7 @@ def test_hub_spellings_are_read():
 
 
 def test_unsupported_configs_raise_one_sentence():
-    with pytest.raises(UserError, match="not supported") as err:
+    with pytest.raises(UserError, match="'bloom', which fitplan does not support") as err:
         spec_from_hf_config({"model_type": "bloom", "n_layer": 2}, "bigscience/bloom")
     message = str(err.value)
     assert all(t in message for t in SUPPORTED_TYPES) and message.count(". ") == 0

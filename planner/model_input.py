@@ -1,0 +1,155 @@
+"""Turn the MODEL argument into a ModelSpec: a catalog name, a config.json, or a local model folder.
+
+A folder's safetensors headers give the exact parameter count per dtype; they are read with json and
+struct only (8-byte little-endian header length, then a JSON header), so no tensor data is touched.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import struct
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from planner.errors import UserError
+from profiles.hf_config import spec_from_hf_config
+from profiles.models import ModelSpec, catalog, find
+
+INDEX_FILE = "model.safetensors.index.json"
+# Files next to the real weights that are not the model: Mistral's duplicate checkpoint, peft adapters.
+NOT_MODEL_WEIGHTS = ("consolidated", "adapter_model")
+MAX_HEADER_BYTES = 100 * 2**20
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    spec: ModelSpec
+    source: str                           # "catalog" | "config" | "folder"
+    exact_params: int | None = None       # from safetensors headers, when a folder has them
+    dtypes: dict[str, int] | None = None  # parameters per safetensors dtype ("BF16": 6738415616)
+
+
+def resolve_model(arg: str) -> ResolvedModel:
+    """A catalog name or short name (any case), a path to a config.json, or a local model folder."""
+    path = Path(arg.strip()).expanduser()
+    if path.is_dir():
+        return _from_folder(path)
+    if path.is_file():
+        return ResolvedModel(read_config(path, _config_name(path)), "config")
+    spec = find(arg)
+    if spec is not None:
+        return ResolvedModel(spec, "catalog")
+    if _looks_like_path(arg.strip()):
+        raise UserError(f"No such file or folder: {path}; check the path, or give a catalog name "
+                        f"(`fitplan models` lists them).")
+    raise UserError(_unknown_model_message(arg.strip()))
+
+
+def _looks_like_path(arg: str) -> bool:
+    # Hub ids ("org/name") contain a slash too, but never start with one or end in .json.
+    return arg.endswith(".json") or arg.startswith(("/", "./", "../", "~", "\\")) or "\\" in arg
+
+
+def _unknown_model_message(arg: str) -> str:
+    names = {}
+    for spec in catalog():
+        names.setdefault(spec.name.lower(), spec.name)
+        names.setdefault(spec.short_name.lower(), spec.name)
+    close = difflib.get_close_matches(arg.lower(), names, n=6, cutoff=0.6)
+    suggestions = list(dict.fromkeys(names[c] for c in close))[:3]
+    hint = f" (closest catalog names: {', '.join(suggestions)})" if suggestions else ""
+    return (f"Unknown model {arg!r}{hint}: it is neither a catalog name nor an existing local path; "
+            f"run `fitplan models` for the catalog, or give the path of a local config.json or model folder.")
+
+
+def _config_name(path: Path) -> str:
+    # ".../Llama-2-7b-hf/config.json" is best named by its folder.
+    return path.resolve().parent.name if path.name == "config.json" else path.stem
+
+
+def read_config(path: Path, name: str) -> ModelSpec:
+    """The ModelSpec of one config.json file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"Cannot read {path} ({err.__class__.__name__}: {err}); "
+                        f"check that the path points at a readable config.json.") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+                        f"fix the file or download the model's config.json again.") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} holds a JSON {type(config).__name__}, not an object; "
+                        f"give the model's config.json.")
+    return replace(spec_from_hf_config(config, name), source=str(path))
+
+
+def _from_folder(folder: Path) -> ResolvedModel:
+    config = folder / "config.json"
+    if not config.exists():
+        raise UserError(f"The folder {folder} has no config.json; point at a model folder downloaded from the "
+                        f"Hugging Face Hub (it contains config.json), or give a catalog name.")
+    spec = read_config(config, folder.resolve().name)
+    dtypes = safetensors_dtypes(weight_files(folder))
+    if not dtypes:
+        return ResolvedModel(spec, "folder")
+    return ResolvedModel(spec, "folder", exact_params=sum(dtypes.values()), dtypes=dtypes)
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files that hold the model: the shards its index names, else the loose files."""
+    index = folder / INDEX_FILE
+    if index.exists():
+        return [folder / shard for shard in sorted(set(_read_index(index).values()))]
+    single = folder / "model.safetensors"
+    if single.exists():
+        return [single]
+    return [p for p in sorted(folder.glob("*.safetensors")) if not p.name.startswith(NOT_MODEL_WEIGHTS)]
+
+
+def _read_index(index: Path) -> dict[str, str]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UserError(f"Cannot read the shard index {index} ({err.__class__.__name__}); "
+                        f"download it again or remove it.") from None
+    if not isinstance(weight_map, dict):
+        raise UserError(f"The shard index {index} has no weight_map object; download it again or remove it.")
+    return weight_map
+
+
+def safetensors_dtypes(files: list[Path]) -> dict[str, int]:
+    """Parameter count per dtype over the given safetensors files, from their headers."""
+    counts: dict[str, int] = {}
+    for path in files:
+        for name, info in read_safetensors_header(path).items():
+            try:
+                dtype, numel = info["dtype"], math.prod(info["shape"])
+            except (KeyError, TypeError):
+                raise UserError(f"Tensor {name!r} in {path} has no dtype/shape in the header; "
+                                f"download the file again.") from None
+            counts[dtype] = counts.get(dtype, 0) + numel
+    return counts
+
+
+def read_safetensors_header(path: Path) -> dict[str, dict]:
+    """The tensors' {name: {"dtype", "shape", "data_offsets"}} of one safetensors file."""
+    try:
+        with path.open("rb") as f:
+            size_bytes = f.read(8)
+            size = struct.unpack("<Q", size_bytes)[0] if len(size_bytes) == 8 else -1
+            if not 0 < size <= MAX_HEADER_BYTES:
+                raise ValueError("bad header length")
+            header = json.loads(f.read(size))
+    except FileNotFoundError:
+        raise UserError(f"The weights file {path} is missing although the shard index lists it; "
+                        f"download the missing shard or point at the config.json instead.") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is not a readable safetensors file ({err.__class__.__name__}); "
+                        f"download it again or point at the config.json instead.") from None
+    if not isinstance(header, dict):
+        raise UserError(f"{path} has a malformed safetensors header; download it again.")
+    header.pop("__metadata__", None)
+    return header
