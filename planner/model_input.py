@@ -20,6 +20,8 @@ INDEX_FILE = "model.safetensors.index.json"
 # Files next to the real weights that are not the model: Mistral's duplicate checkpoint, peft adapters.
 NOT_MODEL_WEIGHTS = ("consolidated", "adapter_model")
 MAX_HEADER_BYTES = 100 * 2**20
+# Buffers some converted checkpoints saved alongside the weights (old Llama, GPT-2); not parameters.
+BUFFER_SUFFIXES = ("rotary_emb.inv_freq", "attn.masked_bias")
 
 
 @dataclass(frozen=True)
@@ -126,12 +128,19 @@ def safetensors_dtypes(files: list[Path]) -> dict[str, int]:
     for path in files:
         for name, info in read_safetensors_header(path).items():
             try:
-                dtype, numel = info["dtype"], math.prod(info["shape"])
+                dtype, shape = info["dtype"], list(info["shape"])
+                numel = math.prod(shape)
             except (KeyError, TypeError):
                 raise UserError(f"Tensor {name!r} in {path} has no dtype/shape in the header; "
                                 f"download the file again.") from None
-            counts[dtype] = counts.get(dtype, 0) + numel
+            if not _is_buffer(name, shape):
+                counts[dtype] = counts.get(dtype, 0) + numel
     return counts
+
+
+def _is_buffer(name: str, shape: list[int]) -> bool:
+    # GPT-2's causal mask is saved as a 4-D `attn.bias`; a real bias is 1-D.
+    return name.endswith(BUFFER_SUFFIXES) or (name.endswith("attn.bias") and len(shape) == 4)
 
 
 def read_safetensors_header(path: Path) -> dict[str, dict]:

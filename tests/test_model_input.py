@@ -195,6 +195,14 @@ def test_loose_shards_without_index_are_summed(tmp_path):
     assert resolve_model(str(tmp_path)).dtypes == {"F16": 17, "I64": 1}
 
 
+def test_saved_buffers_are_not_parameters(tmp_path):
+    write_config(tmp_path, ModelSpec.from_name("gpt2"))
+    write_safetensors(tmp_path / "model.safetensors", {
+        "h.0.attn.c_attn.bias": ("F32", [6]), "h.0.attn.bias": ("U8", [1, 1, 4, 4]),
+        "h.0.attn.masked_bias": ("F32", []), "model.layers.0.self_attn.rotary_emb.inv_freq": ("F32", [8])})
+    assert resolve_model(str(tmp_path)).dtypes == {"F32": 6}
+
+
 def test_sharded_folder_with_missing_shard(tmp_path, tiny):
     write_config(tmp_path, tiny)
     (tmp_path / "model.safetensors.index.json").write_text(
