@@ -30,7 +30,7 @@ def _card(gpu: str | None) -> dict | None:
         if not found.gpus:
             return None
         hw = hardware_from_probe(found)
-    first = hw.gpus[0]
+    first = hw.gpu
     return {"name": first.name, "memory_bytes": first.memory_bytes, "compute_capability": first.compute_capability}
 
 

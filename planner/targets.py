@@ -5,13 +5,8 @@ from planner.calibration import overhead_for
 from planner.search import Target
 from profiles.gpus import CATALOG as GPU_CATALOG, GpuSpec
 
-# Boards whose GPUs talk over NVLink / NVSwitch (SXM modules); other cards use PCIe peer-to-peer.
-NVLINK_KEYS = ("sxm", "h100", "h200", "b200", "a100", "v100")
-
-
 def link_of(spec: GpuSpec) -> str:
-    key = spec.key.lower()
-    return "nvlink" if any(k in key for k in NVLINK_KEYS) and "pcie" not in key else "pcie"
+    return "nvlink" if spec.nvlink else "pcie"
 
 
 def target_from_spec(spec: GpuSpec, gpus_per_node: int = 1, nodes: int = 1, free_bytes: int | None = None,
