@@ -32,7 +32,7 @@ def resolve_spec(model_arg: str) -> ModelSpec:
     resolver = _planner_resolver()
     if resolver is not None:
         found = resolver(model_arg)
-        return found[0] if isinstance(found, tuple) else found
+        return getattr(found, "spec", found)  # a ResolvedModel carries its ModelSpec
     spec = find(model_arg)
     if spec is not None:
         return spec

@@ -65,6 +65,12 @@ class Run:
     saved: str | None = None
     error: str | None = None
     extra: dict = field(default_factory=dict)
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +86,7 @@ def train(args: argparse.Namespace) -> int:
     plan = planfile.read_plan(args.plan)
     run = Run(args, plan, planfile.plan_config(plan), Path(args.output_dir or Path(args.plan).parent).resolve())
     accelerator = make_accelerator(run.config)
+    run.rank, run.world = rank_and_world(accelerator)
     import torch
     from accelerate.utils import set_seed
     set_seed(args.seed)
@@ -110,6 +117,14 @@ def make_accelerator(config: TrainConfig):
     if not launched:
         kwargs["mixed_precision"] = emit.MIXED_PRECISION[config.precision]
     return Accelerator(**kwargs)
+
+
+def rank_and_world(accelerator) -> tuple[int, int]:
+    """(rank, world size) from torch.distributed: Accelerate reports one process per rank for DeepSpeed on CPU."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return accelerator.process_index, accelerator.num_processes
 
 
 def model_location(run: Run) -> tuple[str, bool]:
@@ -215,12 +230,12 @@ def make_batches(run: Run, accelerator, vocab: int) -> list[dict]:
     if args.data:
         rows = text_rows(run, vocab)
         steps = args.steps or max(1, len(rows) // (per_rank * config.grad_accum * config.world_size))
-        rows = [rows[i % len(rows)] for i in range(steps * config.grad_accum * per_rank * accelerator.num_processes)]
-        rows = rows[accelerator.process_index::accelerator.num_processes]
+        rows = [rows[i % len(rows)] for i in range(steps * config.grad_accum * per_rank * run.world)]
+        rows = rows[run.rank::run.world]
     else:
         steps = args.steps or DEFAULT_STEPS
         rows = synthetic_rows(steps * config.grad_accum * per_rank, config.seq_len, vocab,
-                              args.seed + accelerator.process_index)
+                              args.seed + run.rank)
     batches = [collate(rows[i:i + per_rank]) for i in range(0, len(rows), per_rank)]
     return longest_first(batches)
 
@@ -302,8 +317,9 @@ def loop(run: Run, accelerator, model, optimizer, batches: list[dict]) -> None:
     """Optimizer steps of `grad_accum` micro-batches each; loss per step to losses.jsonl."""
     from tqdm.auto import tqdm
     steps = len(batches) // run.config.grad_accum
-    log = LossLog(run.out_dir / LOSSES_NAME, accelerator.is_main_process)
-    bar = tqdm(total=steps, desc="training", disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+    log = LossLog(run.out_dir / LOSSES_NAME, run.is_main)
+    local_rank = int(os.environ.get("LOCAL_RANK", run.rank))
+    bar = tqdm(total=steps, desc="training", disable=local_rank != 0, dynamic_ncols=True)
     model.train()
     start = time.perf_counter()
     for step in range(steps):
@@ -315,7 +331,7 @@ def loop(run: Run, accelerator, model, optimizer, batches: list[dict]) -> None:
         bar.set_postfix(loss=f"{loss:.4f}")
         bar.update(1)
         if step + 1 == min(FIRST_STEPS, steps):
-            run.measured = measure(accelerator, step + 1)
+            run.measured = measure(run, accelerator, step + 1)
     bar.close()
     run.step = steps
 
@@ -333,9 +349,16 @@ def one_step(run: Run, accelerator, model, optimizer, micro_batches: list[dict])
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         total += loss.detach().float()
-        run.tokens += batch["tokens"] * accelerator.num_processes
-    mean = accelerator.reduce(total / len(micro_batches), reduction="mean")
-    return float(mean)
+        run.tokens += batch["tokens"] * run.world
+    return mean_over_ranks(total / len(micro_batches), run)
+
+
+def mean_over_ranks(value, run: Run) -> float:
+    import torch.distributed as dist
+    if run.world > 1:
+        dist.all_reduce(value)
+        value = value / run.world
+    return float(value)
 
 
 class LossLog:
@@ -355,12 +378,14 @@ class LossLog:
 
 # -- measuring --------------------------------------------------------------------------------------
 
-def measure(accelerator, after_steps: int) -> dict:
+def measure(run: Run, accelerator, after_steps: int) -> dict:
     """Peaks so far on every rank (CUDA allocator and NVML, or process RSS on CPU)."""
-    from accelerate.utils import gather_object
-    mine = local_peaks(accelerator.device)
-    mine["rank"] = accelerator.process_index
-    ranks = gather_object([mine]) if accelerator.num_processes > 1 else [mine]
+    import torch.distributed as dist
+    mine = {**local_peaks(accelerator.device), "rank": run.rank}
+    ranks = [mine]
+    if run.world > 1:
+        ranks = [None] * run.world
+        dist.all_gather_object(ranks, mine)
     return {"after_steps": after_steps, "device": mine["device"], "per_rank": ranks,
             **{k: max((r[k] for r in ranks if r.get(k) is not None), default=None)
                for k in ("allocated_peak_bytes", "reserved_peak_bytes", "nvml_used_bytes", "rss_peak_bytes")}}
@@ -419,16 +444,14 @@ def save(accelerator, model, run: Run) -> str:
     accelerator.wait_for_everyone()
     target = run.out_dir / ("adapter" if run.config.uses_adapters else "model")
     state = accelerator.get_state_dict(model)
-    accelerator.unwrap_model(model).save_pretrained(target, is_main_process=accelerator.is_main_process,
-                                                    save_function=accelerator.save, state_dict=state,
-                                                    safe_serialization=True)
+    accelerator.unwrap_model(model).save_pretrained(target, is_main_process=run.is_main, state_dict=state)
     return str(target)
 
 
 def finish(run: Run, accelerator) -> None:
     if run.measured is None:  # interrupted before the first steps were measured: no collectives now
         run.measured = {"after_steps": run.step, **local_peaks(accelerator.device)}
-    if accelerator.is_main_process:
+    if run.is_main:
         write_report(run)
     accelerator.end_training()
 

@@ -40,7 +40,7 @@ def plan_for(model_arg: str, options: dict) -> tuple[ModelSpec, TrainConfig, dic
 
 
 def hardware_from_options(options: dict) -> dict | None:
-    name, _ = split_gpu(options.get("gpu_name"))
+    name, _ = split_gpu(options.get("gpu"))
     return {"gpu": name} if name else None
 
 
@@ -58,11 +58,21 @@ def default_run_dir(plan: dict) -> Path:
     return Path("runs") / f"{plan['model'].split('/')[-1]}-{stamp}"
 
 
+def multi_node(plan: dict | None, ip: str | None, port: int | None, machine_rank: int) -> emit.MultiNode:
+    """Where the nodes meet: the command line first, then what the plan remembers."""
+    saved = (plan or {}).get("multi_node") or {}
+    return emit.MultiNode(ip or saved.get("main_process_ip"),
+                          port or saved.get("main_process_port") or emit.DEFAULT_PORT, machine_rank)
+
+
 def write_run_folder(out_dir: str | Path, plan: dict, nodes: emit.MultiNode, force: bool) -> dict[str, Path]:
     """plan.json plus the launcher configs, all refused together when any exists and not forced."""
     out_dir = Path(out_dir).resolve()
     config = planfile.plan_config(plan)
     files = emit.render_configs(out_dir, config, nodes)
+    if config.nodes > 1:  # so `fitplan launch --plan` on every node needs only --machine-rank
+        plan = {**plan, "multi_node": {"main_process_ip": nodes.main_process_ip,
+                                       "main_process_port": nodes.main_process_port}}
     plan_path = out_dir / planfile.PLAN_NAME
     planfile.refuse_existing([plan_path, *(path for path, _ in files.values())], force)
     paths = {"plan": planfile.write_plan(plan_path, plan, force=True)}

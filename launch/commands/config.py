@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from launch import emit, planfile, runner
+from launch import planfile, runner
 from launch.options import launch_options, train_options
 
 
@@ -16,10 +16,10 @@ from launch.options import launch_options, train_options
 @launch_options
 @click.option("--model-path", type=click.Path(file_okay=False), help="Local folder with the model's weights.")
 def command(model: str, model_path: str | None, out_dir: str | None, force: bool, main_process_ip: str | None,
-            main_process_port: int, machine_rank: int, as_json: bool, **options) -> None:
+            main_process_port: int | None, machine_rank: int, as_json: bool, **options) -> None:
     """Write the plan of MODEL and the launcher configs into --out (default: runs/<model>-<time>)."""
     plan = runner.make_plan(model, options, model_path)
-    nodes = emit.MultiNode(main_process_ip, main_process_port, machine_rank)
+    nodes = runner.multi_node(None, main_process_ip, main_process_port, machine_rank)
     paths = runner.write_run_folder(out_dir or runner.default_run_dir(plan), plan, nodes, force)
     if as_json:
         click.echo(json.dumps({"out": str(paths["plan"].parent), "files": {k: str(v) for k, v in paths.items()},

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from launch import emit, planfile, runner
 from launch.commands.config import describe
@@ -38,12 +39,15 @@ class ScriptAfterDashes(click.Command):
 @click.option("--dry-run", is_flag=True, help="Write the configs and print the command(s) instead of running.")
 @click.pass_context
 def command(ctx: click.Context, model: str | None, plan_file: str | None, out_dir: str | None, force: bool,
-            main_process_ip: str | None, main_process_port: int, machine_rank: int, model_path: str | None,
+            main_process_ip: str | None, main_process_port: int | None, machine_rank: int, model_path: str | None,
             data: str | None, steps: int | None, lr: float | None, oom_retries: int, dry_run: bool,
             as_json: bool, **options) -> None:
     """Train MODEL (or --plan) with the built-in recipe, or `-- script.py args` with your own."""
-    nodes = emit.MultiNode(main_process_ip, main_process_port, machine_rank)
-    plan, run_dir = prepare(model, plan_file, model_path, out_dir, force, nodes, options)
+    if plan_file:
+        reject_fixed_options(ctx, model)
+    saved = planfile.read_plan(plan_file) if plan_file else None
+    nodes = runner.multi_node(saved, main_process_ip, main_process_port, machine_rank)
+    plan, run_dir = prepare(model, saved, plan_file, model_path, out_dir, force, nodes, options)
     job = runner.Launch(run_dir, plan, nodes, list(ctx.meta.get("script", [])),
                         recipe_args(model_path, data, steps, lr), oom_retries)
     if dry_run:
@@ -56,13 +60,9 @@ def command(ctx: click.Context, model: str | None, plan_file: str | None, out_di
     finish(job, result, as_json)
 
 
-def prepare(model, plan_file, model_path, out_dir, force, nodes, options) -> tuple[dict, Path]:
+def prepare(model, plan, plan_file, model_path, out_dir, force, nodes, options) -> tuple[dict, Path]:
     """The plan and the run folder holding it with fresh launcher configs."""
     if plan_file:
-        given = [o.opts[0] for o in _train_params() if options.get(o.name) is not None]
-        if given or model:
-            raise UserError(f"--plan already fixes the model and training options; drop {', '.join(given) or model!r}.")
-        plan = planfile.read_plan(plan_file)
         run_dir = Path(out_dir or Path(plan_file).parent).resolve()
         same = run_dir == Path(plan_file).resolve().parent
         if same:  # the launcher configs derive from the plan: refresh them
@@ -78,11 +78,13 @@ def prepare(model, plan_file, model_path, out_dir, force, nodes, options) -> tup
     return plan, run_dir
 
 
-def _train_params() -> list[click.Option]:
-    return [p for p in command.params if isinstance(p, click.Option) and p.name in
-            {"method", "precision", "optimizer", "micro_batch", "seq_len", "grad_ckpt", "attn", "lora_r",
-             "lora_alpha", "lora_targets", "double_quant", "gpus", "nodes", "sharding", "offload",
-             "gpu_name", "global_batch"}]
+def reject_fixed_options(ctx: click.Context, model: str | None) -> None:
+    """A plan fixes the model and the training options; giving them too is a mistake, not an override."""
+    fixed = {"model", "global_batch", *(p.name for p in train_options(lambda: None).__click_params__)} - {"as_json"}
+    given = [p.opts[0] if p.opts[0].startswith("-") else p.name.upper() for p in ctx.command.params
+             if p.name in fixed and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
+    if given:
+        raise UserError(f"--plan already fixes the model and training options; drop {', '.join(given)}.")
 
 
 def recipe_args(model_path, data, steps, lr) -> list[str]:
