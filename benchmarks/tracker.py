@@ -1,0 +1,131 @@
+"""Exact live-storage accounting for one training step, on fake, CPU or CUDA tensors.
+
+`StorageTracker` is a `TorchDispatchMode`: every storage an operator returns is recorded once, with a weakref
+whose callback marks it freed, so the running total is exactly the bytes of live storages. The peak is kept
+as a sequence number; the records live at that moment are categorised afterwards, by what they were when they
+were made (phase and region) and by what they became (parameter, gradient, optimizer state, quantization
+constant), which the driver tags by storage identity while those tensors exist.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.weak import WeakIdKeyDictionary
+
+COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",
+              "activations", "logits", "temporary")
+PHASES = ("forward", "backward", "optimizer_step")
+IDENTITY_TAGS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights")
+
+
+@dataclass
+class Record:
+    """One storage: its size, when it was made and freed, and what it was."""
+
+    nbytes: int
+    born: int
+    phase: str
+    region: str | None
+    died: int | None = None
+    tag: str | None = None   # identity category, set by `tag()`
+    paged: bool = False      # would live in CUDA managed memory (bitsandbytes paged optimizer state)
+    ref: object = None       # the weakref whose callback frees it (must outlive the storage)
+
+
+@dataclass
+class Peak:
+    nbytes: int = 0
+    seq: int = 0
+    phase: str = "setup"
+
+
+class StorageTracker(TorchDispatchMode):
+    """Counts live storage bytes; `phase` and `region` are set by the driver and by module hooks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[Record] = []
+        self.live_bytes = 0
+        self.phase = "setup"
+        self.region: str | None = None
+        self.seq = 0
+        self._by_storage = WeakIdKeyDictionary()
+        self.peak = Peak()
+        self.phase_peaks: dict[str, int] = {}
+
+    # -- recording -------------------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.watch(t)
+        return out
+
+    def watch(self, t: torch.Tensor) -> Record:
+        """Record `t`'s storage if it is new (or grew); returns its record."""
+        st = t.untyped_storage()
+        rec = self._by_storage.get(st)
+        if rec is None:
+            rec = Record(st.nbytes(), self.seq, self.phase, self.region)
+            self._by_storage[st] = rec
+            self.records.append(rec)
+            rec.ref = weakref.ref(st, lambda _ref, r=rec: self._free(r))
+            self._grow(rec.nbytes)
+        elif st.nbytes() != rec.nbytes:   # an `out=` op resized it in place
+            self._grow(st.nbytes() - rec.nbytes)
+            rec.nbytes = st.nbytes()
+        return rec
+
+    def _grow(self, delta: int) -> None:
+        self.seq += 1
+        self.live_bytes += delta
+        if self.live_bytes > self.phase_peaks.get(self.phase, -1):
+            self.phase_peaks[self.phase] = self.live_bytes
+        if self.live_bytes > self.peak.nbytes:
+            self.peak = Peak(self.live_bytes, self.seq, self.phase)
+
+    def _free(self, rec: Record) -> None:
+        self.seq += 1
+        rec.died = self.seq
+        self.live_bytes -= rec.nbytes
+
+    # -- driver API ------------------------------------------------------------------------------
+    def tag(self, tensors, category: str, paged: bool = False) -> None:
+        """Mark the storages of `tensors` (recording them if unseen) as `category`."""
+        for t in tensors:
+            rec = self.watch(t)
+            rec.tag = category
+            rec.paged = rec.paged or paged
+
+    def reset_peak(self) -> None:
+        """Start a new measurement window at the current live total (e.g. at the start of step 2)."""
+        self.peak = Peak(self.live_bytes, self.seq, self.phase)
+        self.phase_peaks = {}
+
+    def live_at(self, seq: int) -> list[Record]:
+        return [r for r in self.records if r.born <= seq and (r.died is None or r.died > seq)]
+
+    def components(self, seq: int | None = None) -> dict[str, int]:
+        """Bytes live at `seq` (default: the peak) by category; they sum to the live total then."""
+        out = dict.fromkeys(COMPONENTS, 0)
+        for rec in self.live_at(self.peak.seq if seq is None else seq):
+            out[category(rec)] += rec.nbytes
+        return out
+
+    def paged_bytes(self, seq: int | None = None) -> int:
+        return sum(r.nbytes for r in self.live_at(self.peak.seq if seq is None else seq) if r.paged)
+
+
+def category(rec: Record) -> str:
+    """Identity first (what the storage is), else where and when it was made."""
+    if rec.tag is not None:
+        return rec.tag
+    if rec.region == "logits":
+        return "logits"
+    if rec.phase in ("forward", "backward"):
+        return "activations"   # saved tensors, recomputation and activation gradients
+    return "temporary"
