@@ -15,7 +15,7 @@ from profiles.models import ModelSpec
 
 
 def measure_layer_saved(spec: ModelSpec, cfg: TrainConfig, layer: int = 1) -> int:
-    """Bytes per token that layer `layer` saves for backward in one forward pass (no checkpointing)."""
+    """Bytes that layer `layer` saves for backward in one forward pass (no checkpointing)."""
     model = _materialise(spec, cfg)
     blocks = decoder_layers(model, spec)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -36,7 +36,7 @@ def measure_layer_saved(spec: ModelSpec, cfg: TrainConfig, layer: int = 1) -> in
     ids = torch.randint(0, spec.vocab, (cfg.micro_batch, cfg.seq_len))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(cfg):
         model(input_ids=ids, labels=ids)
-    return sum(seen.values()) // (cfg.micro_batch * cfg.seq_len)
+    return sum(seen.values())
 
 
 def decoder_layers(model: torch.nn.Module, spec: ModelSpec) -> torch.nn.ModuleList:

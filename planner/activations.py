@@ -17,6 +17,11 @@ from planner.states import deepspeed_16bit, weight_bytes
 from profiles.models import FUSED_ROLES, ModelSpec
 
 _ids = count()
+# RMSNorms that multiply the weight in fp32 and cast afterwards, saving the fp32 normalised input
+FP32_WEIGHT_NORMS = ("gemma", "gemma2", "gemma3_text", "olmo2")
+# Activations composed of elementwise ops: how many tensors of the MLP width they save (NewGELU:
+# x for pow and mul, tanh's output, 1 + tanh and 0.5 * x); fused ones save only their input.
+ACTIVATION_SAVES = {"gelu_new": 4, "gelu_fast": 4}
 
 
 @dataclass(eq=False)
@@ -43,7 +48,9 @@ class Context:
     lora_modules: set[str]
     quantized: bool        # QLoRA: Linear4bit casts its output back to the input dtype
     attention: Attention
+    fp32_norm_weight: bool = False  # norm multiplies its weight in fp32, then casts (Gemma, OLMo-2)
     saved: dict[int, int] = field(default_factory=dict)
+    per_layer: int = 0     # bytes saved per layer whatever the tokens (autocast's 16-bit weight copies)
     widest: int = 0        # widest intermediate (bytes/token): sizes backward's gradient buffers
 
     def save(self, *tensors: Tensor) -> None:
@@ -70,7 +77,8 @@ def context(spec: ModelSpec, cfg: TrainConfig) -> Context:
     qlora = cfg.method is Method.QLORA
     return Context(compute=compute, autocast=mixed, base_trains=cfg.method is Method.FULL,
                    norm_weight=weight_bytes(cfg), adapter=(4 if not deepspeed_16bit(cfg) else 2) if lora else 0,
-                   lora_r=cfg.lora_r, lora_modules=lora, quantized=qlora, attention=cfg.attn)
+                   lora_r=cfg.lora_r, lora_modules=lora, quantized=qlora, attention=cfg.attn,
+                   fp32_norm_weight=spec.hf_type in FP32_WEIGHT_NORMS)
 
 
 def stream_bytes(cfg: TrainConfig) -> int:
@@ -85,6 +93,8 @@ def linear(ctx: Context, x: Tensor, d_out: int, module: str) -> Tensor:
     inp = ctx.cast(x, ctx.compute) if (ctx.autocast or ctx.quantized) else x
     if ctx.base_trains:
         ctx.save(inp)  # the weight's gradient needs the input
+    if ctx.autocast and (x.grad or ctx.base_trains):
+        ctx.per_layer += x.width * d_out * 2  # autocast's 16-bit copy of the fp32 weight, kept for backward
     out_bytes = x.nbytes if ctx.quantized else inp.nbytes
     out = ctx.new(d_out, out_bytes, x.grad or ctx.base_trains)
     if module in ctx.lora_modules:
@@ -93,9 +103,14 @@ def linear(ctx: Context, x: Tensor, d_out: int, module: str) -> Tensor:
 
 
 def _lora(ctx: Context, x: Tensor, d_out: int, base_out: Tensor) -> Tensor:
-    # peft casts x to the adapter dtype for each adapted module separately (q, k, v each own a copy)
-    xa = ctx.new(x.width, ctx.adapter, x.grad) if x.nbytes != ctx.adapter else x
-    a = ctx.new(ctx.lora_r, ctx.adapter, True)
+    # peft casts x to the adapter dtype for each adapted module separately (q, k, v each own a copy);
+    # under autocast lora_A then runs on its own 16-bit copy, and A and B get 16-bit weight copies
+    if ctx.autocast:
+        xa, a = ctx.new(x.width, 2, x.grad), ctx.new(ctx.lora_r, 2, True)
+        ctx.per_layer += (x.width + d_out) * ctx.lora_r * 2
+    else:
+        xa = ctx.new(x.width, ctx.adapter, x.grad) if x.nbytes != ctx.adapter else x
+        a = ctx.new(ctx.lora_r, ctx.adapter, True)
     ctx.save(xa, a)
     summed = ctx.new(d_out, max(base_out.nbytes, ctx.adapter), True)  # result + B(A(x)): promoted dtype
     return ctx.cast(summed, base_out.nbytes) if summed.nbytes != base_out.nbytes else summed
@@ -110,9 +125,11 @@ def rms_norm(ctx: Context, x: Tensor, rows: int = 1, gemma: bool = False) -> Ten
     if x.grad:
         ctx.save(x32, ctx.new(rows, 4, True))
     normed = ctx.new(x.width, 4, x.grad)
-    if gemma:  # Gemma: (1 + weight) in fp32, then cast: the weight's gradient needs the fp32 normed
+    if ctx.fp32_norm_weight:  # weight (or 1 + weight) times the fp32 normalised input, then cast
         if ctx.base_trains:
             ctx.save(normed)
+        if gemma and x.grad:
+            ctx.per_layer += x.width * 4  # Gemma's fp32 (1 + weight), saved for the input's gradient
         return ctx.new(x.width, x.nbytes, x.grad or ctx.base_trains)
     normed_in = ctx.cast(normed, x.nbytes)
     if ctx.base_trains:
@@ -172,7 +189,12 @@ def _rope(ctx: Context, spec: ModelSpec, t: Tensor) -> Tensor:
 def _core_attention(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     out = ctx.new(spec.q_dim, q.nbytes, True)
     if ctx.attention is Attention.EAGER:
-        return out  # the s x s terms are added per layer by eager_scores_bytes
+        # matmuls save q and the KV heads repeated to every query head; the s x s softmax terms are
+        # added by eager_scores_bytes; the output, made contiguous, is o_proj's to save
+        grouped = spec.n_kv_head < spec.n_head
+        k, v = (ctx.new(spec.q_dim, t.nbytes, True) if grouped else t for t in (k, v))
+        ctx.save(q, k, v)
+        return out
     ctx.save(q, k, v, out, ctx.new(spec.n_head, 4, True))  # fused kernels keep an fp32 log-sum-exp per head
     return out
 
@@ -201,6 +223,8 @@ def _gate_up(ctx: Context, spec: ModelSpec, h: Tensor, i: int) -> tuple[Tensor, 
 
 def _activation(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
     ctx.save(x)  # silu / gelu derivatives need their input
+    for _ in range(ACTIVATION_SAVES.get(spec.activation, 1) - 1):
+        ctx.save(ctx.new(x.width, x.nbytes, True))
     return ctx.new(x.width, x.nbytes, True)
 
 
@@ -228,15 +252,25 @@ def residual(ctx: Context, x: Tensor, y: Tensor) -> Tensor:
 
 # --- layers ----------------------------------------------------------------------------------------
 
-def layer_saved_bytes(spec: ModelSpec, cfg: TrainConfig, first: bool = False) -> tuple[int, int]:
-    """(bytes saved for backward, widest intermediate) per token of one transformer layer.
+@dataclass(frozen=True)
+class LayerSaved:
+    per_token: int      # bytes saved for backward per token
+    per_layer: int      # bytes saved whatever the tokens (16-bit weight copies under autocast)
+    widest: int         # bytes per token of the widest intermediate
+
+    def bytes(self, tokens: int) -> int:
+        return self.per_token * tokens + self.per_layer
+
+
+def layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool = False) -> LayerSaved:
+    """What one transformer layer saves for backward.
 
     `first`: the first layer's input needs no gradient when the embedding is frozen (LoRA, QLoRA).
     """
     ctx = context(spec, cfg)
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=cfg.method is Method.FULL or not first)
     _block(ctx, spec, x)
-    return ctx.total, ctx.widest
+    return LayerSaved(per_token=ctx.total, per_layer=ctx.per_layer, widest=ctx.widest)
 
 
 def _block(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.activations import (context, eager_scores_bytes, layer_saved_bytes, linear, norm,
-                                  stream_bytes, Tensor)
+from planner.activations import (context, eager_scores_bytes, layer_saved, linear, norm, stream_bytes,
+                                  Tensor)
 from planner.config import TrainConfig
 from planner.enums import Method, Optimizer, Phase, Precision
 from planner.params import ParamCounts, count_params, trainable_tensors
@@ -83,18 +83,18 @@ class Activations:
     @classmethod
     def of(cls, spec: ModelSpec, cfg: TrainConfig) -> "Activations":
         n = cfg.micro_batch * cfg.seq_len
-        first, widest = layer_saved_bytes(spec, cfg, first=True)
-        rest, _ = layer_saved_bytes(spec, cfg)
-        rest += eager_scores_bytes(spec, cfg, cfg.seq_len)
-        first += eager_scores_bytes(spec, cfg, cfg.seq_len)
+        eager = eager_scores_bytes(spec, cfg, cfg.seq_len) * n
+        first = layer_saved(spec, cfg, first=True).bytes(n) + eager
+        rest_layer = layer_saved(spec, cfg)
+        rest, widest = rest_layer.bytes(n) + eager, rest_layer.widest
         stream = n * spec.hidden * stream_bytes(cfg)
-        layers = [first * n] + [rest * n] * (spec.n_layer - 1)
+        layers = [first] + [rest] * (spec.n_layer - 1)
         if cfg.grad_ckpt:
             layers = [stream] * spec.n_layer  # each checkpointed layer keeps only its input
         logit_bytes = _logit_bytes(cfg)
         v = n * spec.vocab
         fp32_copy = 0 if logit_bytes == 4 else 4 * v
-        return cls(tokens=n, layers=layers, full_layer=rest * n, widest=widest * n, head=_head_saved(spec, cfg) * n,
+        return cls(tokens=n, layers=layers, full_layer=rest, widest=widest * n, head=_head_saved(spec, cfg) * n,
                    stream=stream, logits_forward=logit_bytes * v + fp32_copy + 4 * v, logits_saved=4 * v,
                    logits_backward=12 * v, inputs=3 * n * INDEX_BYTES, dequant=_dequant_bytes(spec, cfg))
 
