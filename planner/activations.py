@@ -159,6 +159,10 @@ def attention(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     if ctx.autocast:
         q, k, v = (ctx.cast(t, 2) for t in (q, k, v))
     out = _core_attention(ctx, spec, q, k, v)
+    if spec.partial_rotary < 1:
+        # cat() of rotated and pass-through halves lays q out head-major, and the kernel's output follows:
+        # transpose(1, 2).contiguous() for o_proj then copies it
+        out = ctx.new(out.width, out.nbytes, out.grad)
     return linear(ctx, out, spec.hidden, _module(spec, "o"))
 
 
@@ -229,14 +233,16 @@ def _activation(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
 
 
 def _moe(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
-    """Routed experts: each token's hidden state goes through top-k experts' gated MLPs."""
-    logits = linear(ctx, h, spec.n_experts, "gate")
-    ctx.save(ctx.new(spec.n_experts, 4, True))  # softmax over experts in fp32
-    k, i = spec.experts_per_token, spec.moe_intermediate
-    gathered = ctx.new(k * spec.hidden, h.nbytes, True)        # current_state = hidden[token_idx] per expert
-    ctx.save(gathered, ctx.new(k * 2 * i, h.nbytes, True), ctx.new(k * i, h.nbytes, True))
-    ctx.save(ctx.new(k * i, h.nbytes, True), ctx.new(k * spec.hidden, h.nbytes, True))
-    return ctx.new(spec.hidden, h.nbytes, True) if logits else h
+    """Routed experts as transformers 5 runs them (grouped matmuls over tokens sorted by expert)."""
+    linear(ctx, h, spec.n_experts, "gate")
+    k, i, dt = spec.experts_per_token, spec.moe_intermediate, h.nbytes
+    ctx.save(ctx.new(spec.n_experts, 4, True))  # router softmax in fp32
+    ctx.save(ctx.new(4 * k * 8 // dt, dt, False))  # top-k, sort and scatter indices: four int64 per route
+    gathered = ctx.new(k * spec.hidden, dt, True)  # each token's hidden state, once per chosen expert
+    gate_up, act, prod = ctx.new(k * 2 * i, dt, True), ctx.new(k * i, dt, True), ctx.new(k * i, dt, True)
+    down, weights = ctx.new(k * spec.hidden, dt, True), ctx.new(k, dt, True)
+    ctx.save(gathered, gate_up, act, prod, down, weights)
+    return ctx.new(spec.hidden, dt, True)
 
 
 def _module(spec: ModelSpec, role: str) -> str:
