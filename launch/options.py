@@ -2,18 +2,14 @@
 TrainConfig they describe together."""
 from __future__ import annotations
 
-import re
-
 import click
 
 from planner import options as shared
 from planner.config import TrainConfig
 from planner.errors import UserError
+from profiles.gpus import split_count
 
 train_options = shared.train_options
-
-GPU_COUNT = re.compile(r"^(?P<name>.*?)\s*x(?P<count>\d+)$", re.IGNORECASE)
-
 
 LAUNCH_OPTIONS = [
     click.option("--global-batch", type=click.IntRange(min=1), help="Sequences per optimizer step, all GPUs (sets grad_accum)."),
@@ -31,19 +27,9 @@ def launch_options(func):
     return func
 
 
-def split_gpu(gpu_name: str | None) -> tuple[str | None, int | None]:
-    """'h100x8' -> ('h100', 8); 'RTX 4090' -> ('RTX 4090', None)."""
-    if not gpu_name:
-        return None, None
-    match = GPU_COUNT.match(gpu_name.strip())
-    return (match["name"], int(match["count"])) if match else (gpu_name.strip(), None)
-
-
 def config_from_options(options: dict) -> TrainConfig:
     """A TrainConfig from explicit options; what is not given keeps TrainConfig's default."""
-    if (options.get("method") or "").lower() == "auto":
-        raise UserError("--method auto needs the planner's search; choose --method full, lora or qlora.")
-    _, count = split_gpu(options.get("gpu"))
+    count = split_count(options["gpu"])[1] if options.get("gpu") else None  # "h100x8": 8 per node
     fallback = {"gpus": count} if count and options.get("gpus") is None else {}
     try:
         config = shared.config_from_options(options, **fallback)

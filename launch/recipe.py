@@ -189,11 +189,11 @@ def adapt(model, run: Run):
 
 def model_spec(run: Run, model):
     """The architecture of the loaded model (its folder's config.json), for LoRA module names."""
-    from launch.modelref import spec_from_hf_config
+    from profiles.hf_config import spec_from_hf_config
     where, local = model_location(run)
     if local:
         return resolve_spec(where)
-    return spec_from_hf_config(model.config.to_dict(), default_name=run.plan["model"])
+    return spec_from_hf_config(model.config.to_dict(), run.plan["model"])
 
 
 def make_optimizer(config: TrainConfig, model, args: argparse.Namespace):

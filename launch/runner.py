@@ -13,7 +13,7 @@ from pathlib import Path
 
 from launch import emit, planfile
 from launch.modelref import lora_modules, model_source, resolve_spec
-from launch.options import config_from_options, split_gpu
+from launch.options import config_from_options
 from planner.config import TrainConfig
 from planner.errors import UserError
 from profiles.models import ModelSpec
@@ -24,24 +24,47 @@ REPORT_NAME = "run_report.json"
 RECIPE_MODULE = "launch.recipe"
 
 
-def estimate_for(spec: ModelSpec, config: TrainConfig, hardware: dict | None) -> dict | None:
-    """The estimate's per_gpu dict for one configuration; None until the planner's memory model is wired."""
-    return None
-
-
 def plan_for(model_arg: str, options: dict) -> tuple[ModelSpec, TrainConfig, dict | None, dict | None]:
-    """The seam to the planner: (spec, config, per_gpu or None, hardware or None) for MODEL and the options.
+    """The seam to the planner: (spec, config, per_gpu, hardware) for MODEL and the options.
 
-    Today the options are taken as given; the planner's search (picking what is unset) replaces this body."""
+    `--method auto` runs the planner's search and takes its recommended plan; otherwise the options are
+    the plan (unset ones on TrainConfig's defaults) and the planner only estimates it."""
     spec = resolve_spec(model_arg)
+    if (options.get("method") or "").lower() == "auto":
+        return (spec, *searched_plan(model_arg, options))
     config = config_from_options(options)
-    hardware = hardware_from_options(options)
-    return spec, config, estimate_for(spec, config, hardware), hardware
+    return (spec, config, *estimate_for(model_arg, config, options.get("gpu")))
 
 
-def hardware_from_options(options: dict) -> dict | None:
-    name, _ = split_gpu(options.get("gpu"))
-    return {"gpu": name} if name else None
+def estimate_for(model_arg: str, config: TrainConfig, gpu: str | None) -> tuple[dict, dict | None]:
+    """The planner's per_gpu estimate, and the card it is for (named, else probed, else None)."""
+    from planner.api import estimate_model
+    data = estimate_model(model_arg, config, gpu)
+    card = data.get("gpu")
+    return data["per_gpu"], ({"gpu": card["name"], "memory_bytes": card["memory_bytes"]} if card else None)
+
+
+def searched_plan(model_arg: str, options: dict) -> tuple[TrainConfig, dict, dict]:
+    """The planner's recommended plan for the (named or probed) hardware; options given stay fixed."""
+    from planner import options as shared
+    from planner.api import plan_model
+    data = plan_model(model_arg, options, gpu=options.get("gpu"), global_batch=options.get("global_batch"))
+    card = data["hardware"]["gpus"][0]
+    if data["recommended"] is None:
+        raise UserError(nothing_fits_message(card["name"], data.get("nothing_fits") or {}))
+    entry = data["plans"][data["recommended"]]
+    base = shared.config_from_options({**options, "method": None})
+    config = base.with_(**{k: entry[k] for k in TrainConfig.__dataclass_fields__ if k in entry})
+    return config, entry["per_gpu"], {"gpu": card["name"], "memory_bytes": card["memory_bytes"]}
+
+
+def nothing_fits_message(card: str, nothing: dict) -> str:
+    needs = nothing.get("min_total_bytes")
+    usable = nothing.get("usable_bytes")
+    sizes = f": the smallest plan needs {needs / 2**30:.1f} GiB per GPU, {usable / 2**30:.1f} GiB is usable" if needs and usable else ""
+    ways = nothing.get("suggestions") or []
+    hint = f"; {ways[0][0].lower()}{ways[0][1:].rstrip('.')}" if ways else ""
+    return f"no plan fits on {card}{sizes}{hint}."
 
 
 def make_plan(model_arg: str, options: dict, model_path: str | None = None) -> dict:
@@ -102,7 +125,8 @@ class Launch:
 def node_command(job: Launch, machine_rank: int, display: bool = False) -> list[str]:
     """`accelerate launch` for one node; `display` spells it as a user would type it."""
     launcher = ["accelerate", "launch"] if display else [sys.executable, "-m", "accelerate.commands.launch"]
-    cmd = [*launcher, "--config_file", str(job.run_dir / emit.ACCELERATE_NAME)]
+    # --quiet: a failed single process exits 1 instead of adding accelerate's own traceback to the script's
+    cmd = [*launcher, "--quiet", "--config_file", str(job.run_dir / emit.ACCELERATE_NAME)]
     if job.config.nodes > 1:
         cmd += ["--machine_rank", str(machine_rank)]
     if job.script:
@@ -140,9 +164,10 @@ def smaller_micro_batch(config: TrainConfig) -> TrainConfig | None:
 
 def replan(job: Launch, config: TrainConfig) -> None:
     """Point the run at `config`: rewrite plan.json and the launcher configs in place."""
-    spec = resolve_spec(job.plan["model_source"]["path"] or job.plan["model"])
+    # probe this machine (None): the relaunch runs here, whatever card the plan was written for
+    per_gpu, _ = estimate_for(job.plan["model_source"]["path"] or job.plan["model"], config, None)
     job.plan = {**job.plan, "config": {**config.to_dict(), "global_batch": planfile.global_batch(config)},
-                "per_gpu": estimate_for(spec, config, job.plan.get("hardware"))}
+                "per_gpu": per_gpu}
     write_run_folder(job.run_dir, job.plan, job.nodes, force=True)
 
 

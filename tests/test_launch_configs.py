@@ -8,7 +8,7 @@ import pytest
 
 from launch import emit, planfile
 from launch.modelref import lora_modules
-from launch.options import config_from_options, split_gpu
+from launch.options import config_from_options
 from launch.runner import smaller_micro_batch
 from planner.config import TrainConfig
 from planner.errors import UserError
@@ -218,9 +218,10 @@ def test_global_batch_sets_accumulation():
         config_from_options({"micro_batch": 2, "gpus": 4, "global_batch": 12})
 
 
-def test_gpu_count_suffix():
-    assert split_gpu("h100x8") == ("h100", 8) and split_gpu("RTX 4090") == ("RTX 4090", None)
-    assert config_from_options({"gpu": "a100-80gbx4"}).gpus == 4
+def test_gpu_count_suffix_sets_gpus_per_node():
+    assert config_from_options({"gpu": "h100x8"}).gpus == 8
+    assert config_from_options({"gpu": "rtx3060"}).gpus == 1
+    assert config_from_options({"gpu": "h100x8", "gpus": 4}).gpus == 4
 
 
 def test_lora_targets_map_roles_to_module_names():

@@ -1,0 +1,155 @@
+"""Real training runs of a tiny shrunk Llama on this CPU: LoRA through the CLI, two-process data
+parallel, DeepSpeed ZeRO-2, QLoRA with real bitsandbytes, and the recipe's Ctrl-C and OOM endings."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launch import planfile, runner
+from launch.emit import MultiNode
+
+FITPLAN = str(Path(sys.executable).with_name("fitplan"))
+SEQ_LEN = "32"
+TEXTS = ["the quick brown fox jumps over the lazy dog", "a memory planner for fine tuning language models",
+         "adapters train while the base model stays frozen", "gradient checkpointing trades compute for memory"]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> Path:
+    """Llama-3.1-8B shrunk to 2 layers x 256 wide, 1000 tokens, with an offline word-level tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from profiles.models import ModelSpec
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    spec = ModelSpec.from_name("meta-llama/Llama-3.1-8B", n_layer=2, hidden=256, intermediate=512, n_head=4,
+                               n_kv_head=2, head_dim=64, vocab=1000)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.to_hf_config())).save_pretrained(folder)
+    words = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    words.train_from_iterator(TEXTS, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<eos>"]))
+    PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>", pad_token="<pad>",
+                            eos_token="<eos>").save_pretrained(folder)
+    return folder
+
+
+def run(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def launch(model: Path, out: Path, *args: str, env: dict | None = None) -> dict:
+    run([FITPLAN, "launch", str(model), "--seq-len", SEQ_LEN, "--out", str(out), *args], env)
+    return json.loads((out / "run_report.json").read_text())
+
+
+def adapter_keys(out: Path) -> list[str]:
+    from safetensors import safe_open
+    with safe_open(out / "adapter" / "adapter_model.safetensors", "pt") as f:
+        return list(f.keys())
+
+
+def check_report(report: dict, steps: int, ranks: int) -> None:
+    assert report["status"] == "ok" and report["steps"] == steps and len(report["losses"]) == steps
+    assert all(math.isfinite(x) and 0 < x < 20 for x in report["losses"])
+    measured = report["measured"]
+    assert measured["device"] == "cpu" and measured["after_steps"] == min(steps, 3)
+    assert len(measured["per_rank"]) == ranks and measured["rss_peak_bytes"] > 0
+    assert {"torch", "transformers", "peft", "bitsandbytes", "accelerate"} <= set(report["versions"])
+    assert "per_gpu" in report["predicted"] and report["date"]
+
+
+def test_lora_run_through_the_cli(tiny_llama, tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS * 4))
+    out = tmp_path / "run"
+    report = launch(tiny_llama, out, "--steps", "3", "--micro-batch", "2", "--data", str(data),
+                    "--lora-targets", "attn,mlp")
+    check_report(report, steps=3, ranks=1)
+    assert report["tokens"] == 3 * 2 * int(SEQ_LEN)
+    keys = adapter_keys(out)
+    for module in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+        assert sum(module in k for k in keys) == 2 * 2  # lora_A and lora_B in each of 2 layers
+    losses = [json.loads(line) for line in (out / "losses.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in losses] == [1, 2, 3]
+
+
+def test_two_process_data_parallel(tiny_llama, tmp_path):
+    out = tmp_path / "run"
+    report = launch(tiny_llama, out, "--gpus", "2", "--sharding", "ddp", "--steps", "2", "--micro-batch", "2",
+                    "--global-batch", "8", env={"ACCELERATE_USE_CPU": "true"})
+    check_report(report, steps=2, ranks=2)
+    assert report["tokens"] == 2 * 8 * int(SEQ_LEN)  # both ranks' tokens: global batch 8 per step
+    assert adapter_keys(out)
+
+
+def test_deepspeed_zero2_two_processes(tiny_llama, tmp_path):
+    out = tmp_path / "run"
+    report = launch(tiny_llama, out, "--gpus", "2", "--sharding", "zero2", "--steps", "2", "--micro-batch", "2",
+                    "--global-batch", "8")
+    check_report(report, steps=2, ranks=2)
+    assert json.loads((out / "deepspeed.json").read_text())["zero_optimization"]["stage"] == 2
+    assert report["param_bytes_by_dtype"].keys() == {"bfloat16"}  # DeepSpeed's bf16 mode casts the module
+    assert adapter_keys(out)
+
+
+def test_qlora_with_real_bitsandbytes_as_plain_python(tiny_llama, tmp_path):
+    out = tmp_path / "run"
+    run([FITPLAN, "config", str(tiny_llama), "--method", "qlora", "--seq-len", SEQ_LEN, "--micro-batch", "2",
+         "--out", str(out)])
+    run([sys.executable, "-m", "launch.recipe", "--plan", str(out / "plan.json"), "--steps", "2"])
+    report = json.loads((out / "run_report.json").read_text())
+    check_report(report, steps=2, ranks=1)
+    assert report["config"]["method"] == "qlora"
+    assert report["param_bytes_by_dtype"]["uint8"] == 2 * 589824 // 2  # NF4: half a byte per linear weight
+    assert adapter_keys(out)
+
+
+# -- the recipe's endings, in this process --------------------------------------------------------
+
+@pytest.fixture
+def recipe_plan(tiny_llama, tmp_path):
+    from accelerate.state import AcceleratorState
+    plan = runner.make_plan(str(tiny_llama), {"seq_len": 16, "micro_batch": 2})
+    runner.write_run_folder(tmp_path, plan, MultiNode(), force=False)
+    yield tmp_path / planfile.PLAN_NAME
+    AcceleratorState._reset_state(True)
+
+
+def test_ctrl_c_saves_the_adapter_and_exits_130(recipe_plan, monkeypatch):
+    from launch import recipe
+    step = recipe.one_step
+
+    def interrupted_second_step(run, *args):
+        if run.step == 1:
+            raise KeyboardInterrupt
+        return step(run, *args)
+    monkeypatch.setattr(recipe, "one_step", interrupted_second_step)
+    assert recipe.main(["--plan", str(recipe_plan), "--steps", "5"]) == recipe.INTERRUPTED_EXIT
+    report = json.loads((recipe_plan.parent / "run_report.json").read_text())
+    assert report["status"] == "interrupted" and report["steps"] == 1
+    assert (recipe_plan.parent / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_oom_in_first_steps_reports_and_exits_3(recipe_plan, monkeypatch):
+    import torch
+
+    from launch import recipe
+
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(recipe, "one_step", out_of_memory)
+    monkeypatch.delenv("FITPLAN_OOM_FILE", raising=False)
+    assert recipe.main(["--plan", str(recipe_plan), "--steps", "5"]) == runner.OOM_EXIT
+    report = json.loads((recipe_plan.parent / "run_report.json").read_text())
+    assert report["status"] == "oom" and report["oom_step"] == 1 and "Tried to allocate" in report["error"]
+    assert (recipe_plan.parent / runner.OOM_SIGNAL).exists()
