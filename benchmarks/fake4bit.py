@@ -1,7 +1,8 @@
 """A 4-bit (NF4) linear layer that runs on fake tensors, standing in for `bitsandbytes.nn.Linear4bit`.
 
 bitsandbytes' `Params4bit` cannot wrap a FakeTensor and its quantize step is data dependent, so QLoRA is
-measured with this stand-in. It holds what a quantized `Linear4bit` holds (its `Params4bit` and `QuantState`), byte for byte:
+measured with this stand-in. It holds what a quantized `Linear4bit` holds (its `Params4bit` and
+`QuantState`), byte for byte:
   - `weight`: the packed uint8 weight, shape (ceil(numel/2), 1), as `Params4bit` stores it;
   - `code`: the 16-entry fp32 NF4 table (bitsandbytes makes one per layer);
   - without double quantization, `absmax`: one fp32 scale per 64-block;

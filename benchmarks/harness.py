@@ -352,6 +352,8 @@ def _result(spec, cfg, model, params_total, tracker, backend, step_peaks, notes,
         notes.append(f"CUDA context right after init: {context} B; cuda_context_bytes is after the run "
                      "(includes cuBLAS/cuDNN handles and loaded kernels)")
     notes.append("no fp32 master copies: *-mixed trains the fp32 model under autocast, as Trainer/accelerate do")
+    if cfg.precision is Precision.FP16_MIXED:
+        notes.append("fp16-mixed without a GradScaler (its state is a few scalars; unscaling is in place)")
     lora = [p for n, p in model.named_parameters() if "lora_" in n]
     return Measurement(
         allocated_peak_bytes=allocated, peak_phase=peak_phase, components=tracker.components(),

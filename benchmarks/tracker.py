@@ -19,7 +19,6 @@ from torch.utils.weak import WeakIdKeyDictionary
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",
               "activations", "logits", "temporary")
 PHASES = ("forward", "backward", "optimizer_step")
-IDENTITY_TAGS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights")
 
 
 @dataclass

@@ -105,7 +105,7 @@ def test_standin_4bit_bytes_equal_bitsandbytes(in_out, double_quant):
                                     compress_statistics=double_quant, quant_type="nf4")
     real = real.to("cpu")   # quantizes
     qs = real.weight.quant_state
-    real_tensors = [real.weight, qs.absmax, qs.code] + ([qs.offset, qs.state2.absmax, qs.state2.code] if qs.nested else [])
+    real_tensors = [real.weight, *quant_state_tensors(real)]
     stand_in = fake4bit.FakeLinear4bit(d_in, d_out, False, torch.bfloat16, torch.bfloat16, double_quant)
     assert stand_in.weight.shape == real.weight.shape and stand_in.weight.dtype == torch.uint8
     assert stand_in.weight.nbytes == numel // 2 + numel % 2
