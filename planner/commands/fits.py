@@ -1,0 +1,112 @@
+"""`fitplan fits`: which catalog models fit on a card, per method, with the largest micro-batch."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import click
+
+from planner.commands.models import billions, select, text_table
+from planner.config import TrainConfig
+from planner.enums import Method, Offload, Sharding
+from planner.search import Plan, Request, Target, feasible_plans
+from profiles.models import ModelSpec, catalog
+
+GIB = 2**30
+
+
+@click.command("fits")
+@click.option("--gpu", required=True, metavar="NAME",
+              help='Catalog card, optionally with a count: "RTX 4090", a100-80gb, h100x8.')
+@click.option("--seq-len", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Tokens per sequence.")
+@click.option("--margin", type=click.FloatRange(0, 0.9), default=0.10, show_default=True,
+              help="Fraction of each card's memory kept free as a safety margin.")
+@click.option("--family", default=None, metavar="NAME", help="Only this model family (see `fitplan models`).")
+@click.option("--all", "all_models", is_flag=True, help="Include instruct / chat variants (same numbers as their base).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def command(gpu: str, seq_len: int, margin: float, family: str | None, all_models: bool, as_json: bool) -> None:
+    """Which catalog models fit on --gpu, for full fine-tuning, LoRA and QLoRA.
+
+    Each cell is the plan with the largest micro-batch that fits in the card less --margin, or N/A.
+    On one card the whole search runs (precision, checkpointing). With several cards (h100x8) the
+    matrix is restricted to stay fast: all the cards, ZeRO-3 with activation checkpointing, CPU offload
+    only when nothing fits without it; `fitplan plan MODEL --gpu ...` searches every strategy.
+
+    \b
+    Examples:
+      fitplan fits --gpu "RTX 4090"
+      fitplan fits --gpu h100x8 --family llama-3 --seq-len 4096 --json
+    """
+    from planner.hardware import resolve_hardware
+    from planner.targets import target_from_hardware
+
+    target = target_from_hardware(resolve_hardware(gpu, None, 1))
+    specs = select(catalog(), family, bases_only=not all_models)
+    data = fits_dict(specs, target, seq_len, margin)
+    click.echo(json.dumps(data, indent=2) if as_json else fits_table(data))
+
+
+def fits_dict(specs: list[ModelSpec], target: Target, seq_len: int, margin: float) -> dict:
+    """The matrix as the JSON of `fits --json`."""
+    rows = [{"model": spec.name, "family": spec.family, "params": spec.params,
+             **{method.value: cell_dict(best_plan(spec, method, target, seq_len, margin)) for method in Method}}
+            for spec in specs]
+    return {"gpu": {"name": target.name, "memory_bytes": target.memory_bytes, "count": target.gpus_per_node},
+            "seq_len": seq_len, "margin": margin, "methods": Method.values(), "models": rows}
+
+
+def best_plan(spec: ModelSpec, method: Method, target: Target, seq_len: int, margin: float) -> Plan | None:
+    """The feasible plan of `method` with the largest micro-batch (the fastest among equals), or None."""
+    plans = []
+    for request in _requests(spec, method, target, seq_len, margin):
+        plans = feasible_plans(request, target)
+        if plans:
+            break
+    if not plans:
+        return None
+    return max(plans, key=lambda p: (p.cfg.micro_batch, p.speed.tokens_per_s))
+
+
+def _requests(spec: ModelSpec, method: Method, target: Target, seq_len: int, margin: float) -> list[Request]:
+    base = TrainConfig(method=method, seq_len=seq_len, gpus=target.gpus_per_node)
+    fixed = {"method", "seq_len", "gpus"}
+    if target.gpus_per_node * target.nodes == 1:
+        return [Request(spec=spec, base=base, fixed=frozenset(fixed), margin=margin)]
+    # Several cards: the full search is ~30 strategies per cell, too slow for a whole catalog.
+    base = replace(base, sharding=Sharding.ZERO3, grad_ckpt=True, offload=Offload.NONE)
+    fixed |= {"sharding", "grad_ckpt"}
+    return [Request(spec=spec, base=base, fixed=frozenset(fixed | {"offload"}), margin=margin),
+            Request(spec=spec, base=base, fixed=frozenset(fixed), margin=margin)]
+
+
+def cell_dict(plan: Plan | None) -> dict:
+    if plan is None:
+        return {"fits": False, "micro_batch": None, "total_bytes": None, "sharding": None, "grad_ckpt": None,
+                "precision": None, "offload": None}
+    cfg = plan.cfg
+    return {"fits": True, "micro_batch": cfg.micro_batch, "total_bytes": plan.total_bytes,
+            "sharding": cfg.sharding.value, "grad_ckpt": cfg.grad_ckpt, "precision": cfg.precision.value,
+            "offload": cfg.offload.value}
+
+
+def fits_table(data: dict) -> str:
+    """The matrix as text: the largest micro-batch per method, N/A where nothing fits."""
+    gpu = data["gpu"]
+    count = f"{gpu['count']} x " if gpu["count"] > 1 else ""
+    title = (f"Catalog models on {count}{gpu['name']} ({gpu['memory_bytes'] / GIB:.1f} GiB), "
+             f"{data['seq_len']} tokens, {data['margin']:.0%} margin: largest micro-batch per method")
+    headers = ["Model", "Params", *data["methods"]]
+    rows = [[row["model"], billions(row["params"]), *(_cell(row[method]) for method in data["methods"])]
+            for row in data["models"]]
+    table = text_table(headers, rows, right={"Params"})
+    notes = "N/A: does not fit. ckpt: activation checkpointing; offload: CPU offload (ZeRO-3)."
+    return f"{title}\n\n{table}\n\n{notes}"
+
+
+def _cell(cell: dict) -> str:
+    if not cell["fits"]:
+        return "N/A"
+    flags = (["ckpt"] if cell["grad_ckpt"] else []) + \
+            ([f"offload {cell['offload']}"] if cell["offload"] != "none" else [])
+    return f"{cell['micro_batch']}" + (f" ({', '.join(flags)})" if flags else "")

@@ -1,0 +1,196 @@
+"""`fitplan plan`: the JSON contract, the table, user mistakes without tracebacks, the registered commands,
+and planning that never imports torch, transformers or pynvml."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from planner.api import plan_model
+from planner.cli import COMMANDS, cli
+from planner.errors import UserError
+from test_nvml import FakeNvml, LibraryNotFound
+from test_search import options
+
+FITPLAN = Path(sys.executable).parent / "fitplan"
+LLAMA2_7B = "meta-llama/Llama-2-7b-hf"
+
+TOP_KEYS = {"model", "hardware", "plans", "recommended", "reason", "nothing_fits"}
+TOP_EXTRA = {"calibration", "warnings"}
+PLAN_KEYS = {"method", "precision", "optimizer", "micro_batch", "grad_accum", "seq_len", "grad_ckpt", "attn",
+             "sharding", "offload", "gpus", "nodes", "per_gpu", "tokens_per_s", "step_time_s", "time_s", "cost_usd",
+             "recommended"}
+PLAN_EXTRA = {"headroom_bytes", "cpu_bytes"}
+LORA_KEYS = {"lora_r", "lora_alpha", "lora_targets"}
+
+
+def plan_json(*args: str) -> dict:
+    result = CliRunner().invoke(cli, ["plan", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def fitplan(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(FITPLAN), *args], capture_output=True, text=True, timeout=60, **kwargs)
+
+
+# --- The JSON contract -----------------------------------------------------------------------------
+def test_plan_json_has_the_contract_keys():
+    data = plan_json(LLAMA2_7B, "--gpu", "RTX 4090")
+    assert set(data) == TOP_KEYS | TOP_EXTRA
+    assert data["hardware"]["source"] == "catalog" and data["hardware"]["nodes"] == 1
+    assert data["hardware"]["gpus"] == [{"name": "RTX 4090", "memory_bytes": 25757220864,
+                                         "free_bytes": 25757220864}]
+    assert data["plans"]
+    for plan in data["plans"]:
+        extra = LORA_KEYS if plan["method"] in ("lora", "qlora") else set()
+        assert set(plan) == PLAN_KEYS | PLAN_EXTRA | extra
+        assert {"allocated_peak_bytes", "reserved_peak_bytes", "cuda_context_bytes", "total_bytes", "peak_phase",
+                "components"} <= set(plan["per_gpu"])
+        assert plan["time_s"] is None and plan["cost_usd"] is None  # no --tokens
+    assert isinstance(data["recommended"], int)
+    assert [p["recommended"] for p in data["plans"]].count(True) == 1
+    assert data["plans"][data["recommended"]]["recommended"] is True
+    assert isinstance(data["reason"], str) and data["reason"].endswith(".")
+    assert data["nothing_fits"] is None
+
+
+def test_tokens_give_time_and_cost():
+    data = plan_json(LLAMA2_7B, "--gpu", "RTX 4090", "--tokens", "10000000")
+    for plan in data["plans"]:
+        assert plan["time_s"] == pytest.approx(10_000_000 / plan["tokens_per_s"], rel=0.01)
+        assert plan["cost_usd"] > 0
+
+
+def test_a_count_of_cards_is_the_hardware():
+    data = plan_json(LLAMA2_7B, "--gpu", "h100x8")
+    assert len(data["hardware"]["gpus"]) == 8
+    assert all(plan["gpus"] in (1, 2, 4, 8) for plan in data["plans"])
+
+
+def test_nothing_fits_json():
+    data = plan_json("meta-llama/Llama-3.1-405B", "--gpu", "RTX 4090")
+    assert data["plans"] == [] and data["recommended"] is None
+    assert set(data["nothing_fits"]) >= {"min_total_bytes", "suggestions"}
+    assert data["nothing_fits"]["suggestions"]
+
+
+def test_nothing_fits_still_exits_zero():
+    result = fitplan("plan", "meta-llama/Llama-3.1-405B", "--gpu", "RTX 4090")
+    assert result.returncode == 0
+    assert "Nothing fits" in result.stdout
+
+
+def test_plan_table_marks_the_recommended_plan():
+    result = CliRunner().invoke(cli, ["plan", LLAMA2_7B, "--gpu", "RTX 3060"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"{LLAMA2_7B} on 1 x RTX 3060")
+    starred = [line for line in lines if line.lstrip().startswith("* ")]
+    assert starred[0].split()[1] == "qlora"
+    assert "* recommended:" in result.output
+
+
+# --- User mistakes ---------------------------------------------------------------------------------
+MISTAKES = {
+    "unknown model": (["plan", "no-such-model", "--gpu", "RTX 4090"], "Unknown model"),
+    "micro-batch 0": (["plan", LLAMA2_7B, "--gpu", "RTX 4090", "--micro-batch", "0"], "--micro-batch"),
+    "lora rank beyond the layer": (["plan", LLAMA2_7B, "--gpu", "RTX 4090", "--lora-r", "100000"], "--lora-r"),
+    "unknown method": (["plan", LLAMA2_7B, "--gpu", "RTX 4090", "--method", "foo"], "--method"),
+    "unknown sharding": (["plan", LLAMA2_7B, "--gpu", "h100x8", "--sharding", "zero9"], "--sharding"),
+    "unknown gpu": (["plan", LLAMA2_7B, "--gpu", "RTX 9999"], "RTX 9999"),
+    "two gpu counts": (["plan", LLAMA2_7B, "--gpu", "h100x8", "--gpus", "4"], "--gpus"),
+    "unknown prefer": (["plan", LLAMA2_7B, "--gpu", "RTX 4090", "--prefer", "cheap"], "--prefer"),
+    "unknown command": (["plna", LLAMA2_7B], "plna"),
+}
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_a_mistake_is_one_sentence_on_stderr(mistake, as_json):
+    args, says = MISTAKES[mistake]
+    result = fitplan(*args, *(["--json"] if as_json else []))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and says in lines[0]
+    if as_json:
+        assert json.loads(result.stdout) == {"error": lines[0].removeprefix("error: ")}
+    else:
+        assert result.stdout == ""
+
+
+def test_malformed_config_json(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("{not json")
+    result = fitplan("plan", str(path), "--gpu", "RTX 4090", "--json")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "not valid JSON" in json.loads(result.stdout)["error"]
+
+
+def test_without_gpu_and_without_nvml_says_to_use_gpu():
+    with pytest.raises(UserError, match="--gpu"):
+        plan_model(LLAMA2_7B, options(), nvml=FakeNvml([], init_error=LibraryNotFound()))
+
+
+def test_without_gpu_on_this_machine_says_to_use_gpu():
+    from planner.nvml import probe
+    if probe().gpus:
+        pytest.skip("this machine has a GPU")
+    for as_json in (False, True):
+        result = fitplan("plan", LLAMA2_7B, *(["--json"] if as_json else []))
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "No NVIDIA GPU was found" in lines[0] and "--gpu" in lines[0]
+        if as_json:
+            assert "--gpu" in json.loads(result.stdout)["error"]
+
+
+# --- The command group -----------------------------------------------------------------------------
+def test_help_lists_the_registered_commands():
+    result = fitplan("--help")
+    assert result.returncode == 0
+    listed = result.stdout.split("Commands:")[1].split()
+    for name in ("plan", "estimate", "fits", "gpus", "models", "env", "config", "launch"):
+        assert name in listed
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_registered_command_has_help(name):
+    command = cli.get_command(click.Context(cli), name)
+    if command is None:
+        pytest.skip(f"{COMMANDS[name]} is not installed")
+    assert isinstance(command, click.Command)
+    result = CliRunner().invoke(cli, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--json" in result.output or name in ("launch",)
+
+
+# --- Planning stays light --------------------------------------------------------------------------
+HEAVY = ("torch", "transformers", "pynvml")
+
+
+def _imported_after(code: str) -> list[str]:
+    check = code + f"\nimport sys\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [m for m in result.stdout.strip().split(",") if m]
+
+
+def test_the_planner_imports_nothing_heavy():
+    modules = ["planner.memory", "planner.search", "planner.recommend", "planner.api", "profiles.models",
+               "profiles.catalog", "planner.cli", "planner.commands.plan", "planner.commands.estimate",
+               "planner.commands.fits", "planner.commands.models"]
+    assert _imported_after("\n".join(f"import {m}" for m in modules)) == []
+
+
+def test_planning_for_a_named_card_imports_nothing_heavy():
+    code = ("from planner.api import plan_model, estimate_model\n"
+            "from planner.config import TrainConfig\n"
+            "plan_model('meta-llama/Llama-2-7b-hf', {'nodes': 1}, gpu='RTX 4090')\n"
+            "estimate_model('meta-llama/Llama-2-7b-hf', TrainConfig(), gpu='RTX 4090')\n")
+    assert _imported_after(code) == []
