@@ -112,6 +112,14 @@ def test_plan_fixes_the_training_options(tmp_path):
     assert done.returncode == 2 and "drop --micro-batch" in done.stderr
 
 
+def test_plans_for_another_launcher_are_refused(tmp_path):
+    assert fitplan("config", MODEL, "--out", str(tmp_path)).returncode == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    (tmp_path / "plan.json").write_text(json.dumps({**plan, "launcher": "deepspeed"}))
+    done = fitplan("launch", "--plan", str(tmp_path / "plan.json"), "--dry-run")
+    assert done.returncode == 2 and "accelerate only" in done.stderr
+
+
 FAKE_SCRIPT = textwrap.dedent("""
     # Stands in for a training script: "runs out of memory" above micro-batch 1, as the recipe reports it.
     import json, os, sys

@@ -153,3 +153,19 @@ def test_oom_in_first_steps_reports_and_exits_3(recipe_plan, monkeypatch):
     report = json.loads((recipe_plan.parent / "run_report.json").read_text())
     assert report["status"] == "oom" and report["oom_step"] == 1 and "Tried to allocate" in report["error"]
     assert (recipe_plan.parent / runner.OOM_SIGNAL).exists()
+
+
+def test_padded_texts_run_their_longest_batch_first(tiny_llama, tmp_path):
+    from launch import recipe
+    data = tmp_path / "data.txt"
+    data.write_text("short text\nthe quick brown fox jumps over the lazy dog\nadapters train\nmemory\n")
+    plan = runner.make_plan(str(tiny_llama), {"seq_len": 8, "micro_batch": 2})
+    args = recipe.parse_args(["--plan", "unused", "--data", str(data), "--no-pack", "--steps", "2"])
+    job = recipe.Run(args, plan, planfile.plan_config(plan), tmp_path)
+    batches = recipe.longest_first([recipe.collate(rows) for rows in
+                                    (recipe.text_rows(job, 1000)[i:i + 2] for i in (2, 0))])
+    first = batches[0]
+    assert first["tokens"] == 2 + 8  # "short text" + the long line cut to seq_len 8
+    assert first["input_ids"].shape == (2, 8)
+    assert first["labels"][0, 2:].eq(-100).all() and first["attention_mask"][0, 2:].eq(0).all()
+    assert batches[1]["tokens"] == 2 + 1

@@ -46,6 +46,9 @@ def command(ctx: click.Context, model: str | None, plan_file: str | None, out_di
     if plan_file:
         reject_fixed_options(ctx, model)
     saved = planfile.read_plan(plan_file) if plan_file else None
+    if saved and saved["launcher"] != "accelerate":
+        raise UserError(f"{plan_file} asks for the {saved['launcher']} launcher; fitplan launches through "
+                        "accelerate only, so write the plan again with `fitplan config`.")
     nodes = runner.multi_node(saved, main_process_ip, main_process_port, machine_rank)
     plan, run_dir = prepare(model, saved, plan_file, model_path, out_dir, force, nodes, options)
     job = runner.Launch(run_dir, plan, nodes, list(ctx.meta.get("script", [])),
