@@ -67,6 +67,7 @@ class Run:
     extra: dict = field(default_factory=dict)
     rank: int = 0
     world: int = 1
+    phase: str = "setup"    # setup (loading, preparing) | training
 
     @property
     def is_main(self) -> bool:
@@ -83,28 +84,41 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
+    import torch
     plan = planfile.read_plan(args.plan)
     run = Run(args, plan, planfile.plan_config(plan), Path(args.output_dir or Path(args.plan).parent).resolve())
     accelerator = make_accelerator(run.config)
     run.rank, run.world = rank_and_world(accelerator)
-    import torch
-    from accelerate.utils import set_seed
-    set_seed(args.seed)
-    model = load_model(run, accelerator)
-    optimizer = make_optimizer(run.config, model, args)
-    batches = make_batches(run, accelerator, vocab_size(model))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    run.extra["param_bytes_by_dtype"] = param_bytes_by_dtype(model)
     try:
+        model, optimizer, batches = setup(run, accelerator)
+        run.phase = "training"
         loop(run, accelerator, model, optimizer, batches)
         run.status = "ok"
     except torch.OutOfMemoryError as err:
         return out_of_memory(run, accelerator, err)
     except KeyboardInterrupt:
+        if run.phase != "training":
+            raise
         run.status = "interrupted"
+    except Exception as err:  # a crash: report it, then let its traceback show
+        run.status, run.error = "failed", f"{type(err).__name__}: {err}".splitlines()[0]
+        write_report(run)
+        raise
     run.saved = save(accelerator, model, run)
     finish(run, accelerator)
     return INTERRUPTED_EXIT if run.status == "interrupted" else 0
+
+
+def setup(run: Run, accelerator) -> tuple:
+    """The prepared model and optimizer, and this rank's batches."""
+    from accelerate.utils import set_seed
+    set_seed(run.args.seed)
+    model = load_model(run, accelerator)
+    optimizer = make_optimizer(run.config, model, run.args)
+    batches = make_batches(run, accelerator, vocab_size(model))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    run.extra["param_bytes_by_dtype"] = param_bytes_by_dtype(model)
+    return model, optimizer, batches
 
 
 # -- setup ------------------------------------------------------------------------------------------
@@ -428,14 +442,15 @@ def param_bytes_by_dtype(model) -> dict[str, int]:
 def out_of_memory(run: Run, accelerator, err: BaseException) -> int:
     """Report the OOM (every rank may hit it alone) and leave the signal the launcher relaunches on."""
     run.status, run.error = "oom", str(err).splitlines()[0]
-    early = run.step < FIRST_STEPS
+    early = run.phase == "training" and run.step < FIRST_STEPS  # a smaller micro-batch cannot shrink the weights
     if run.measured is None:
         run.measured = {"after_steps": run.step, **local_peaks(accelerator.device)}
     write_report(run)
     signal = os.environ.get("FITPLAN_OOM_FILE") or str(run.out_dir / OOM_SIGNAL)
     if early:
         planfile.write_text(signal, json.dumps({"step": run.step, "micro_batch": run.config.micro_batch}) + "\n", force=True)
-    print(f"error: out of memory at step {run.step + 1} with micro-batch {run.config.micro_batch}.", file=sys.stderr)
+    where = f"at step {run.step + 1} with micro-batch {run.config.micro_batch}" if run.phase == "training" else "while loading the model"
+    print(f"error: out of memory {where}.", file=sys.stderr)
     return OOM_EXIT if early else 1
 
 
@@ -465,7 +480,8 @@ def write_report(run: Run) -> Path:
         "measured": run.measured, "steps": steps, "tokens": run.tokens,
         "tokens_per_s": round(run.tokens / timed, 2) if timed else None, "seconds": round(run.seconds, 3),
         "losses": run.losses, "final_loss": run.losses[-1] if run.losses else None,
-        "oom_step": run.step + 1 if run.status == "oom" else None, "error": run.error,
+        "oom_step": run.step + 1 if run.status == "oom" and run.phase == "training" else None,
+        "phase": run.phase, "error": run.error,
         "saved": run.saved, "versions": versions(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **run.extra,
     }

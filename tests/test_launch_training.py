@@ -151,7 +151,8 @@ def test_oom_in_first_steps_reports_and_exits_3(recipe_plan, monkeypatch):
     monkeypatch.delenv("FITPLAN_OOM_FILE", raising=False)
     assert recipe.main(["--plan", str(recipe_plan), "--steps", "5"]) == runner.OOM_EXIT
     report = json.loads((recipe_plan.parent / "run_report.json").read_text())
-    assert report["status"] == "oom" and report["oom_step"] == 1 and "Tried to allocate" in report["error"]
+    assert report["status"] == "oom" and report["oom_step"] == 1 and report["phase"] == "training"
+    assert "Tried to allocate" in report["error"]
     assert (recipe_plan.parent / runner.OOM_SIGNAL).exists()
 
 
