@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from launch import emit, planfile
 from launch.modelref import lora_modules, resolve_spec
@@ -90,9 +91,9 @@ def train(args: argparse.Namespace) -> int:
     accelerator = make_accelerator(run.config)
     run.rank, run.world = rank_and_world(accelerator)
     try:
-        model, optimizer, batches = setup(run, accelerator)
+        model, optimizer, (steps, batches) = setup(run, accelerator)
         run.phase = "training"
-        loop(run, accelerator, model, optimizer, batches)
+        loop(run, accelerator, model, optimizer, steps, batches)
         run.status = "ok"
     except torch.OutOfMemoryError as err:
         return out_of_memory(run, accelerator, err)
@@ -115,7 +116,7 @@ def setup(run: Run, accelerator) -> tuple:
     set_seed(run.args.seed)
     model = load_model(run, accelerator)
     optimizer = make_optimizer(run.config, model, run.args)
-    batches = make_batches(run, accelerator, vocab_size(model))
+    batches = make_batches(run, vocab_size(model))
     model, optimizer = accelerator.prepare(model, optimizer)
     run.extra["param_bytes_by_dtype"] = param_bytes_by_dtype(model)
     return model, optimizer, batches
@@ -237,28 +238,31 @@ def vocab_size(model) -> int:
 
 # -- data -------------------------------------------------------------------------------------------
 
-def make_batches(run: Run, accelerator, vocab: int) -> list[dict]:
-    """This rank's micro-batches for the whole run, the longest first."""
+def make_batches(run: Run, vocab: int) -> tuple[int, Iterator[dict]]:
+    """(optimizer steps, this rank's micro-batches made as needed, the longest first)."""
     config, args = run.config, run.args
-    per_rank = config.micro_batch
-    if args.data:
-        rows = text_rows(run, vocab)
-        steps = args.steps or max(1, len(rows) // (per_rank * config.grad_accum * config.world_size))
-        rows = [rows[i % len(rows)] for i in range(steps * config.grad_accum * per_rank * run.world)]
-        rows = rows[run.rank::run.world]
-    else:
+    if not args.data:
         steps = args.steps or DEFAULT_STEPS
-        rows = synthetic_rows(steps * config.grad_accum * per_rank, config.seq_len, vocab,
-                              args.seed + run.rank)
-    batches = [collate(rows[i:i + per_rank]) for i in range(0, len(rows), per_rank)]
-    return longest_first(batches)
+        return steps, synthetic_batches(steps * config.grad_accum, config.micro_batch, config.seq_len, vocab,
+                                        args.seed + run.rank)
+    rows = text_rows(run, vocab)
+    steps = args.steps or max(1, len(rows) // (config.micro_batch * config.grad_accum * run.world))
+    count = steps * config.grad_accum
+
+    def picks(i: int) -> list[dict]:  # micro-batch i of this rank; ranks interleave, rows repeat as needed
+        first = i * config.micro_batch
+        return [rows[((first + j) * run.world + run.rank) % len(rows)] for j in range(config.micro_batch)]
+    sizes = [sum(row["length"] for row in picks(i)) for i in range(count)]
+    return steps, (collate(picks(i)) for i in longest_first(sizes))
 
 
-def synthetic_rows(count: int, seq_len: int, vocab: int, seed: int) -> list[dict]:
+def synthetic_batches(count: int, micro_batch: int, seq_len: int, vocab: int, seed: int) -> Iterator[dict]:
+    """Random tokens, all seq_len long (so every batch is the longest)."""
     import torch
     generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (count, seq_len), generator=generator)
-    return [{"input_ids": row, "labels": row.clone(), "attention_mask": torch.ones_like(row)} for row in ids]
+    for _ in range(count):
+        ids = torch.randint(0, vocab, (micro_batch, seq_len), generator=generator)
+        yield {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids), "tokens": ids.numel()}
 
 
 def text_rows(run: Run, vocab: int) -> list[dict]:
@@ -313,24 +317,23 @@ def read_texts(path: Path) -> list[str]:
 def collate(rows: list[dict]) -> dict:
     import torch
     batch = {key: torch.stack([row[key] for row in rows]) for key in ("input_ids", "labels", "attention_mask")}
-    batch["tokens"] = sum(int(row.get("length", len(row["input_ids"]))) for row in rows)
+    batch["tokens"] = sum(row["length"] for row in rows)
     return batch
 
 
-def longest_first(batches: list[dict]) -> list[dict]:
-    """Move the batch with the most real tokens to the front, so its memory peak comes first."""
-    if batches:
-        longest = max(range(len(batches)), key=lambda i: (batches[i]["input_ids"].numel(), batches[i]["tokens"]))
-        batches.insert(0, batches.pop(longest))
-    return batches
+def longest_first(sizes: list[int]) -> list[int]:
+    """Batch order with the one holding the most real tokens first, so its memory peak shows at once."""
+    if not sizes:
+        return []
+    longest = max(range(len(sizes)), key=sizes.__getitem__)
+    return [longest, *(i for i in range(len(sizes)) if i != longest)]
 
 
 # -- training ---------------------------------------------------------------------------------------
 
-def loop(run: Run, accelerator, model, optimizer, batches: list[dict]) -> None:
+def loop(run: Run, accelerator, model, optimizer, steps: int, batches: Iterator[dict]) -> None:
     """Optimizer steps of `grad_accum` micro-batches each; loss per step to losses.jsonl."""
     from tqdm.auto import tqdm
-    steps = len(batches) // run.config.grad_accum
     log = LossLog(run.out_dir / LOSSES_NAME, run.is_main)
     local_rank = int(os.environ.get("LOCAL_RANK", run.rank))
     bar = tqdm(total=steps, desc="training", disable=local_rank != 0, dynamic_ncols=True)
@@ -338,7 +341,7 @@ def loop(run: Run, accelerator, model, optimizer, batches: list[dict]) -> None:
     start = time.perf_counter()
     for step in range(steps):
         run.step = step
-        loss = one_step(run, accelerator, model, optimizer, batches[step * run.config.grad_accum:(step + 1) * run.config.grad_accum])
+        loss = one_step(run, accelerator, model, optimizer, [next(batches) for _ in range(run.config.grad_accum)])
         run.losses.append(loss)
         run.seconds = time.perf_counter() - start
         log.write(step, loss, run.seconds)

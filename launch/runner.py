@@ -6,8 +6,10 @@ import datetime as _dt
 import json
 import os
 import shlex
+import signal as signalling
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ OOM_EXIT = 3                      # the recipe's exit status for an out-of-memor
 OOM_SIGNAL = "oom_signal.json"    # ...and the file it leaves, since `accelerate launch` does not pass statuses on
 REPORT_NAME = "run_report.json"
 RECIPE_MODULE = "launch.recipe"
+NEW_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
 
 
 def plan_for(model_arg: str, options: dict) -> tuple[ModelSpec, TrainConfig, dict | None, dict | None]:
@@ -148,9 +151,36 @@ def run_once(job: Launch, stdout=None) -> tuple[int, bool]:
     signal = job.run_dir / OOM_SIGNAL
     for stale in (signal, job.run_dir / REPORT_NAME):  # each attempt reports afresh
         stale.unlink(missing_ok=True)
-    done = subprocess.run(node_command(job, job.nodes.machine_rank), env=child_env(job), stdout=stdout)
-    early_oom = done.returncode == OOM_EXIT or signal.exists()
-    return done.returncode, early_oom
+    # its own process group: on Ctrl-C we forward the signal and can wait until every rank has saved
+    process = subprocess.Popen(node_command(job, job.nodes.machine_rank), env=child_env(job), stdout=stdout,
+                               **NEW_GROUP)
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        code = stop_gently(process)
+    wait_for_group(process.pid)
+    return code, code == OOM_EXIT or signal.exists()
+
+
+def stop_gently(process: subprocess.Popen) -> int:
+    """Ctrl-C: the training saves and exits; a second Ctrl-C stops it at once."""
+    os.killpg(process.pid, signalling.SIGINT)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        os.killpg(process.pid, signalling.SIGTERM)
+        raise
+
+
+def wait_for_group(group: int, timeout_s: float = 120.0) -> None:
+    """Wait until no process of the run's group is left (the launcher may exit before its workers)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
 
 
 def smaller_micro_batch(config: TrainConfig) -> TrainConfig | None:
@@ -180,6 +210,7 @@ def run_with_recovery(job: Launch, stdout=None, log=print) -> dict:
         if not early_oom:
             break
         old = job.config
+        # one node cannot re-plan the others, so multi-node runs stop at the first OOM
         new = smaller_micro_batch(old) if len(history) < job.oom_retries and old.nodes == 1 else None
         history.append(_oom_entry(old, new))
         if new is None:
@@ -187,9 +218,17 @@ def run_with_recovery(job: Launch, stdout=None, log=print) -> dict:
         log(f"out of memory at micro-batch {old.micro_batch}; relaunching with micro-batch {new.micro_batch} "
             f"x grad-accum {new.grad_accum} (same global batch {planfile.global_batch(new)}).")
         replan(job, new)
-    status = "oom" if early_oom else ("ok" if code == 0 else "failed")
+    status = "oom" if early_oom else reported_status(job.run_dir, code)
     record_history(job.run_dir, history, status, code)
     return {"exit_code": code, "status": status, "oom_history": history}
+
+
+def reported_status(run_dir: Path, code: int) -> str:
+    """The run report's status (ok, interrupted, ...), else one from the exit status alone."""
+    try:
+        return json.loads((run_dir / REPORT_NAME).read_text(encoding="utf-8"))["status"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return "ok" if code == 0 else "failed"
 
 
 def _oom_entry(old: TrainConfig, new: TrainConfig | None) -> dict:

@@ -114,6 +114,28 @@ def test_qlora_with_real_bitsandbytes_as_plain_python(tiny_llama, tmp_path):
     assert adapter_keys(out)
 
 
+def test_ctrl_c_through_the_cli_saves_and_exits_130(tiny_llama, tmp_path):
+    """Ctrl-C as a terminal sends it: SIGINT to fitplan's process group, once training is under way."""
+    import signal
+    import time
+    out = tmp_path / "run"
+    cmd = [FITPLAN, "launch", str(tiny_llama), "--seq-len", SEQ_LEN, "--steps", "100000", "--out", str(out)]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    losses = out / "losses.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if losses.exists() and len(losses.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    report = json.loads((out / "run_report.json").read_text())
+    assert report["status"] == "interrupted" and report["steps"] >= 5
+    assert adapter_keys(out) and "interrupted; what was trained is saved" in stderr
+
+
 # -- the recipe's endings, in this process --------------------------------------------------------
 
 @pytest.fixture
@@ -159,14 +181,11 @@ def test_oom_in_first_steps_reports_and_exits_3(recipe_plan, monkeypatch):
 def test_padded_texts_run_their_longest_batch_first(tiny_llama, tmp_path):
     from launch import recipe
     data = tmp_path / "data.txt"
-    data.write_text("short text\nthe quick brown fox jumps over the lazy dog\nadapters train\nmemory\n")
+    data.write_text("short text\nmemory\nadapters train\nthe quick brown fox jumps over the lazy dog\n")
     plan = runner.make_plan(str(tiny_llama), {"seq_len": 8, "micro_batch": 2})
     args = recipe.parse_args(["--plan", "unused", "--data", str(data), "--no-pack", "--steps", "2"])
-    job = recipe.Run(args, plan, planfile.plan_config(plan), tmp_path)
-    batches = recipe.longest_first([recipe.collate(rows) for rows in
-                                    (recipe.text_rows(job, 1000)[i:i + 2] for i in (2, 0))])
-    first = batches[0]
-    assert first["tokens"] == 2 + 8  # "short text" + the long line cut to seq_len 8
-    assert first["input_ids"].shape == (2, 8)
+    steps, batches = recipe.make_batches(recipe.Run(args, plan, planfile.plan_config(plan), tmp_path), 1000)
+    first, second = list(batches)
+    assert steps == 2 and first["input_ids"].shape == (2, 8)
+    assert first["tokens"] == 2 + 8 and second["tokens"] == 2 + 1  # the long line, cut to seq_len 8, comes first
     assert first["labels"][0, 2:].eq(-100).all() and first["attention_mask"][0, 2:].eq(0).all()
-    assert batches[1]["tokens"] == 2 + 1

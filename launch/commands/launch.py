@@ -117,4 +117,7 @@ def finish(job: runner.Launch, result: dict, as_json: bool) -> None:
         click.echo(f"error: out of memory even at micro-batch {job.config.micro_batch}; try --grad-ckpt, a shorter "
                    "--seq-len, qlora or more sharding (see `fitplan plan`).", err=True)
         sys.exit(runner.OOM_EXIT)
+    if result["status"] == "interrupted":
+        click.echo(f"interrupted; what was trained is saved in {job.run_dir}.", err=True)
+        sys.exit(130)
     sys.exit(result["exit_code"])
