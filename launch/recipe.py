@@ -271,14 +271,16 @@ def text_rows(run: Run, vocab: int) -> list[dict]:
     tokenizer = load_tokenizer(run)
     texts = read_texts(Path(run.args.data))
     seq = run.config.seq_len
-    encoded = [tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts]
+    encoded = [ids for ids in (tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts) if ids]
+    if not encoded:
+        raise UserError(f"--data {run.args.data} holds no text to train on.")
     if run.args.pack:
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         stream = [tok for ids in encoded for tok in ids + eos]
         chunks = [stream[i:i + seq] for i in range(0, len(stream) - seq + 1, seq)] or [stream[:seq]]
         return [_row(torch.tensor(c), torch.ones(len(c), dtype=torch.long), seq, 0) for c in chunks]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    return [_row(torch.tensor(ids[:seq]), torch.ones(len(ids[:seq]), dtype=torch.long), seq, pad) for ids in encoded if ids]
+    return [_row(torch.tensor(ids[:seq]), torch.ones(len(ids[:seq]), dtype=torch.long), seq, pad) for ids in encoded]
 
 
 def _row(ids, mask, seq_len: int, pad: int) -> dict:
