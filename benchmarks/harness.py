@@ -38,7 +38,6 @@ MODEL_DTYPE = {Precision.BF16_TRUE: torch.bfloat16, Precision.BF16_MIXED: torch.
 AUTOCAST_DTYPE = {Precision.BF16_MIXED: torch.bfloat16, Precision.FP16_MIXED: torch.float16}
 QLORA_COMPUTE_DTYPE = {Precision.FP16_MIXED: torch.float16, Precision.FP32: torch.float32}  # else bf16
 LR = 1e-4
-ROLES = {"q", "k", "v", "o", "qkv", "gate", "up", "gate_up", "down"}   # `Linear.role` values LoRA can adapt
 PAGED_MIN_NUMEL = 1e5   # bitsandbytes pages a state buffer only for tensors this large (get_state_buffer)
 
 
@@ -71,20 +70,9 @@ class Measurement:
 
 # -- building ------------------------------------------------------------------------------------------
 def lora_target_modules(spec: ModelSpec, targets: tuple[str, ...]) -> list[str]:
-    """peft `target_modules` for `targets` (aliases, roles or module names); fused modules serve their roles."""
-    roles, names = set(), set()
-    for target in targets:
-        if target in TARGET_ALIASES:
-            roles.update(TARGET_ALIASES[target])
-        elif target in ROLES:
-            roles.add(target)
-        else:
-            names.add(target)
-    chosen = {lin.module for lin in spec.linears()
-              if lin.module in names or lin.role in roles or roles & set(FUSED_ROLES.get(lin.role, ()))}
-    if not chosen:
-        raise ValueError(f"no linear layer of {spec.short_name} matches LoRA targets {targets}")
-    return sorted(chosen)
+    """peft `target_modules` for `targets`, resolved exactly as the planner resolves them."""
+    from planner.params import resolve_targets
+    return sorted({lin.module for lin in resolve_targets(spec, targets)})
 
 
 def hf_config(spec: ModelSpec):

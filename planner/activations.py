@@ -1,19 +1,23 @@
-"""Activation memory from what autograd saves, op by op.
+"""Activation memory from what autograd saves and frees, op by op.
 
-A transformer layer is walked symbolically: each tensor is a width (elements per token) and a dtype,
-and each op saves for backward what its PyTorch derivative formula keeps (linear: its input when the
-weight trains; SDPA: q, k, v, output and an fp32 log-sum-exp per head; a Hugging Face RMSNorm: the
-fp32 input and its rsqrt; ...). Storages shared by several ops count once. All sizes are per token.
+A transformer layer is walked symbolically, forward then backward. Each tensor is a width (elements per
+token, or bytes per layer for weight copies) and a dtype. Each op saves for backward what its PyTorch
+derivative formula keeps (linear: its input when the weight trains; SDPA: q, k, v, output and an fp32
+log-sum-exp per head; a Hugging Face RMSNorm: the fp32 input and its rsqrt; ...); storages shared by
+several ops count once. The backward walk then replays autograd's order: each op allocates its inputs'
+gradients (and its weight's), then frees its output's gradient and the tensors only it had saved.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import count
 
 from planner.config import TrainConfig
 from planner.enums import Attention, Method, Precision
 from planner.params import resolve_targets
-from planner.states import deepspeed_16bit, weight_bytes
+from planner.states import deepspeed_16bit, trainable_bytes, weight_bytes
 from profiles.models import FUSED_ROLES, ModelSpec
 
 _ids = count()
@@ -26,14 +30,25 @@ ACTIVATION_SAVES = {"gelu_new": 4, "gelu_fast": 4}
 
 @dataclass(eq=False)
 class Tensor:
-    width: int          # elements per token
+    width: int          # elements per token (per layer when `fixed`)
     nbytes: int         # bytes per element
     grad: bool          # requires grad
+    fixed: bool = False  # a per-layer tensor (a weight copy), not per token
     id: int = field(default_factory=lambda: next(_ids))
 
     @property
-    def bytes(self) -> int:
-        return self.width * self.nbytes
+    def size(self) -> tuple[int, int]:
+        """(bytes per token, bytes per layer)."""
+        return (0, self.width * self.nbytes) if self.fixed else (self.width * self.nbytes, 0)
+
+
+@dataclass
+class Op:
+    inputs: tuple[Tensor, ...]
+    output: Tensor
+    saved: tuple[Tensor, ...]
+    param_grad: int = 0  # bytes of parameter gradient its backward writes (per layer)
+    workspace: int = 0   # bytes its backward allocates and frees again (per layer)
 
 
 @dataclass
@@ -42,6 +57,7 @@ class Context:
     compute: int           # bytes of matmul / attention outputs
     autocast: bool         # *-mixed: torch.autocast casts matmul inputs to 16 bit
     base_trains: bool      # full fine-tuning
+    base_grad: int         # bytes per element of a base parameter's gradient
     norm_weight: int       # bytes of norm weights (fp32 after QLoRA's prepare)
     adapter: int           # bytes of LoRA weights (0: no LoRA)
     lora_r: int
@@ -49,36 +65,41 @@ class Context:
     quantized: bool        # QLoRA: Linear4bit casts its output back to the input dtype
     attention: Attention
     fp32_norm_weight: bool = False  # norm multiplies its weight in fp32, then casts (Gemma, OLMo-2)
-    saved: dict[int, int] = field(default_factory=dict)
-    per_layer: int = 0     # bytes saved per layer whatever the tokens (autocast's 16-bit weight copies)
-    widest: int = 0        # widest intermediate (bytes/token): sizes backward's gradient buffers
+    ops: list[Op] = field(default_factory=list)
 
-    def save(self, *tensors: Tensor) -> None:
-        for t in tensors:
-            self.saved[t.id] = t.bytes
-
-    def new(self, width: int, nbytes: int, grad: bool) -> Tensor:
-        t = Tensor(width, nbytes, grad)
-        self.widest = max(self.widest, t.bytes)
-        return t
+    def op(self, inputs: tuple[Tensor, ...], width: int, nbytes: int, saved: tuple[Tensor, ...] = (),
+           param_grad: int = 0, grad: bool | None = None, fixed: bool = False, workspace: int = 0) -> Tensor:
+        """Record one op and return its output (which needs grad when an input does, unless told).
+        Autograd saves nothing for an op whose output needs no gradient."""
+        needs = any(t.grad for t in inputs) if grad is None else grad
+        out = Tensor(width, nbytes, needs, fixed)
+        self.ops.append(Op(inputs, out, saved if needs else (), param_grad, workspace))
+        return out
 
     def cast(self, t: Tensor, nbytes: int) -> Tensor:
-        return t if t.nbytes == nbytes else self.new(t.width, nbytes, t.grad)
+        return t if t.nbytes == nbytes else self.op((t,), t.width, nbytes)
 
-    @property
-    def total(self) -> int:
-        return sum(self.saved.values())
+    def saved_size(self) -> tuple[int, int]:
+        unique = {t.id: t for op in self.ops for t in op.saved}
+        return _sum(t.size for t in unique.values())
+
+
+def _sum(sizes) -> tuple[int, int]:
+    tok = fixed = 0
+    for a, b in sizes:
+        tok, fixed = tok + a, fixed + b
+    return tok, fixed
 
 
 def context(spec: ModelSpec, cfg: TrainConfig) -> Context:
     mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED) and not deepspeed_16bit(cfg)
     compute = 4 if cfg.precision is Precision.FP32 else 2
     lora = {lin.module for lin in resolve_targets(spec, cfg.lora_targets)} if cfg.uses_adapters else set()
-    qlora = cfg.method is Method.QLORA
     return Context(compute=compute, autocast=mixed, base_trains=cfg.method is Method.FULL,
-                   norm_weight=weight_bytes(cfg), adapter=(4 if not deepspeed_16bit(cfg) else 2) if lora else 0,
-                   lora_r=cfg.lora_r, lora_modules=lora, quantized=qlora, attention=cfg.attn,
-                   fp32_norm_weight=spec.hf_type in FP32_WEIGHT_NORMS)
+                   base_grad=trainable_bytes(cfg), norm_weight=weight_bytes(cfg),
+                   adapter=(4 if not deepspeed_16bit(cfg) else 2) if lora else 0,
+                   lora_r=cfg.lora_r, lora_modules=lora, quantized=cfg.method is Method.QLORA,
+                   attention=cfg.attn, fp32_norm_weight=spec.hf_type in FP32_WEIGHT_NORMS)
 
 
 def stream_bytes(cfg: TrainConfig) -> int:
@@ -88,15 +109,21 @@ def stream_bytes(cfg: TrainConfig) -> int:
 
 # --- ops -------------------------------------------------------------------------------------------
 
-def linear(ctx: Context, x: Tensor, d_out: int, module: str) -> Tensor:
+def linear(ctx: Context, x: Tensor, d_out: int, module: str, bias: bool = False) -> Tensor:
     """nn.Linear (or bitsandbytes Linear4bit), with a peft LoRA branch when the module is targeted."""
     inp = ctx.cast(x, ctx.compute) if (ctx.autocast or ctx.quantized) else x
+    saved = []
     if ctx.base_trains:
-        ctx.save(inp)  # the weight's gradient needs the input
+        saved.append(inp)  # the weight's gradient needs the input
     if ctx.autocast and (x.grad or ctx.base_trains):
-        ctx.per_layer += x.width * d_out * 2  # autocast's 16-bit copy of the fp32 weight, kept for backward
-    out_bytes = x.nbytes if ctx.quantized else inp.nbytes
-    out = ctx.new(d_out, out_bytes, x.grad or ctx.base_trains)
+        # autocast's 16-bit copy of the fp32 weight, kept for the input's gradient
+        saved.append(ctx.op((), x.width * d_out, 2, grad=False, fixed=True))
+    weight_grad = (x.width * d_out + (d_out if bias else 0)) * ctx.base_grad if ctx.base_trains else 0
+    dequant = x.width * d_out * ctx.compute if ctx.quantized else 0  # backward dequantizes the NF4 weight again
+    out = ctx.op((inp,), d_out, inp.nbytes, tuple(saved), weight_grad, grad=x.grad or ctx.base_trains,
+                 workspace=dequant)
+    if ctx.quantized:
+        out = ctx.cast(out, x.nbytes)  # Linear4bit returns its input's dtype
     if module in ctx.lora_modules:
         out = _lora(ctx, x, d_out, out)
     return out
@@ -105,15 +132,17 @@ def linear(ctx: Context, x: Tensor, d_out: int, module: str) -> Tensor:
 def _lora(ctx: Context, x: Tensor, d_out: int, base_out: Tensor) -> Tensor:
     # peft casts x to the adapter dtype for each adapted module separately (q, k, v each own a copy);
     # under autocast lora_A then runs on its own 16-bit copy, and A and B get 16-bit weight copies
+    r, dt = ctx.lora_r, (2 if ctx.autocast else ctx.adapter)
+    xa = ctx.cast(x, ctx.adapter)
     if ctx.autocast:
-        xa, a = ctx.new(x.width, 2, x.grad), ctx.new(ctx.lora_r, 2, True)
-        ctx.per_layer += (x.width + d_out) * ctx.lora_r * 2
-    else:
-        xa = ctx.new(x.width, ctx.adapter, x.grad) if x.nbytes != ctx.adapter else x
-        a = ctx.new(ctx.lora_r, ctx.adapter, True)
-    ctx.save(xa, a)
-    summed = ctx.new(d_out, max(base_out.nbytes, ctx.adapter), True)  # result + B(A(x)): promoted dtype
-    return ctx.cast(summed, base_out.nbytes) if summed.nbytes != base_out.nbytes else summed
+        xa = ctx.op((xa,), x.width, 2)
+    a_copy = (ctx.op((), x.width * r, 2, grad=False, fixed=True),) if ctx.autocast else ()
+    b_copy = (ctx.op((), r * d_out, 2, grad=False, fixed=True),) if ctx.autocast else ()
+    a = ctx.op((xa,), r, dt, saved=(xa,) + a_copy, param_grad=x.width * r * ctx.adapter, grad=True)
+    b = ctx.op((a,), d_out, dt, saved=(a,) + b_copy, param_grad=r * d_out * ctx.adapter, grad=True)
+    scaled = ctx.op((b,), d_out, dt)
+    summed = ctx.op((base_out, scaled), d_out, max(base_out.nbytes, dt))  # result + B(A(x)) * scale
+    return ctx.cast(summed, base_out.nbytes)
 
 
 def rms_norm(ctx: Context, x: Tensor, rows: int = 1, gemma: bool = False) -> Tensor:
@@ -122,28 +151,29 @@ def rms_norm(ctx: Context, x: Tensor, rows: int = 1, gemma: bool = False) -> Ten
     `rows`: normalised rows per token (one per head for per-head QK norms), each with an fp32 rsqrt.
     """
     x32 = ctx.cast(x, 4)
-    if x.grad:
-        ctx.save(x32, ctx.new(rows, 4, True))
-    normed = ctx.new(x.width, 4, x.grad)
+    rsqrt = ctx.op((x32,), rows, 4, saved=(x32,))
+    normed = ctx.op((x32, rsqrt), x.width, 4, saved=(x32, rsqrt))
+    grad = x.grad or ctx.base_trains
+    weight_grad = x.width * ctx.base_grad if ctx.base_trains else 0
     if ctx.fp32_norm_weight:  # weight (or 1 + weight) times the fp32 normalised input, then cast
-        if ctx.base_trains:
-            ctx.save(normed)
-        if gemma and x.grad:
-            ctx.per_layer += x.width * 4  # Gemma's fp32 (1 + weight), saved for the input's gradient
-        return ctx.new(x.width, x.nbytes, x.grad or ctx.base_trains)
+        saved = (normed,) if ctx.base_trains else ()
+        if gemma and x.grad:  # Gemma's fp32 (1 + weight), saved for the input's gradient
+            saved += (ctx.op((), x.width, 4, grad=False, fixed=True),)
+        scaled = ctx.op((normed,), x.width, 4, saved, weight_grad, grad=grad)
+        return ctx.cast(scaled, x.nbytes)
     normed_in = ctx.cast(normed, x.nbytes)
-    if ctx.base_trains:
-        ctx.save(normed_in)
-    return ctx.new(x.width, max(ctx.norm_weight, x.nbytes), x.grad or ctx.base_trains)
+    saved = (normed_in,) if ctx.base_trains else ()
+    return ctx.op((normed_in,), x.width, max(ctx.norm_weight, x.nbytes), saved, weight_grad, grad=grad)
 
 
 def layer_norm(ctx: Context, x: Tensor) -> Tensor:
-    """torch native_layer_norm saves its input, mean and rstd (fp32 per token)."""
+    """torch native_layer_norm saves its input, mean and rstd (fp32 per row on CUDA)."""
     inp = ctx.cast(x, 4) if ctx.autocast else x  # autocast runs layer_norm in fp32
     grad = x.grad or ctx.base_trains
-    if grad:
-        ctx.save(inp, ctx.new(1, 4, True), ctx.new(1, 4, True))
-    return ctx.new(x.width, max(inp.nbytes, ctx.norm_weight if not ctx.autocast else 0), grad)
+    saved = (inp, ctx.op((), 1, 4, grad=False), ctx.op((), 1, 4, grad=False)) if grad else ()
+    weight_grad = 2 * x.width * ctx.base_grad if ctx.base_trains else 0
+    return ctx.op((inp,), x.width, max(inp.nbytes, ctx.norm_weight if not ctx.autocast else 0), saved,
+                  weight_grad, grad=grad)
 
 
 def norm(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
@@ -155,24 +185,23 @@ def norm(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
 def attention(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     q, k, v = _qkv(ctx, spec, h)
     q, k = _qk_norm(ctx, spec, q, k)
-    q, k = _rope(ctx, spec, q), _rope(ctx, spec, k)
+    q, k = _rope(ctx, spec, q, spec.q_dim), _rope(ctx, spec, k, spec.kv_dim)
     if ctx.autocast:
         q, k, v = (ctx.cast(t, 2) for t in (q, k, v))
     out = _core_attention(ctx, spec, q, k, v)
     if spec.partial_rotary < 1:
         # cat() of rotated and pass-through halves lays q out head-major, and the kernel's output follows:
         # transpose(1, 2).contiguous() for o_proj then copies it
-        out = ctx.new(out.width, out.nbytes, out.grad)
-    return linear(ctx, out, spec.hidden, _module(spec, "o"))
+        out = ctx.op((out,), out.width, out.nbytes)
+    return linear(ctx, out, spec.hidden, _module(spec, "o"), spec.o_bias)
 
 
 def _qkv(ctx: Context, spec: ModelSpec, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     if "qkv" in {lin.role for lin in spec.linears()}:
-        fused = linear(ctx, h, spec.q_dim + 2 * spec.kv_dim, _module(spec, "qkv"))
-        # split views of one storage; rotary then makes new q and k, v stays a view of the fused output
-        return (Tensor(spec.q_dim, fused.nbytes, fused.grad), Tensor(spec.kv_dim, fused.nbytes, fused.grad),
-                fused)
-    return tuple(linear(ctx, h, d, _module(spec, r)) for r, d in
+        fused = linear(ctx, h, spec.q_dim + 2 * spec.kv_dim, _module(spec, "qkv"), spec.qkv_bias)
+        # q, k, v are views of one storage: a saved v keeps all of it, their gradients fill one buffer
+        return fused, fused, fused
+    return tuple(linear(ctx, h, d, _module(spec, r), spec.qkv_bias) for r, d in
                  (("q", spec.q_dim), ("k", spec.kv_dim), ("v", spec.kv_dim)))
 
 
@@ -184,65 +213,81 @@ def _qk_norm(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor) -> tuple[Tenso
     return rms_norm(ctx, q), rms_norm(ctx, k)
 
 
-def _rope(ctx: Context, spec: ModelSpec, t: Tensor) -> Tensor:
+def _rope(ctx: Context, spec: ModelSpec, t: Tensor, width: int) -> Tensor:
     if spec.learned_positions:
         return t  # GPT-2: no rotary
-    return ctx.new(t.width, t.nbytes, t.grad)  # q*cos + rotate_half(q)*sin: a new tensor, cos/sin shared
+    return ctx.op((t,), width, t.nbytes)  # q*cos + rotate_half(q)*sin: a new tensor, cos/sin shared
 
 
 def _core_attention(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    out = ctx.new(spec.q_dim, q.nbytes, True)
     if ctx.attention is Attention.EAGER:
-        # matmuls save q and the KV heads repeated to every query head; the s x s softmax terms are
-        # added by eager_scores_bytes; the output, made contiguous, is o_proj's to save
-        grouped = spec.n_kv_head < spec.n_head
-        k, v = (ctx.new(spec.q_dim, t.nbytes, True) if grouped else t for t in (k, v))
-        ctx.save(q, k, v)
-        return out
-    ctx.save(q, k, v, out, ctx.new(spec.n_head, 4, True))  # fused kernels keep an fp32 log-sum-exp per head
+        return _eager(ctx, spec, q, k, v)
+    lse = ctx.op((), spec.n_head, 4, grad=False)  # fused kernels keep an fp32 log-sum-exp per head
+    out = ctx.op((q, k, v), spec.q_dim, q.nbytes, saved=(q, k, v, lse))
+    ctx.ops[-1].saved += (out,)  # and their output
     return out
+
+
+def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """matmul, softmax in fp32, cast, matmul; KV heads repeated to every query head first."""
+    if spec.n_kv_head < spec.n_head:
+        k, v = ctx.op((k,), spec.q_dim, k.nbytes), ctx.op((v,), spec.q_dim, v.nbytes)
+    scores_width = spec.n_head * _seq_len[0]
+    scores = ctx.op((q, k), scores_width, q.nbytes, saved=(q, k))
+    probs32 = ctx.op((scores,), scores_width, 4)
+    ctx.ops[-1].saved = (probs32,)
+    probs = ctx.cast(probs32, q.nbytes)
+    out = ctx.op((probs, v), spec.q_dim, q.nbytes, saved=(probs, v))
+    return ctx.op((out,), spec.q_dim, q.nbytes)  # transpose(1, 2).contiguous() for o_proj
+
+
+_seq_len = [0]  # eager attention's s x s terms need the sequence length during the walk
 
 
 def mlp(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     if spec.is_moe:
         return _moe(ctx, spec, h)
-    i = spec.intermediate
+    i, b = spec.intermediate, spec.mlp_bias
     if not spec.mlp_gated:
-        up = linear(ctx, h, i, _module(spec, "up"))
-        act = _activation(ctx, spec, up)
-        return linear(ctx, act, spec.hidden, _module(spec, "down"))
+        up = linear(ctx, h, i, _module(spec, "up"), b)
+        return linear(ctx, _activation(ctx, spec, up), spec.hidden, _module(spec, "down"), b)
     gate, up = _gate_up(ctx, spec, h, i)
     act = _activation(ctx, spec, gate)
-    ctx.save(act, up)
-    prod = ctx.new(i, up.nbytes, True)
-    return linear(ctx, prod, spec.hidden, _module(spec, "down"))
+    prod = ctx.op((act, up), i, up.nbytes, saved=(act, up))
+    return linear(ctx, prod, spec.hidden, _module(spec, "down"), b)
 
 
 def _gate_up(ctx: Context, spec: ModelSpec, h: Tensor, i: int) -> tuple[Tensor, Tensor]:
     if "gate_up" in {lin.role for lin in spec.linears()}:
-        fused = linear(ctx, h, 2 * i, _module(spec, "gate_up"))
-        return Tensor(i, fused.nbytes, True), Tensor(i, fused.nbytes, True)  # chunk() views
-    return linear(ctx, h, i, _module(spec, "gate")), linear(ctx, h, i, _module(spec, "up"))
+        fused = linear(ctx, h, 2 * i, _module(spec, "gate_up"), spec.mlp_bias)
+        return fused, fused  # chunk() views: their gradients fill one buffer of the fused width
+    return (linear(ctx, h, i, _module(spec, "gate"), spec.mlp_bias),
+            linear(ctx, h, i, _module(spec, "up"), spec.mlp_bias))
 
 
 def _activation(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
-    ctx.save(x)  # silu / gelu derivatives need their input
-    for _ in range(ACTIVATION_SAVES.get(spec.activation, 1) - 1):
-        ctx.save(ctx.new(x.width, x.nbytes, True))
-    return ctx.new(x.width, x.nbytes, True)
+    width = spec.intermediate if not spec.is_moe else x.width
+    extra = tuple(ctx.op((), width, x.nbytes, grad=False) for _ in range(ACTIVATION_SAVES.get(spec.activation, 1) - 1))
+    return ctx.op((x,), width, x.nbytes, saved=(x,) + extra)  # silu / gelu derivatives need their input
 
 
 def _moe(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     """Routed experts as transformers 5 runs them (grouped matmuls over tokens sorted by expert)."""
-    linear(ctx, h, spec.n_experts, "gate")
     k, i, dt = spec.experts_per_token, spec.moe_intermediate, h.nbytes
-    ctx.save(ctx.new(spec.n_experts, 4, True))  # router softmax in fp32
-    ctx.save(ctx.new(4 * k * 8 // dt, dt, False))  # top-k, sort and scatter indices: four int64 per route
-    gathered = ctx.new(k * spec.hidden, dt, True)  # each token's hidden state, once per chosen expert
-    gate_up, act, prod = ctx.new(k * 2 * i, dt, True), ctx.new(k * i, dt, True), ctx.new(k * i, dt, True)
-    down, weights = ctx.new(k * spec.hidden, dt, True), ctx.new(k, dt, True)
-    ctx.save(gathered, gate_up, act, prod, down, weights)
-    return ctx.new(spec.hidden, dt, True)
+    logits = linear(ctx, h, spec.n_experts, "gate")
+    probs = ctx.op((logits,), spec.n_experts, 4)                     # router softmax in fp32
+    ctx.ops[-1].saved = (probs,)
+    weights = ctx.op((probs,), k, dt)                               # top-k weights, normalised, cast
+    indices = ctx.op((), 4 * k * 8 // dt, dt, grad=False)           # top-k, sort and scatter: four int64 per route
+    gathered = ctx.op((h,), k * spec.hidden, dt, saved=(indices,))  # each token once per chosen expert
+    trains = ctx.base_trains
+    expert_grad = spec.n_experts * spec.hidden * i * ctx.base_grad if trains else 0
+    gate_up = ctx.op((gathered,), k * 2 * i, dt, saved=(gathered,) if trains else (), param_grad=2 * expert_grad,
+                     grad=True)
+    act = ctx.op((gate_up,), k * i, dt, saved=(gate_up,))
+    prod = ctx.op((act, gate_up), k * i, dt, saved=(act,))
+    down = ctx.op((prod,), k * spec.hidden, dt, saved=(prod,) if trains else (), param_grad=expert_grad, grad=True)
+    return ctx.op((down, weights), spec.hidden, dt, saved=(down, weights))
 
 
 def _module(spec: ModelSpec, role: str) -> str:
@@ -253,30 +298,94 @@ def _module(spec: ModelSpec, role: str) -> str:
 
 
 def residual(ctx: Context, x: Tensor, y: Tensor) -> Tensor:
-    return ctx.new(x.width, max(x.nbytes, y.nbytes), x.grad or y.grad)
+    return ctx.op((x, y), x.width, max(x.nbytes, y.nbytes))
 
 
 # --- layers ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class LayerSaved:
-    per_token: int      # bytes saved for backward per token
-    per_layer: int      # bytes saved whatever the tokens (16-bit weight copies under autocast)
-    widest: int         # bytes per token of the widest intermediate
+    per_token: int                          # bytes saved for backward per token
+    per_layer: int                          # bytes saved whatever the tokens (autocast's weight copies)
+    backward: tuple[tuple[int, int, int], ...]  # each backward step: live (per token, per layer) bytes of
+                                                # saved tensors and gradients, and weight gradients so far
+    forward: tuple[tuple[int, int], ...]        # each forward step: live (per token, per layer) bytes
+    pending: int                                # bytes per token of gradients live when backward first
+                                                # needs a saved tensor (and checkpointing recomputes)
 
     def bytes(self, tokens: int) -> int:
         return self.per_token * tokens + self.per_layer
 
+    def backward_peak(self, tokens: int) -> tuple[int, int]:
+        """The step of this layer's backward that holds the most: (activation bytes, weight-gradient bytes)."""
+        tok, fixed, grads = max(self.backward, key=lambda s: s[0] * tokens + s[1] + s[2])
+        return tok * tokens + fixed, grads
+
+    def forward_peak(self, tokens: int) -> int:
+        """The most this layer holds while its forward runs: saved tensors and transient results."""
+        return max(tok * tokens + fixed for tok, fixed in self.forward)
+
 
 def layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool = False) -> LayerSaved:
-    """What one transformer layer saves for backward.
+    """What one transformer layer saves for backward, and holds while its backward runs.
 
     `first`: the first layer's input needs no gradient when the embedding is frozen (LoRA, QLoRA).
     """
+    return _layer_saved(spec, cfg.with_(micro_batch=1, grad_accum=1), first)
+
+
+@lru_cache(maxsize=4096)
+def _layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool) -> LayerSaved:
     ctx = context(spec, cfg)
+    _seq_len[0] = cfg.seq_len
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=cfg.method is Method.FULL or not first)
-    _block(ctx, spec, x)
-    return LayerSaved(per_token=ctx.total, per_layer=ctx.per_layer, widest=ctx.widest)
+    out = _block(ctx, spec, x)
+    tok, fixed = ctx.saved_size()
+    steps, pending = backward_walk(ctx.ops, out)
+    return LayerSaved(per_token=tok, per_layer=fixed, backward=tuple(steps), forward=tuple(forward_walk(ctx.ops)),
+                      pending=pending)
+
+
+def forward_walk(ops: list[Op]) -> list[tuple[int, int]]:
+    """Live bytes as each op's output appears: what is saved so far, plus results still to be consumed."""
+    last_use = {t.id: j for j, op in enumerate(ops) for t in op.inputs}
+    saved = {t.id for op in ops for t in op.saved}
+    live: dict[int, tuple[int, int]] = {}
+    steps = []
+    for j, op in enumerate(ops):
+        live[op.output.id] = op.output.size
+        steps.append(_sum(live.values()))
+        for t in op.inputs:
+            if last_use[t.id] == j and t.id not in saved:
+                live.pop(t.id, None)  # its last consumer ran and nothing saved it
+    return steps
+
+
+def backward_walk(ops: list[Op], out: Tensor) -> tuple[list[tuple[int, int, int]], int]:
+    """Live bytes at each backward step: ops run in reverse, each allocating its inputs' gradients
+    and its weight's before freeing its output's gradient and what only it had saved. Also the
+    gradient bytes per token live when the first op that needs a saved tensor runs."""
+    users = Counter(t.id for op in ops for t in set(op.saved))
+    saved = {t.id: t.size for op in ops for t in op.saved}
+    grads: dict[int, tuple[int, int]] = {out.id: out.size}
+    param_grads, steps, pending = 0, [], None
+    for op in reversed(ops):
+        if op.output.id not in grads:
+            continue  # no gradient reaches it
+        if pending is None and op.saved:
+            pending = _sum(grads.values())[0]
+        new = [t for t in op.inputs if t.grad]
+        live = _sum(list(grads.values()) + list(saved.values()) + [t.size for t in new])
+        param_grads += op.param_grad
+        steps.append((live[0], live[1] + op.workspace, param_grads))
+        for t in new:
+            grads[t.id] = t.size  # a second consumer's gradient is summed into the same buffer
+        del grads[op.output.id]
+        for t in set(op.saved):
+            users[t.id] -= 1
+            if not users[t.id]:
+                saved.pop(t.id, None)
+    return steps or [(*_sum(saved.values()), 0)], pending or out.size[0]
 
 
 def _block(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
@@ -294,8 +403,9 @@ def _block(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
     return residual(ctx, x, norm(ctx, spec, m) if sandwich else m)
 
 
-def eager_scores_bytes(spec: ModelSpec, cfg: TrainConfig, seq_len: int) -> int:
-    """Per token of eager attention: softmax output in fp32 and its 16-bit copy, s per head."""
-    if cfg.attn is not Attention.EAGER:
-        return 0
-    return spec.n_head * seq_len * (4 + 2)
+def head_saved(spec: ModelSpec, cfg: TrainConfig) -> int:
+    """Bytes per token the final norm and lm_head save."""
+    ctx = context(spec, cfg)
+    x = Tensor(spec.hidden, stream_bytes(cfg), grad=True)
+    linear(ctx, norm(ctx, spec, x), spec.vocab, "lm_head")
+    return ctx.saved_size()[0]

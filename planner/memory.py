@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.activations import (context, eager_scores_bytes, layer_saved, linear, norm, stream_bytes,
-                                  Tensor)
+from planner.activations import LayerSaved, head_saved, layer_saved, stream_bytes
 from planner.config import TrainConfig
 from planner.enums import Method, Optimizer, Phase, Precision
 from planner.params import ParamCounts, count_params, trainable_tensors
@@ -58,7 +57,7 @@ def estimate(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None)
     states = model_states(spec, cfg, counts)
     acts = Activations.of(spec, cfg)
     phases = {
-        Phase.FORWARD: _forward(states, acts),
+        Phase.FORWARD: _forward(cfg, states, acts),
         Phase.BACKWARD: _backward(spec, cfg, states, acts),
         Phase.OPTIMIZER_STEP: _optimizer_step(spec, cfg, states, acts),
     }
@@ -70,37 +69,29 @@ class Activations:
     """Activation bytes of one micro-batch on one GPU."""
     tokens: int
     layers: list[int]          # saved per layer (its checkpointed input alone with checkpointing)
-    full_layer: int            # one layer's full saved set (recomputed under checkpointing)
-    widest: int                # widest intermediate tensor of a layer
+    first: LayerSaved          # the first layer (its input needs no gradient under LoRA)
+    rest: LayerSaved           # every other layer
     head: int                  # final norm and lm_head inputs
-    stream: int                # one hidden-state tensor
     logits_forward: int        # logits live at the loss's peak in the forward pass
     logits_saved: int          # logits saved for backward (the log-softmax output)
     logits_backward: int       # logits and their gradients at the loss's backward
     inputs: int                # input_ids, labels and the loss's shifted labels
-    dequant: int               # QLoRA: one layer's weight dequantized to 16 bit for its matmul
 
     @classmethod
     def of(cls, spec: ModelSpec, cfg: TrainConfig) -> "Activations":
         n = cfg.micro_batch * cfg.seq_len
-        eager = eager_scores_bytes(spec, cfg, cfg.seq_len) * n
-        first = layer_saved(spec, cfg, first=True).bytes(n) + eager
-        rest_layer = layer_saved(spec, cfg)
-        rest, widest = rest_layer.bytes(n) + eager, rest_layer.widest
-        stream = n * spec.hidden * stream_bytes(cfg)
-        layers = [first] + [rest] * (spec.n_layer - 1)
+        first, rest = layer_saved(spec, cfg, first=True), layer_saved(spec, cfg)
+        layers = [first.bytes(n)] + [rest.bytes(n)] * (spec.n_layer - 1)
         if cfg.grad_ckpt:
-            layers = [stream] * spec.n_layer  # each checkpointed layer keeps only its input
-        logit_bytes = _logit_bytes(cfg)
+            layers = [n * spec.hidden * stream_bytes(cfg)] * spec.n_layer  # each keeps only its input
         v = n * spec.vocab
-        fp32_copy = 0 if logit_bytes == 4 else 4 * v
-        return cls(tokens=n, layers=layers, full_layer=rest, widest=widest * n, head=_head_saved(spec, cfg) * n,
-                   stream=stream, logits_forward=logit_bytes * v + fp32_copy + 4 * v, logits_saved=4 * v,
-                   logits_backward=12 * v, inputs=3 * n * INDEX_BYTES, dequant=_dequant_bytes(spec, cfg))
-
-    @property
-    def saved(self) -> int:
-        return sum(self.layers) + self.head + self.logits_saved
+        logit_bytes = _logit_bytes(cfg)
+        fp32_copy = 0 if logit_bytes == 4 else 4 * v  # the loss upcasts 16-bit logits
+        return cls(tokens=n, layers=layers, first=first, rest=rest, head=head_saved(spec, cfg) * n,
+                   # forward: logits, their fp32 copy and log-softmax's output; backward: that output,
+                   # the NLL gradient and log-softmax's gradient, all fp32
+                   logits_forward=logit_bytes * v + fp32_copy + 4 * v, logits_saved=4 * v,
+                   logits_backward=12 * v, inputs=3 * n * INDEX_BYTES)
 
 
 def _logit_bytes(cfg: TrainConfig) -> int:
@@ -110,19 +101,6 @@ def _logit_bytes(cfg: TrainConfig) -> int:
     return 4 if cfg.precision is Precision.FP32 else 2
 
 
-def _head_saved(spec: ModelSpec, cfg: TrainConfig) -> int:
-    ctx = context(spec, cfg)
-    x = Tensor(spec.hidden, stream_bytes(cfg), grad=True)
-    linear(ctx, norm(ctx, spec, x), spec.vocab, "lm_head")
-    return ctx.total
-
-
-def _dequant_bytes(spec: ModelSpec, cfg: TrainConfig) -> int:
-    if cfg.method is not Method.QLORA:
-        return 0
-    return max(lin.d_in * lin.d_out for lin in spec.linears() if lin.experts == 1) * 2
-
-
 def _states(states: ModelStates, with_grads: bool) -> dict[str, int]:
     out = states.as_components()
     if not with_grads:
@@ -130,31 +108,36 @@ def _states(states: ModelStates, with_grads: bool) -> dict[str, int]:
     return out
 
 
-def _forward(states: ModelStates, acts: Activations) -> dict[str, int]:
-    """The loss computation at the end of the forward pass: everything saved plus the fp32 logits."""
-    out = _states(states, with_grads=False)
-    out["activations"] = sum(acts.layers) + acts.head + acts.inputs
-    out["logits"] = acts.logits_forward
-    out["temporary"] = states.gathered
-    return out
+def _forward(cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[str, int]:
+    """The larger of the loss computation (everything saved plus the fp32 logits) and the last layer's
+    forward (its transient results on top of everything saved). A checkpointed forward saves nothing
+    inside layers: its transients show up again, larger, when backward recomputes the layer."""
+    base = dict(_states(states, with_grads=False), temporary=states.gathered)
+    at_loss = dict(base, activations=sum(acts.layers) + acts.head + acts.inputs, logits=acts.logits_forward)
+    if cfg.grad_ckpt:
+        return at_loss
+    in_layer = dict(base, activations=sum(acts.layers[:-1]) + acts.rest.forward_peak(acts.tokens) + acts.inputs,
+                    logits=0)
+    return max((at_loss, in_layer), key=lambda m: sum(m.values()))
 
 
 def _backward(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[str, int]:
-    """The larger of the loss's backward (logit gradients) and the backward of each layer."""
+    """The larger of the loss's backward (logit gradients) and the backward of the top or bottom layer:
+    activations fall and gradients rise linearly in between, so one of the ends holds the most."""
     base = _states(states, with_grads=False)
     at_loss = dict(base, activations=sum(acts.layers) + acts.head + acts.inputs,
                    logits=acts.logits_backward, temporary=states.gathered)
-    best = at_loss
     layer_grads = _layer_grad_bytes(spec, cfg, states)
     head_grads = states.gradients - layer_grads * spec.n_layer
-    for index in reversed(range(spec.n_layer)):
-        live = sum(acts.layers[:index + 1]) + (acts.full_layer if cfg.grad_ckpt else 0)
-        moment = dict(base, gradients=head_grads + layer_grads * (spec.n_layer - index),
-                      activations=live + acts.inputs, logits=0,
-                      temporary=states.gathered + acts.dequant + 2 * acts.stream + 2 * acts.widest)
-        if sum(moment.values()) > sum(best.values()):
-            best = moment
-    return best
+    moments = [at_loss]
+    for index, layer in ((spec.n_layer - 1, acts.rest), (0, acts.first)):
+        below = sum(acts.layers[:index + 1 if cfg.grad_ckpt else index])  # checkpoints keep their own input
+        live, new_grads = layer.backward_peak(acts.tokens)
+        if cfg.grad_ckpt:  # the layer's forward runs again first, with its output's gradient waiting
+            live = max(live, layer.forward_peak(acts.tokens) + layer.pending * acts.tokens)
+        moments.append(dict(base, gradients=head_grads + layer_grads * (spec.n_layer - 1 - index) + new_grads,
+                            activations=below + live + acts.inputs, logits=0, temporary=states.gathered))
+    return max(moments, key=lambda m: sum(m.values()))
 
 
 def _layer_grad_bytes(spec: ModelSpec, cfg: TrainConfig, states: ModelStates) -> int:

@@ -45,11 +45,12 @@ def resolve_targets(spec: ModelSpec, targets: tuple[str, ...]) -> list[Linear]:
     if unknown:
         names = ", ".join(sorted({lin.module for lin in linears}))
         raise UserError(f"LoRA target {', '.join(sorted(unknown))} is not a linear layer of {spec.short_name}; "
-                        f"use q,k,v,o,gate,up,down, attn, mlp, all-linear or one of: {names}")
-    chosen = [lin for lin in linears if lin.module in wanted_modules or _serves(lin, wanted_roles)]
+                        f"use q,k,v,o,gate,up,down, attn, mlp, all-linear or one of: {names}.")
+    names = {lin.module for lin in linears if lin.module in wanted_modules or _serves(lin, wanted_roles)}
+    chosen = [lin for lin in linears if lin.module in names]  # peft matches names: GPT-2's two c_proj go together
     if not chosen:
         raise UserError(f"none of the LoRA targets {','.join(targets)} exists in {spec.short_name}; "
-                        f"its linear layers are {', '.join(lin.module for lin in linears)}")
+                        f"its linear layers are {', '.join(lin.module for lin in linears)}.")
     return chosen
 
 
@@ -67,7 +68,7 @@ def lora_params(spec: ModelSpec, cfg: TrainConfig) -> int:
     for lin in targets:
         if cfg.lora_r > min(lin.d_in, lin.d_out):
             raise UserError(f"LoRA rank {cfg.lora_r} is larger than {lin.module} ({lin.d_in}x{lin.d_out}) "
-                            f"of {spec.short_name}; choose --lora-r at most {min(lin.d_in, lin.d_out)}")
+                            f"of {spec.short_name}; choose --lora-r at most {min(lin.d_in, lin.d_out)}.")
     return spec.n_layer * sum(cfg.lora_r * (lin.d_in + lin.d_out) for lin in targets)
 
 

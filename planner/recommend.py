@@ -69,16 +69,12 @@ def nothing_fits(req: Request, target: Target) -> dict:
 
 
 def _smallest_total(req: Request, target: Target) -> int:
+    """The least any candidate needs, at the micro-batch asked for (else 1)."""
     from planner.search import candidates
-    best = None
-    for cfg in candidates(_loosened(req), target):
-        total = total_bytes(_estimate(req.spec, replace(cfg, micro_batch=1), req.exact_params), target.overhead)
-        best = total if best is None else min(best, total)
-    return best or 0
-
-
-def _loosened(req: Request, *keep: str) -> Request:
-    return replace(req, fixed=frozenset(f for f in req.fixed if f in keep or f in ("seq_len", "method")))
+    batch = req.base.micro_batch if "micro_batch" in req.fixed else 1
+    totals = (total_bytes(_estimate(req.spec, replace(cfg, micro_batch=batch), req.exact_params), target.overhead)
+              for cfg in candidates(req, target))
+    return min(totals, default=0)
 
 
 def _fits_any(req: Request, target: Target) -> bool:
@@ -121,9 +117,12 @@ def _offload(req: Request, target: Target) -> str | None:
         return None
     trial = replace(req, base=replace(req.base, offload=Offload.PARAMS, sharding=Sharding.ZERO3),
                     fixed=req.fixed | {"offload", "sharding"})
-    if target.gpus_per_node * target.nodes >= 1 and _fits_any(trial, target):
-        return "Offloading parameters and optimizer states to CPU with ZeRO-3 fits (--sharding zero3 --offload params)."
-    return None
+    plans = feasible_plans(trial, target)
+    if not plans:
+        return None
+    host = min(p.estimate.cpu_bytes for p in plans) * target.gpus_per_node  # per node
+    return (f"ZeRO-3 with parameters and optimizer states offloaded to CPU fits, if each node has "
+            f"{host / GIB:.0f} GiB of host memory to spare (--sharding zero3 --offload params).")
 
 
 def _bigger_card(req: Request, target: Target) -> str | None:

@@ -29,7 +29,7 @@ def command(model: str, gpu: str | None, as_json: bool, **options) -> None:
 
     if (options.get("method") or "").lower() == "auto":
         raise UserError("estimate takes one configuration: choose --method full, lora or qlora "
-                        "(or use `fitplan plan` to let the planner choose)")
+                        "(or use `fitplan plan` to let the planner choose).")
     cfg = _config(options)
     data = estimate_model(model, cfg, gpu)
     click.echo(json.dumps(data, indent=2) if as_json else _table(data))
