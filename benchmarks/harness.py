@@ -94,9 +94,15 @@ def attn_implementation(cfg: TrainConfig, notes: list[str]) -> str:
 def build_model(spec: ModelSpec, cfg: TrainConfig, notes: list[str]) -> tuple[nn.Module, int]:
     """The model on the meta device, ready to train as `cfg` says; returns it and the base parameter count."""
     from transformers import AutoModelForCausalLM
+    conf = hf_config(spec)
+    if getattr(conf, "attn_pdrop", 0) and cfg.attn is not Attention.EAGER:
+        # CUDA's fused SDPA kernels apply attention dropout inside and keep no mask; the CPU falls back
+        # to the math path, which would keep one: measure what CUDA keeps
+        conf.attn_pdrop = 0.0
+        notes.append("attention dropout set to 0: CUDA's fused SDPA keeps no dropout mask, the CPU's math path would")
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = AutoModelForCausalLM.from_config(hf_config(spec), dtype=MODEL_DTYPE[cfg.precision],
+        model = AutoModelForCausalLM.from_config(conf, dtype=MODEL_DTYPE[cfg.precision],
                                                  attn_implementation=attn_implementation(cfg, notes))
     params_total = sum(p.numel() for p in model.parameters())
     if cfg.method is Method.QLORA:

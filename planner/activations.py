@@ -397,15 +397,23 @@ def _block(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
         x = residual(ctx, x, norm(ctx, spec, attention(ctx, spec, x)))
         return residual(ctx, x, norm(ctx, spec, mlp(ctx, spec, x)))
     sandwich = spec.norms_per_layer == 4  # Gemma-2/3 also normalise each sub-block's output
-    a = attention(ctx, spec, norm(ctx, spec, x))
+    a = dropout(ctx, spec, attention(ctx, spec, norm(ctx, spec, x)))
     x = residual(ctx, x, norm(ctx, spec, a) if sandwich else a)
-    m = mlp(ctx, spec, norm(ctx, spec, x))
+    m = dropout(ctx, spec, mlp(ctx, spec, norm(ctx, spec, x)))
     return residual(ctx, x, norm(ctx, spec, m) if sandwich else m)
 
 
+def dropout(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
+    """Residual dropout in training: a new output and a saved one-byte mask per element."""
+    if not spec.dropout:
+        return x
+    mask = ctx.op((), x.width, 1, grad=False)
+    return ctx.op((x,), x.width, x.nbytes, saved=(mask,))
+
+
 def head_saved(spec: ModelSpec, cfg: TrainConfig) -> int:
-    """Bytes per token the final norm and lm_head save."""
+    """Bytes per token saved outside the layers: embedding dropout's mask, the final norm and lm_head."""
     ctx = context(spec, cfg)
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=True)
     linear(ctx, norm(ctx, spec, x), spec.vocab, "lm_head")
-    return ctx.saved_size()[0]
+    return ctx.saved_size()[0] + (spec.hidden if spec.dropout else 0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from planner.activations import LayerSaved, head_saved, layer_saved, stream_bytes
 from planner.config import TrainConfig
-from planner.enums import Method, Optimizer, Phase, Precision
+from planner.enums import Attention, Method, Optimizer, Phase, Precision
 from planner.params import ParamCounts, count_params, trainable_tensors
 from planner.states import ModelStates, deepspeed_16bit, model_states, trainable_bytes
 from profiles.models import ModelSpec
@@ -87,11 +87,19 @@ class Activations:
         v = n * spec.vocab
         logit_bytes = _logit_bytes(cfg)
         fp32_copy = 0 if logit_bytes == 4 else 4 * v  # the loss upcasts 16-bit logits
-        return cls(tokens=n, layers=layers, first=first, rest=rest, head=head_saved(spec, cfg) * n,
+        return cls(tokens=n, layers=layers, first=first, rest=rest,
+                   head=head_saved(spec, cfg) * n + _attention_mask(spec, cfg),
                    # forward: logits, their fp32 copy and log-softmax's output; backward: that output,
                    # the NLL gradient and log-softmax's gradient, all fp32
                    logits_forward=logit_bytes * v + fp32_copy + 4 * v, logits_saved=4 * v,
                    logits_backward=12 * v, inputs=3 * n * INDEX_BYTES)
+
+
+def _attention_mask(spec: ModelSpec, cfg: TrainConfig) -> int:
+    """Falcon hands SDPA a materialised b x s x s causal mask, which the (memory-efficient) kernel keeps."""
+    if spec.hf_type != "falcon" or cfg.attn is Attention.EAGER:
+        return 0
+    return cfg.micro_batch * cfg.seq_len**2 * stream_bytes(cfg)  # built in the embeddings' dtype
 
 
 def _logit_bytes(cfg: TrainConfig) -> int:

@@ -169,7 +169,15 @@ def feasible_plans(req: Request, target: Target) -> list[Plan]:
             fits = max_micro_batch(req, replace(cfg, micro_batch=1), target, req.base.micro_batch)
             best = req.base.micro_batch if fits >= req.base.micro_batch else 0
         else:
-            best = max_micro_batch(req, cfg, target, limit)
+            best = _dividing(max_micro_batch(req, cfg, target, limit), req.global_batch, cfg.world_size)
         if best:
             plans.append(make_plan(req, replace(cfg, micro_batch=best), target))
     return plans
+
+
+def _dividing(micro_batch: int, global_batch: int | None, world: int) -> int:
+    """The largest micro-batch up to `micro_batch` that makes the global batch exactly, where one does."""
+    if not micro_batch or not global_batch or global_batch % world:
+        return micro_batch
+    per_gpu = global_batch // world
+    return max(b for b in range(1, micro_batch + 1) if per_gpu % b == 0)

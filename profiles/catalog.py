@@ -40,7 +40,7 @@ _PYTHIA = dict(_NEOX, family="pythia", vocab=50304, max_position=2048)
 _STABLELM = dict(hf_type="stablelm", family="stablelm", norm="layernorm", norm_bias=True, partial_rotary=0.25)
 _GPT2 = dict(hf_type="gpt2", family="gpt-2", layout="gpt2", norm="layernorm", norm_bias=True, qkv_bias=True,
              o_bias=True, mlp_bias=True, mlp_gated=False, activation="gelu_new", tied_embeddings=True,
-             vocab=50257, learned_positions=1024, max_position=1024)
+             vocab=50257, learned_positions=1024, max_position=1024, dropout=0.1)
 _OLMO2 = dict(hf_type="olmo2", family="olmo-2", qk_norm="full", vocab=100352)
 _SMOLLM2 = dict(hf_type="llama", family="smollm2", vocab=49152, tied_embeddings=True, max_position=8192)
 

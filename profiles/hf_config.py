@@ -121,13 +121,17 @@ def _gpt2_read(d: dict, got: dict) -> dict:
     return {"intermediate": d.get("n_inner") or 4 * got["hidden"]}
 
 
+def _gpt2_write(spec: ModelSpec) -> dict:
+    return {"embd_pdrop": spec.dropout, "attn_pdrop": spec.dropout}  # GPT-2 uses one rate throughout
+
+
 _FALCON_KEYS = {"n_layer": "num_hidden_layers", "hidden": "hidden_size", "n_head": "num_attention_heads",
                 "vocab": "vocab_size", "tied_embeddings": "tie_word_embeddings",
                 "max_position": "max_position_embeddings", "activation": "activation",
                 "qkv_bias": "bias", "o_bias": "bias", "mlp_bias": "bias", "parallel_block": "parallel_attn"}
 _GPT2_KEYS = {"n_layer": "n_layer", "hidden": "n_embd", "n_head": "n_head", "intermediate": "n_inner",
               "vocab": "vocab_size", "tied_embeddings": "tie_word_embeddings", "activation": "activation_function",
-              "max_position": "n_positions", "learned_positions": "n_positions"}
+              "max_position": "n_positions", "learned_positions": "n_positions", "dropout": "resid_pdrop"}
 # GPT-NeoX has neither GQA nor a head_dim key.
 _GPT_NEOX_KEYS = {**{k: v for k, v in _NO_HEAD_DIM.items() if k != "n_kv_head"}, **_ATTN_BIAS,
                   "parallel_block": "use_parallel_residual", "partial_rotary": "rotary_pct"}
@@ -191,8 +195,9 @@ ARCHS: dict[str, _Arch] = {
                     read_extra=_falcon_read, write_extra=_falcon_write),
     "gpt2": _Arch(_GPT2_KEYS, traits={"layout": "gpt2", **_LAYERNORM, **_ALL_BIAS, "mlp_gated": False},
                   defaults={"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257,
-                            "tie_word_embeddings": True, "n_positions": 1024, "activation_function": "gelu_new"},
-                  read_extra=_gpt2_read),
+                            "tie_word_embeddings": True, "n_positions": 1024, "activation_function": "gelu_new",
+                            "resid_pdrop": 0.1},
+                  read_extra=_gpt2_read, write_extra=_gpt2_write),
 }
 # Old spellings some hub configs still use, mapped to the ones transformers 5 reads.
 _ALIASES = {"falcon": {"n_layer": "num_hidden_layers", "n_head": "num_attention_heads", "n_embed": "hidden_size"}}

@@ -81,6 +81,7 @@ class ModelSpec:
     sliding_window: int | None = None
     max_position: int = 4096
     logit_softcap: float | None = None
+    dropout: float = 0.0           # residual and embedding dropout while training (GPT-2: 0.1)
     attn_softcap: float | None = None  # attention-score soft-capping (Gemma-2): rules out SDPA, runs eager
     hf_overrides: dict = field(default_factory=dict, compare=False, hash=False)  # extra config.json keys
 
