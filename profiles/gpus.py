@@ -236,22 +236,36 @@ def split_count(text: str) -> tuple[str, int]:
     return text.strip(), 1
 
 
+_COUNT_AFTER_LETTER = re.compile(r"^\s*(.+?[a-z])\s*[x×*]\s*(\d+)\s*$", re.IGNORECASE)  # a100-80gbx8, l40sx4
+
+
 def find_gpu(text: str) -> tuple[GpuSpec, int]:
     """The catalog card a user's spelling names, and how many of it ('8xH100' -> 8)."""
+    match = _COUNT_AFTER_LETTER.match(text)
+    if match and int(match.group(2)) >= 1:
+        # 'x4' after a letter may be a count ('l40sx4') or part of a name: a count only if the rest is a card
+        try:
+            return _find_one(match.group(1), text), int(match.group(2))
+        except UserError:
+            pass
     name, count = split_count(text)
+    return _find_one(name, text), count
+
+
+def _find_one(name: str, text: str) -> GpuSpec:
     query = _tokens(name)
     if not query:
         raise UserError(f'"{text}" names no GPU; try e.g. --gpu "RTX 4090" '
                         "(`fitplan gpus --catalog` lists them).")
     if query in _BY_TOKENS:
-        return _BY_TOKENS[query], count
+        return _BY_TOKENS[query]
     shortened = _abbreviated(query)
     if shortened:
-        return _pick_one(text, shortened), count
+        return _pick_one(text, shortened)
     # A longer name ('NVIDIA GeForce RTX 4090 D'): the most specific entry whose words it all contains.
     spec = _match_contained(query, memory_bytes=None)
     if spec is not None:
-        return spec, count
+        return spec
     raise UserError(_unknown_message(text, name))
 
 

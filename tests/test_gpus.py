@@ -192,3 +192,10 @@ def test_no_heavy_imports():
             "planner.commands.env; print(sorted(m for m in ('torch', 'transformers', 'pynvml') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("text, key, count", [("a100-40gbx4", "A100 40GB", 4), ("l40sx4", "L40S", 4),
+                                              ("a100-80gbx8", "A100 80GB", 8), ("l40s", "L40S", 1)])
+def test_count_after_a_name_ending_in_a_letter(text, key, count):
+    spec, n = find_gpu(text)
+    assert (spec.name, n) == (key, count)
