@@ -15,7 +15,7 @@ from functools import lru_cache
 from itertools import count
 
 from planner.config import TrainConfig
-from planner.enums import Attention, Method, Precision
+from planner.enums import Attention, Method, Precision, Sharding
 from planner.params import resolve_targets
 from planner.states import deepspeed_16bit, trainable_bytes, weight_bytes
 from profiles.models import FUSED_ROLES, ModelSpec
@@ -331,7 +331,15 @@ def layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool = False) -> Layer
 
     `first`: the first layer's input needs no gradient when the embedding is frozen (LoRA, QLoRA).
     """
-    return _layer_saved(spec, cfg.with_(micro_batch=1, grad_accum=1), first)
+    return _layer_saved(spec, walk_key(cfg), first)
+
+
+def walk_key(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with every field the walk does not read set to one value, so the cache serves them all."""
+    zero = Sharding.ZERO2 if deepspeed_16bit(cfg) else Sharding.NONE  # DeepSpeed casts the model to 16 bit
+    return TrainConfig(method=cfg.method, precision=cfg.precision, attn=cfg.attn, lora_r=cfg.lora_r,
+                       lora_targets=cfg.lora_targets, sharding=zero, gpus=2 if zero is Sharding.ZERO2 else 1,
+                       seq_len=cfg.seq_len if cfg.attn is Attention.EAGER else 1)
 
 
 @lru_cache(maxsize=4096)
@@ -342,8 +350,15 @@ def _layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool) -> LayerSaved:
     out = _block(ctx, spec, x)
     tok, fixed = ctx.saved_size()
     steps, pending = backward_walk(ctx.ops, out)
-    return LayerSaved(per_token=tok, per_layer=fixed, backward=tuple(steps), forward=tuple(forward_walk(ctx.ops)),
-                      pending=pending)
+    return LayerSaved(per_token=tok, per_layer=fixed, backward=_frontier(steps),
+                      forward=_frontier(forward_walk(ctx.ops)), pending=pending)
+
+
+def _frontier(steps: list[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+    """The steps no other step beats both per token and per layer: only these can be the peak."""
+    def dominated(a: tuple[int, ...]) -> bool:
+        return any(b != a and b[0] >= a[0] and sum(b[1:]) >= sum(a[1:]) for b in steps)
+    return tuple(sorted({step for step in steps if not dominated(step)}))
 
 
 def forward_walk(ops: list[Op]) -> list[tuple[int, int]]:
@@ -413,6 +428,11 @@ def dropout(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
 
 def head_saved(spec: ModelSpec, cfg: TrainConfig) -> int:
     """Bytes per token saved outside the layers: embedding dropout's mask, the final norm and lm_head."""
+    return _head_saved(spec, walk_key(cfg))
+
+
+@lru_cache(maxsize=4096)
+def _head_saved(spec: ModelSpec, cfg: TrainConfig) -> int:
     ctx = context(spec, cfg)
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=True)
     linear(ctx, norm(ctx, spec, x), spec.vocab, "lm_head")

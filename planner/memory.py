@@ -8,7 +8,8 @@ the largest phase, and its components are what is live then. Step 2 is modelled:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from planner.activations import LayerSaved, head_saved, layer_saved, stream_bytes
 from planner.config import TrainConfig
@@ -53,8 +54,8 @@ class Estimate:
 
 
 def estimate(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None) -> Estimate:
-    counts = count_params(spec, cfg, total_params)
-    states = model_states(spec, cfg, counts)
+    counts, states = _model_states(spec, replace(cfg, micro_batch=1, seq_len=1, grad_ckpt=False, grad_accum=1),
+                                   total_params)
     acts = Activations.of(spec, cfg)
     phases = {
         Phase.FORWARD: _forward(cfg, states, acts),
@@ -62,6 +63,13 @@ def estimate(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None)
         Phase.OPTIMIZER_STEP: _optimizer_step(spec, cfg, states, acts),
     }
     return Estimate(spec=spec, cfg=cfg, counts=counts, states=states, phases=phases)
+
+
+@lru_cache(maxsize=8192)
+def _model_states(spec: ModelSpec, cfg: TrainConfig, total_params: int | None) -> tuple[ParamCounts, ModelStates]:
+    """Parameters and model states: the same for every micro-batch and sequence length."""
+    counts = count_params(spec, cfg, total_params)
+    return counts, model_states(spec, cfg, counts)
 
 
 @dataclass(frozen=True)
