@@ -13,6 +13,9 @@ Stand-ins, where the real thing cannot run on fake tensors (each one is named in
     the update replaced by an in-place one that allocates nothing, as bitsandbytes' fused kernels do.
   - attn="flash": SDPA (which runs the flash kernel on CUDA for 16-bit inputs).
 
+`measure_hf_config(config_dict, cfg)` measures the same way from a raw config.json dict of any model_type
+transformers can build (no ModelSpec: LoRA targets are peft's "all-linear" or module names).
+
 Usage: python -m benchmarks.harness meta-llama/Llama-2-7b-hf --method lora --seq-len 2048 --json
 """
 from __future__ import annotations
@@ -76,8 +79,13 @@ def lora_target_modules(spec: ModelSpec, targets: tuple[str, ...]) -> list[str]:
 
 
 def hf_config(spec: ModelSpec):
+    return hf_config_from_dict(spec.to_hf_config())
+
+
+def hf_config_from_dict(config: dict):
+    """The transformers config of a config.json dict (any model_type transformers knows)."""
     from transformers import AutoConfig
-    data = dict(spec.to_hf_config())
+    data = dict(config)
     conf = AutoConfig.for_model(data.pop("model_type"), **data)
     conf.use_cache = False   # training: no KV cache
     return conf
@@ -93,8 +101,14 @@ def attn_implementation(cfg: TrainConfig, notes: list[str]) -> str:
 
 def build_model(spec: ModelSpec, cfg: TrainConfig, notes: list[str]) -> tuple[nn.Module, int]:
     """The model on the meta device, ready to train as `cfg` says; returns it and the base parameter count."""
+    targets = lora_target_modules(spec, cfg.lora_targets) if cfg.uses_adapters else None
+    return build_from_config(hf_config(spec), cfg, notes, targets)
+
+
+def build_from_config(conf, cfg: TrainConfig, notes: list[str],
+                      target_modules: str | list[str] | None) -> tuple[nn.Module, int]:
+    """`build_model` from a transformers config; `target_modules` as peft takes them ("all-linear" or names)."""
     from transformers import AutoModelForCausalLM
-    conf = hf_config(spec)
     if getattr(conf, "attn_pdrop", 0) and cfg.attn is not Attention.EAGER:
         # CUDA's fused SDPA kernels apply attention dropout inside and keep no mask; the CPU falls back
         # to the math path, which would keep one: measure what CUDA keeps
@@ -110,7 +124,7 @@ def build_model(spec: ModelSpec, cfg: TrainConfig, notes: list[str]) -> tuple[nn
     elif cfg.grad_ckpt:
         enable_checkpointing(model)
     if cfg.uses_adapters:
-        model = apply_lora(model, spec, cfg)
+        model = lora_wrap(model, cfg, target_modules)
     return model, params_total
 
 
@@ -142,9 +156,13 @@ def prepare_qlora(model: nn.Module, cfg: TrainConfig, notes: list[str]) -> None:
 
 
 def apply_lora(model: nn.Module, spec: ModelSpec, cfg: TrainConfig) -> nn.Module:
+    return lora_wrap(model, cfg, lora_target_modules(spec, cfg.lora_targets))
+
+
+def lora_wrap(model: nn.Module, cfg: TrainConfig, target_modules: str | list[str]) -> nn.Module:
     from peft import LoraConfig, get_peft_model
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, bias="none",
-                      target_modules=lora_target_modules(spec, cfg.lora_targets), task_type="CAUSAL_LM")
+                      target_modules=target_modules, task_type="CAUSAL_LM")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return get_peft_model(model, lora)   # peft's defaults, including autocast_adapter_dtype=True
@@ -311,10 +329,29 @@ def train_step(model, opt, tracker: StorageTracker, backend: Backend, cfg: Train
 
 def measure(spec: ModelSpec, cfg: TrainConfig, steps: int = 2, device: str = "fake") -> Measurement:
     """Run `steps` training steps of `spec` as `cfg` says and measure the last one (see module docstring)."""
+    return _measure(lambda notes: build_model(spec, cfg, notes), spec.name, spec.vocab, cfg, steps, device)
+
+
+def measure_hf_config(config: dict, cfg: TrainConfig, steps: int = 2, device: str = "fake", name: str = "",
+                      target_modules: str | list[str] | None = None) -> Measurement:
+    """`measure` for a raw config.json dict, built by transformers as it is (AutoConfig.for_model).
+
+    LoRA targets: `target_modules` as peft takes them; by default peft's "all-linear" when cfg.lora_targets is
+    ("all-linear",), else cfg.lora_targets taken as module names. The token ids span the built embedding."""
+    if target_modules is None:
+        targets = tuple(cfg.lora_targets)
+        target_modules = "all-linear" if targets == ("all-linear",) else list(targets)
+    return _measure(lambda notes: build_from_config(hf_config_from_dict(config), cfg, notes, target_modules),
+                    name or str(config.get("model_type")), None, cfg, steps, device)
+
+
+def _measure(build, name: str, vocab: int | None, cfg: TrainConfig, steps: int, device: str) -> Measurement:
     start, notes = time.perf_counter(), []
     backend = Backend(device)
     context = cuda_context_bytes() if device == "cuda" else None
-    model, params_total = build_model(spec, cfg, notes)   # counted before quantization and adapters
+    model, params_total = build(notes)   # counted before quantization and adapters
+    if vocab is None:
+        vocab = hf_model(model).get_input_embeddings().num_embeddings
     with backend.mode():
         materialize(model, backend.torch_device)
     model.train()
@@ -327,12 +364,12 @@ def measure(spec: ModelSpec, cfg: TrainConfig, steps: int = 2, device: str = "fa
         for _ in range(steps):
             tracker.reset_peak()
             backend.cuda_phase_peaks = {}
-            train_step(model, opt, tracker, backend, cfg, spec.vocab)
+            train_step(model, opt, tracker, backend, cfg, vocab)
             step_peaks.append(tracker.peak.nbytes)
-    return _result(spec, cfg, model, params_total, tracker, backend, step_peaks, notes, start, context)
+    return _result(name, cfg, model, params_total, tracker, backend, step_peaks, notes, start, context)
 
 
-def _result(spec, cfg, model, params_total, tracker, backend, step_peaks, notes, start, context) -> Measurement:
+def _result(name, cfg, model, params_total, tracker, backend, step_peaks, notes, start, context) -> Measurement:
     phase_peaks = {p: tracker.phase_peaks.get(p, 0) for p in PHASES}
     allocated, peak_phase = tracker.peak.nbytes, tracker.peak.phase
     extra = {}
@@ -354,7 +391,7 @@ def _result(spec, cfg, model, params_total, tracker, backend, step_peaks, notes,
         step1_peak_bytes=step_peaks[0], phase_peaks=phase_peaks, params_total=params_total,
         params_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
         adapter_dtype=str(lora[0].dtype).removeprefix("torch.") if lora else None,
-        seconds=round(time.perf_counter() - start, 3), notes=notes, device=backend.name, model=spec.name,
+        seconds=round(time.perf_counter() - start, 3), notes=notes, device=backend.name, model=name,
         config=cfg.to_dict(), tracked_peak_bytes=tracker.peak.nbytes, paged_bytes=tracker.paged_bytes(), **extra)
 
 
