@@ -20,8 +20,11 @@ from planner.options import train_options
 @click.option("--tokens", type=click.IntRange(min=1), default=None,
               help="Training tokens per epoch (dataset size), for wall time and cost.")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--trace", is_flag=True,
+              help="Confirm the recommended plan by running its real training step on fake tensors "
+                   "(adds \"trace\" to the output).")
 def command(model: str, gpu: str | None, as_json: bool, global_batch: int | None, margin: float, prefer: str,
-            tokens: int | None, epochs: float, **options) -> None:
+            tokens: int | None, epochs: float, trace: bool, **options) -> None:
     """Rank the fine-tuning plans of MODEL that fit, and recommend one.
 
     Probes this machine's GPUs through NVML, or plans for --gpu NAME. Searches method (full, LoRA,
@@ -39,4 +42,8 @@ def command(model: str, gpu: str | None, as_json: bool, global_batch: int | None
 
     data = plan_model(model, options, gpu=gpu, global_batch=global_batch, margin=margin, prefer=prefer,
                       tokens=tokens, epochs=epochs)
-    click.echo(json.dumps(data, indent=2) if as_json else plan_table(data))
+    if trace:
+        from planner.trace import plan_trace_lines, trace_plan
+        data["trace"] = trace_plan(model, options, data, gpu, margin=margin)
+    text = None if as_json else "\n".join([plan_table(data), *(plan_trace_lines(data["trace"]) if trace else [])])
+    click.echo(json.dumps(data, indent=2) if as_json else text)
