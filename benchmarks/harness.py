@@ -91,12 +91,16 @@ def hf_config_from_dict(config: dict):
     return conf
 
 
-def attn_implementation(cfg: TrainConfig, notes: list[str]) -> str:
-    if cfg.attn is Attention.FLASH:
+def attn_implementation(spec: ModelSpec, cfg: TrainConfig, notes: list[str]) -> str:
+    from planner.activations import attention_kernel
+    kernel = attention_kernel(spec, cfg)
+    if kernel is not cfg.attn:
+        notes.append(f"{spec.short_name} has no {cfg.attn.value} attention in transformers: measured with {kernel.value}")
+    if kernel is Attention.FLASH:
         notes.append("attn=flash measured with SDPA (flash-attn is not installed here; on CUDA SDPA runs the "
                      "flash kernel for 16-bit inputs: output plus an fp32 log-sum-exp, no s x s scores)")
         return "sdpa"
-    return cfg.attn.value
+    return kernel.value
 
 
 def build_model(spec: ModelSpec, cfg: TrainConfig, notes: list[str]) -> tuple[nn.Module, int]:
@@ -117,7 +121,7 @@ def build_from_config(conf, cfg: TrainConfig, notes: list[str],
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForCausalLM.from_config(conf, dtype=MODEL_DTYPE[cfg.precision],
-                                                 attn_implementation=attn_implementation(cfg, notes))
+                                                 attn_implementation=attn_implementation(spec, cfg, notes))
     params_total = sum(p.numel() for p in model.parameters())
     if cfg.method is Method.QLORA:
         prepare_qlora(model, cfg, notes)

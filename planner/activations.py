@@ -65,6 +65,7 @@ class Context:
     quantized: bool        # QLoRA: Linear4bit casts its output back to the input dtype
     attention: Attention
     fp32_norm_weight: bool = False  # norm multiplies its weight in fp32, then casts (Gemma, OLMo-2)
+    seq_len: int = 1       # eager attention's s x s terms need it
     ops: list[Op] = field(default_factory=list)
 
     def op(self, inputs: tuple[Tensor, ...], width: int, nbytes: int, saved: tuple[Tensor, ...] = (),
@@ -75,6 +76,10 @@ class Context:
         out = Tensor(width, nbytes, needs, fixed)
         self.ops.append(Op(inputs, out, saved if needs else (), param_grad, workspace))
         return out
+
+    def hold(self, t: Tensor) -> None:
+        """Keep `t` alive up to here: a caller's argument lives until the call returns, past its last use."""
+        self.ops.append(Op((t,), Tensor(0, 0, False), ()))
 
     def cast(self, t: Tensor, nbytes: int) -> Tensor:
         return t if t.nbytes == nbytes else self.op((t,), t.width, nbytes)
@@ -99,7 +104,16 @@ def context(spec: ModelSpec, cfg: TrainConfig) -> Context:
                    base_grad=trainable_bytes(cfg), norm_weight=weight_bytes(cfg),
                    adapter=(4 if not deepspeed_16bit(cfg) else 2) if lora else 0,
                    lora_r=cfg.lora_r, lora_modules=lora, quantized=cfg.method is Method.QLORA,
-                   attention=cfg.attn, fp32_norm_weight=spec.hf_type in FP32_WEIGHT_NORMS)
+                   attention=attention_kernel(spec, cfg), fp32_norm_weight=spec.hf_type in FP32_WEIGHT_NORMS,
+                   seq_len=cfg.seq_len)
+
+
+def attention_kernel(spec: ModelSpec, cfg: TrainConfig) -> Attention:
+    """What transformers really runs: models with attention-score soft-capping (Gemma-2) have no SDPA
+    path and fall back to eager; flash-attention 2 implements the cap."""
+    if spec.attn_softcap and cfg.attn is Attention.SDPA:
+        return Attention.EAGER
+    return cfg.attn
 
 
 def stream_bytes(cfg: TrainConfig) -> int:
@@ -232,16 +246,17 @@ def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Te
     """matmul, softmax in fp32, cast, matmul; KV heads repeated to every query head first."""
     if spec.n_kv_head < spec.n_head:
         k, v = ctx.op((k,), spec.q_dim, k.nbytes), ctx.op((v,), spec.q_dim, v.nbytes)
-    scores_width = spec.n_head * _seq_len[0]
+    scores_width = spec.n_head * ctx.seq_len
     scores = ctx.op((q, k), scores_width, q.nbytes, saved=(q, k))
+    if spec.attn_softcap:  # cap * tanh(scores / cap): tanh keeps its output
+        capped = ctx.op((scores,), scores_width, q.nbytes)
+        ctx.ops[-1].saved = (capped,)
+        scores = ctx.op((capped,), scores_width, q.nbytes)
     probs32 = ctx.op((scores,), scores_width, 4)
     ctx.ops[-1].saved = (probs32,)
     probs = ctx.cast(probs32, q.nbytes)
     out = ctx.op((probs, v), spec.q_dim, q.nbytes, saved=(probs, v))
     return ctx.op((out,), spec.q_dim, q.nbytes)  # transpose(1, 2).contiguous() for o_proj
-
-
-_seq_len = [0]  # eager attention's s x s terms need the sequence length during the walk
 
 
 def mlp(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
@@ -251,18 +266,15 @@ def mlp(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     if not spec.mlp_gated:
         up = linear(ctx, h, i, _module(spec, "up"), b)
         return linear(ctx, _activation(ctx, spec, up), spec.hidden, _module(spec, "down"), b)
-    gate, up = _gate_up(ctx, spec, h, i)
-    act = _activation(ctx, spec, gate)
+    if "gate_up" in {lin.role for lin in spec.linears()}:
+        fused = linear(ctx, h, 2 * i, _module(spec, "gate_up"), b)
+        gate = up = fused  # chunk() views: their gradients fill one buffer of the fused width
+        act = _activation(ctx, spec, gate)
+    else:  # down(act(gate(x)) * up(x)): the activation runs before up_proj
+        act = _activation(ctx, spec, linear(ctx, h, i, _module(spec, "gate"), b))
+        up = linear(ctx, h, i, _module(spec, "up"), b)
     prod = ctx.op((act, up), i, up.nbytes, saved=(act, up))
     return linear(ctx, prod, spec.hidden, _module(spec, "down"), b)
-
-
-def _gate_up(ctx: Context, spec: ModelSpec, h: Tensor, i: int) -> tuple[Tensor, Tensor]:
-    if "gate_up" in {lin.role for lin in spec.linears()}:
-        fused = linear(ctx, h, 2 * i, _module(spec, "gate_up"), spec.mlp_bias)
-        return fused, fused  # chunk() views: their gradients fill one buffer of the fused width
-    return (linear(ctx, h, i, _module(spec, "gate"), spec.mlp_bias),
-            linear(ctx, h, i, _module(spec, "up"), spec.mlp_bias))
 
 
 def _activation(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
@@ -339,13 +351,12 @@ def walk_key(cfg: TrainConfig) -> TrainConfig:
     zero = Sharding.ZERO2 if deepspeed_16bit(cfg) else Sharding.NONE  # DeepSpeed casts the model to 16 bit
     return TrainConfig(method=cfg.method, precision=cfg.precision, attn=cfg.attn, lora_r=cfg.lora_r,
                        lora_targets=cfg.lora_targets, sharding=zero, gpus=2 if zero is Sharding.ZERO2 else 1,
-                       seq_len=cfg.seq_len if cfg.attn is Attention.EAGER else 1)
+                       seq_len=cfg.seq_len if cfg.attn is not Attention.FLASH else 1)
 
 
 @lru_cache(maxsize=4096)
 def _layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool) -> LayerSaved:
     ctx = context(spec, cfg)
-    _seq_len[0] = cfg.seq_len
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=cfg.method is Method.FULL or not first)
     out = _block(ctx, spec, x)
     tok, fixed = ctx.saved_size()
@@ -407,15 +418,23 @@ def _block(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
     if spec.parallel_block:
         h = norm(ctx, spec, x)
         h2 = norm(ctx, spec, x) if spec.norms_per_layer == 2 else h
-        return residual(ctx, x, residual(ctx, attention(ctx, spec, h), mlp(ctx, spec, h2)))
+        a = _call(ctx, attention, spec, h)
+        return residual(ctx, x, residual(ctx, a, _call(ctx, mlp, spec, h2)))
     if spec.hf_type == "olmo2":  # post-norm: x + norm(attn(x)), x + norm(mlp(x))
-        x = residual(ctx, x, norm(ctx, spec, attention(ctx, spec, x)))
-        return residual(ctx, x, norm(ctx, spec, mlp(ctx, spec, x)))
+        x = residual(ctx, x, norm(ctx, spec, _call(ctx, attention, spec, x)))
+        return residual(ctx, x, norm(ctx, spec, _call(ctx, mlp, spec, x)))
     sandwich = spec.norms_per_layer == 4  # Gemma-2/3 also normalise each sub-block's output
-    a = dropout(ctx, spec, attention(ctx, spec, norm(ctx, spec, x)))
+    a = dropout(ctx, spec, _call(ctx, attention, spec, norm(ctx, spec, x)))
     x = residual(ctx, x, norm(ctx, spec, a) if sandwich else a)
-    m = dropout(ctx, spec, mlp(ctx, spec, norm(ctx, spec, x)))
+    m = dropout(ctx, spec, _call(ctx, mlp, spec, norm(ctx, spec, x)))
     return residual(ctx, x, norm(ctx, spec, m) if sandwich else m)
+
+
+def _call(ctx: Context, sub_block, spec: ModelSpec, h: Tensor) -> Tensor:
+    """Attention or MLP on `h`, which the layer's forward holds until the call returns."""
+    out = sub_block(ctx, spec, h)
+    ctx.hold(h)
+    return out
 
 
 def dropout(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:

@@ -1,6 +1,7 @@
 """What the commands call: resolve inputs, run the pure model, shape the result per the JSON contract."""
 from __future__ import annotations
 
+from planner.activations import attention_kernel
 from planner.calibration import overhead_for
 from planner.config import TrainConfig
 from planner.memory import estimate
@@ -11,6 +12,7 @@ from planner.report import estimate_dict
 def estimate_model(model: str, cfg: TrainConfig, gpu: str | None = None) -> dict:
     """`estimate --json` for MODEL under cfg; with a named or probed GPU, also whether it fits."""
     resolved = resolve_model(model)
+    cfg = cfg.with_(attn=attention_kernel(resolved.spec, cfg))  # what transformers will really run
     est = estimate(resolved.spec, cfg, resolved.exact_params)
     card = _card(gpu)
     overhead = overhead_for(card["name"] if card else None, card.get("compute_capability") if card else None)
@@ -65,6 +67,7 @@ def build_request(resolved, options: dict, **extra):
         base = config_from_options(clean)
     except ValueError as err:
         raise UserError(str(err)) from None
+    base = base.with_(attn=attention_kernel(resolved.spec, base))  # what transformers will really run
     return Request(spec=resolved.spec, base=base, fixed=frozenset(fixed), exact_params=resolved.exact_params,
                    **extra)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from planner.activations import LayerSaved, head_saved, layer_saved, stream_bytes
+from planner.activations import LayerSaved, attention_kernel, head_saved, layer_saved, stream_bytes
 from planner.config import TrainConfig
 from planner.enums import Attention, Method, Optimizer, Phase, Precision
 from planner.params import ParamCounts, count_params, trainable_tensors
@@ -84,23 +84,34 @@ class Activations:
     logits_saved: int          # logits saved for backward (the log-softmax output)
     logits_backward: int       # logits and their gradients at the loss's backward
     inputs: int                # input_ids, labels and the loss's shifted labels
+    stream: int                # one hidden state (a layer's input)
+    mask: int                  # eager attention's b x s x s causal mask, alive through the forward
 
     @classmethod
     def of(cls, spec: ModelSpec, cfg: TrainConfig) -> "Activations":
         n = cfg.micro_batch * cfg.seq_len
         first, rest = layer_saved(spec, cfg, first=True), layer_saved(spec, cfg)
+        stream = n * spec.hidden * stream_bytes(cfg)
         layers = [first.bytes(n)] + [rest.bytes(n)] * (spec.n_layer - 1)
         if cfg.grad_ckpt:
-            layers = [n * spec.hidden * stream_bytes(cfg)] * spec.n_layer  # each keeps only its input
+            layers = [stream] * spec.n_layer  # each checkpointed layer keeps only its input
         v = n * spec.vocab
         logit_bytes = _logit_bytes(cfg)
         fp32_copy = 0 if logit_bytes == 4 else 4 * v  # the loss upcasts 16-bit logits
+        capped = logit_bytes * v if spec.logit_softcap else 0  # Gemma-2: cap * tanh(logits / cap) keeps tanh's output
         return cls(tokens=n, layers=layers, first=first, rest=rest,
                    head=head_saved(spec, cfg) * n + _attention_mask(spec, cfg),
                    # forward: logits, their fp32 copy and log-softmax's output; backward: that output,
                    # the NLL gradient and log-softmax's gradient, all fp32
-                   logits_forward=logit_bytes * v + fp32_copy + 4 * v, logits_saved=4 * v,
-                   logits_backward=12 * v, inputs=3 * n * INDEX_BYTES)
+                   logits_forward=logit_bytes * v + fp32_copy + 4 * v + capped, logits_saved=4 * v + capped,
+                   logits_backward=12 * v + capped, inputs=3 * n * INDEX_BYTES, stream=stream,
+                   mask=_eager_mask(spec, cfg))
+
+
+def _eager_mask(spec: ModelSpec, cfg: TrainConfig) -> int:
+    if attention_kernel(spec, cfg) is not Attention.EAGER:
+        return 0
+    return cfg.micro_batch * cfg.seq_len**2 * stream_bytes(cfg)  # built in the embeddings' dtype
 
 
 def _attention_mask(spec: ModelSpec, cfg: TrainConfig) -> int:
@@ -132,8 +143,9 @@ def _forward(cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[s
     at_loss = dict(base, activations=sum(acts.layers) + acts.head + acts.inputs, logits=acts.logits_forward)
     if cfg.grad_ckpt:
         return at_loss
-    in_layer = dict(base, activations=sum(acts.layers[:-1]) + acts.rest.forward_peak(acts.tokens) + acts.inputs,
-                    logits=0)
+    # the layer's input lives on as its residual, beside what the layer makes
+    in_layer = dict(base, activations=sum(acts.layers[:-1]) + acts.stream + acts.rest.forward_peak(acts.tokens)
+                    + acts.mask + acts.inputs, logits=0)
     return max((at_loss, in_layer), key=lambda m: sum(m.values()))
 
 
