@@ -103,16 +103,28 @@ def attn_implementation(spec: ModelSpec, cfg: TrainConfig, notes: list[str]) -> 
     return kernel.value
 
 
+def config_attn_implementation(cfg: TrainConfig, notes: list[str]) -> str:
+    """`attn_implementation` without a ModelSpec (a raw config): cfg.attn as it is, flash measured as SDPA."""
+    if cfg.attn is Attention.FLASH:
+        notes.append("attn=flash measured with SDPA (flash-attn is not installed here; on CUDA SDPA runs the "
+                     "flash kernel for 16-bit inputs: output plus an fp32 log-sum-exp, no s x s scores)")
+        return "sdpa"
+    return cfg.attn.value
+
+
 def build_model(spec: ModelSpec, cfg: TrainConfig, notes: list[str]) -> tuple[nn.Module, int]:
     """The model on the meta device, ready to train as `cfg` says; returns it and the base parameter count."""
     targets = lora_target_modules(spec, cfg.lora_targets) if cfg.uses_adapters else None
-    return build_from_config(hf_config(spec), cfg, notes, targets)
+    return build_from_config(hf_config(spec), cfg, notes, targets,
+                             attn=lambda notes_: attn_implementation(spec, cfg, notes_))
 
 
-def build_from_config(conf, cfg: TrainConfig, notes: list[str],
-                      target_modules: str | list[str] | None) -> tuple[nn.Module, int]:
-    """`build_model` from a transformers config; `target_modules` as peft takes them ("all-linear" or names)."""
+def build_from_config(conf, cfg: TrainConfig, notes: list[str], target_modules: str | list[str] | None,
+                      attn=None) -> tuple[nn.Module, int]:
+    """`build_model` from a transformers config; `target_modules` as peft takes them ("all-linear" or names);
+    `attn(notes)` picks the attention implementation (default: cfg.attn, flash measured as SDPA)."""
     from transformers import AutoModelForCausalLM
+    attn = attn or (lambda notes_: config_attn_implementation(cfg, notes_))
     if getattr(conf, "attn_pdrop", 0) and cfg.attn is not Attention.EAGER:
         # CUDA's fused SDPA kernels apply attention dropout inside and keep no mask; the CPU falls back
         # to the math path, which would keep one: measure what CUDA keeps
@@ -121,7 +133,7 @@ def build_from_config(conf, cfg: TrainConfig, notes: list[str],
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForCausalLM.from_config(conf, dtype=MODEL_DTYPE[cfg.precision],
-                                                 attn_implementation=attn_implementation(spec, cfg, notes))
+                                                 attn_implementation=attn(notes))
     params_total = sum(p.numel() for p in model.parameters())
     if cfg.method is Method.QLORA:
         prepare_qlora(model, cfg, notes)
