@@ -10,7 +10,7 @@ from planner.search import (Plan, Request, SearchResult, Target, feasible_plans,
 GIB = 2**30
 
 
-def plan(req: Request, target: Target) -> SearchResult:
+def _plan(req: Request, target: Target) -> SearchResult:
     plans = feasible_plans(req, target)
     if not plans:
         return SearchResult(plans=[], recommended=None, reason="Nothing fits.",
@@ -35,6 +35,24 @@ def _faster(a: Plan, b: Plan) -> bool:
     return (a.speed.tokens_per_s, -a.total_bytes) > (b.speed.tokens_per_s, -b.total_bytes)
 
 
+def plan(req: Request, target: Target) -> SearchResult:
+    """The plans shown for `req` on `target`, the recommended one and why, or what would fit."""
+    result = _plan(req, target)
+    if result.recommended is not None:
+        result.reason = f"{result.reason} {needs(result.plans[result.recommended])}"
+    return result
+
+
+def needs(p: Plan) -> str:
+    """What the chosen plan asks of the hardware, in one sentence."""
+    cfg = p.cfg
+    how = "" if cfg.sharding is Sharding.NONE else f" with {cfg.sharding.value.upper()}"
+    if cfg.offload is not Offload.NONE:
+        how += f" and {cfg.offload.value} offload ({p.estimate.cpu_bytes / GIB:.0f} GiB of host memory per GPU)"
+    where = f"on each of {cfg.world_size} GPUs" if cfg.world_size > 1 else "on one GPU"
+    return f"It needs {p.total_bytes / GIB:.1f} GiB {where}{how}."
+
+
 def choose(plans: list[Plan], prefer: str, target: Target) -> tuple[Plan, str]:
     """The field's rule of thumb: LoRA when it fits (faster than QLoRA, near full fine-tuning quality),
     QLoRA when memory binds, full fine-tuning when asked for the quality ceiling and it fits."""
@@ -51,7 +69,7 @@ def choose(plans: list[Plan], prefer: str, target: Target) -> tuple[Plan, str]:
     for method, why in ((Method.LORA, "LoRA fits with headroom and is faster than QLoRA at near full "
                                       "fine-tuning quality."),
                         (Method.QLORA, "Memory binds: only QLoRA's 4-bit base weights fit."),
-                        (Method.FULL, "Only full fine-tuning was asked for.")):
+                        (Method.FULL, "Full fine-tuning, as asked.")):
         if by_method[method]:
             return max(by_method[method], key=lambda p: p.speed.tokens_per_s), why
     return fastest, "Fastest plan that fits."
