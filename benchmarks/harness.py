@@ -32,9 +32,9 @@ from torch import nn
 
 from benchmarks import fake4bit   # imports bitsandbytes now: its module-level tables must not be made fake
 from benchmarks.tracker import COMPONENTS, PHASES, StorageTracker
-from planner.config import TARGET_ALIASES, TrainConfig
+from planner.config import TrainConfig
 from planner.enums import Attention, Method, Optimizer, Precision
-from profiles.models import FUSED_ROLES, ModelSpec
+from profiles.models import ModelSpec
 
 MODEL_DTYPE = {Precision.BF16_TRUE: torch.bfloat16, Precision.BF16_MIXED: torch.float32,
                Precision.FP16_MIXED: torch.float32, Precision.FP32: torch.float32}

@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import json
 import sys
+from typing import NoReturn
 
 import click
 
@@ -56,7 +57,7 @@ def cli() -> None:
     """
 
 
-def fail(message: str, as_json: bool) -> "NoReturn":  # noqa: F821
+def fail(message: str, as_json: bool) -> NoReturn:
     """Report a user mistake: one sentence on stderr (and JSON on stdout with --json), exit 2."""
     if as_json:
         click.echo(json.dumps({"error": message}))

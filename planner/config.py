@@ -1,7 +1,7 @@
 """One training configuration: every input the memory model and the launchers need, resolved."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 from planner.enums import Attention, Method, Offload, Optimizer, Precision, Sharding
 

@@ -15,7 +15,7 @@ from planner.activations import LayerSaved, attention_kernel, head_saved, layer_
 from planner.config import TrainConfig
 from planner.enums import Attention, Method, Optimizer, Phase, Precision
 from planner.params import ParamCounts, count_params, trainable_tensors
-from planner.states import ModelStates, deepspeed_16bit, model_states, trainable_bytes
+from planner.states import ModelStates, deepspeed_16bit, model_states
 from profiles.models import ModelSpec
 
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",

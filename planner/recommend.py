@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from planner.enums import Method, Offload, Sharding
-from planner.search import (Plan, Request, SearchResult, Target, feasible_plans, make_plan, total_bytes,
+from planner.search import (Plan, Request, SearchResult, Target, feasible_plans, total_bytes,
                             usable_bytes, _estimate)
 
 GIB = 2**30

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_checks import assert_user_error
 from click.testing import CliRunner
 
 from planner.cli import cli
@@ -153,12 +154,4 @@ MISTAKES = {
 def test_a_mistake_is_one_sentence_on_stderr(mistake, as_json, tmp_path):
     make_args, says = MISTAKES[mistake]
     result = fitplan("estimate", *make_args(tmp_path), *(["--json"] if as_json else []))
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and says in lines[0]
-    if as_json:
-        assert json.loads(result.stdout) == {"error": lines[0].removeprefix("error: ")}
-    else:
-        assert result.stdout == ""
+    assert_user_error(result, says, as_json)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 import pytest
+from cli_checks import assert_user_error
 from click.testing import CliRunner
 
 from planner.api import plan_model
@@ -113,15 +114,7 @@ MISTAKES = {
 def test_a_mistake_is_one_sentence_on_stderr(mistake, as_json):
     args, says = MISTAKES[mistake]
     result = fitplan(*args, *(["--json"] if as_json else []))
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and says in lines[0]
-    if as_json:
-        assert json.loads(result.stdout) == {"error": lines[0].removeprefix("error: ")}
-    else:
-        assert result.stdout == ""
+    assert_user_error(result, says, as_json)
 
 
 def test_malformed_config_json(tmp_path):

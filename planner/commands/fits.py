@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import click
 
-from planner.commands.models import billions, select, text_table
+from planner.commands.models import billions, select
+from planner.table import text_table
 from planner.config import TrainConfig
 from planner.enums import Method, Offload, Sharding
 from planner.search import Plan, Request, Target, feasible_plans

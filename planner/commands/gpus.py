@@ -5,6 +5,8 @@ import json
 
 import click
 
+from planner.table import text_table
+
 from planner.nvml import GiB, Probe, ProbedGpu, probe
 from profiles.gpus import CATALOG, GpuSpec, match_nvml_name
 
@@ -42,7 +44,7 @@ def format_probe(result: Probe) -> str:
                      _number(gpu.processes), _mig(gpu), _peers(gpu.nvlink_peers)])
         rows += [["", f"  MIG {s.name.rsplit('MIG', 1)[-1].strip()}", _gib(s.memory_bytes), _gib(s.free_bytes),
                   _gib(s.memory_bytes - s.free_bytes), "", "", "", "", "", ""] for s in gpu.mig_slices]
-    table = _table(headers, rows, right={"GPU", "Memory", "Free", "Used", "TFLOP/s", "Procs"})
+    table = text_table(headers, rows, right={"GPU", "Memory", "Free", "Used", "TFLOP/s", "Procs"})
     driver = f"Driver {result.driver_version or 'N/A'}, CUDA {result.cuda_version or 'N/A'}."
     return f"{table}\n{driver}\n{_notes(result)}".rstrip("\n")
 
@@ -54,7 +56,7 @@ def format_catalog(specs: list[GpuSpec]) -> str:
              _capability(spec.compute_capability), _number(spec.bf16_tflops or None), _number(spec.fp16_tflops),
              _number(spec.mem_bandwidth_gbs), f"{spec.price_usd_per_hour:.2f}", spec.price_basis]
             for spec in specs]
-    table = _table(headers, rows, right={"Memory", "BF16 TFLOP/s", "FP16 TFLOP/s", "GB/s", "$/h"})
+    table = text_table(headers, rows, right={"Memory", "BF16 TFLOP/s", "FP16 TFLOP/s", "GB/s", "$/h"})
     return "\n".join([
         table,
         f"{len(specs)} cards. Memory: the total NVML reports; * marks a marketing or assumed size, not a known one.",
@@ -65,16 +67,6 @@ def format_catalog(specs: list[GpuSpec]) -> str:
 
 def _notes(result: Probe) -> str:
     return "".join(f"warning: {line}\n" for line in result.warnings)
-
-
-def _table(headers: list[str], rows: list[list[str]], right: set[str]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    lines = []
-    for row in [headers, *rows]:
-        cells = [cell.rjust(width) if header in right else cell.ljust(width)
-                 for header, cell, width in zip(headers, row, widths)]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
 
 
 def _gib(size: int) -> str:

@@ -6,6 +6,8 @@ from typing import Iterable
 
 import click
 
+from planner.table import text_table
+
 from planner.errors import UserError
 from profiles.models import ModelSpec, catalog
 
@@ -84,14 +86,3 @@ def models_table(specs: list[ModelSpec]) -> str:
 def billions(params: int) -> str:
     value = params / 1e9
     return f"{value:.2f} B" if value < 10 else f"{value:.1f} B"
-
-
-def text_table(headers: list[str], rows: list[list[str]], right: set[str]) -> str:
-    """Columns as wide as their widest cell; `right` names the right-aligned ones."""
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
-    lines = []
-    for row in [headers, *rows]:
-        cells = [cell.rjust(width) if header in right else cell.ljust(width)
-                 for header, cell, width in zip(headers, row, widths)]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
