@@ -28,8 +28,13 @@ ENV_VARS = ["CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "PYTORCH_CUDA_ALLOC_CON
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 def command(as_json: bool) -> None:
     """A paste-ready report of versions, GPUs, driver and CUDA."""
-    info = gather_env(probe())
-    click.echo(json.dumps(info, indent=2) if as_json else format_env(info))
+    result = probe()
+    info = gather_env(result)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    from planner.calibrate import env_lines
+    click.echo(format_env(info, calibration=env_lines([(g.name, g.compute_capability) for g in result.gpus])))
 
 
 def gather_env(result: Probe) -> dict:
@@ -51,7 +56,7 @@ def gather_env(result: Probe) -> dict:
     }
 
 
-def format_env(info: dict) -> str:
+def format_env(info: dict, calibration: list[str] | None = None) -> str:
     torch, nvidia = info["torch"], info["nvidia"]
     lines = ["Copy and paste the text below into your issue:", "",
              f"- fitplan: {info['fitplan'] or 'not installed'}",
@@ -75,6 +80,7 @@ def format_env(info: dict) -> str:
     else:
         lines.append("- GPUs: none")
     lines += [f"- warning: {line}" for line in nvidia["warnings"]]
+    lines += calibration or []   # the calibration in use (planner/calibrate.py)
     lines += [f"- {name}={value}" for name, value in info["environment"].items()]
     return "\n".join(lines)
 
