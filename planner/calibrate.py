@@ -1,0 +1,429 @@
+"""Learn the GPU constants a CPU cannot measure from real runs: `fitplan calibrate RUN_REPORTS...`.
+
+Input: the run_report.json files `fitplan launch` writes (launch/recipe.py, `write_report`). Each holds, per
+rank, what torch and NVML saw on a real GPU over the first training steps:
+
+    status                      "ok" (or "interrupted" after a measurement); "oom" / "failed" are refused
+    date                        ISO 8601, when the report was written
+    versions                    {"torch": ..., "transformers": ..., "peft": ..., "bitsandbytes": ..., ...}
+    measured.device             "cuda" (CPU runs cannot calibrate a GPU)
+    measured.after_steps        >= 1: the peaks cover at least one training step
+    measured.per_rank[i]        {"device": "cuda", "gpu": torch.cuda.get_device_name(),
+                                 "allocated_peak_bytes": max_memory_allocated, "reserved_peak_bytes":
+                                 max_memory_reserved, "nvml_used_bytes": NVML used memory of the card}
+                                (a report without per_rank is read from `measured` itself, which then needs "gpu")
+    driver_version              optional (the recipe does not record it yet; provenance then says so)
+
+`fitplan bench` measures on fake tensors only (its cache JSON has no GPU readings), so run reports are the
+one input format. Paged-optimizer residency is not in run reports, so it is not calibrated.
+
+Per GPU model, from every rank of every report:
+    context_bytes    = median(nvml_used_bytes - reserved_peak_bytes)   CUDA context, cuBLAS/NCCL, driver
+    reserve_fraction = median(reserved_peak_bytes / allocated_peak_bytes - 1)   caching-allocator slack
+These are what `planner.calibration.Overhead` adds to an allocated peak. The user profile
+(`planner.calibration.user_profile_path()`, FITPLAN_CALIBRATION overrides) gets {"version": 1, "gpus":
+{gpu_key: entry}}, written atomically and merged with the entries of other GPUs. When fitplan's GPU catalog
+knows the card under another name ("NVIDIA GeForce RTX 4090" is catalog "RTX 4090"), the entry is also
+stored under that name's key, so `--gpu "RTX 4090"` plans use it too.
+
+Pure logic here (no click, no torch); the command is planner/commands/calibrate.py.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from planner.calibration import SHIPPED, gpu_key, load_profile, user_profile_path
+from planner.errors import UserError
+
+PROFILE_VERSION = 1
+REPORT_NAME = "run_report.json"
+GOOD_STATUSES = ("ok", "interrupted")
+LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes")
+FRACTION_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One rank of one run on a real GPU."""
+
+    path: str
+    rank: int
+    gpu: str
+    allocated: int
+    reserved: int
+    nvml_used: int
+
+    @property
+    def context(self) -> int:
+        return self.nvml_used - self.reserved
+
+    @property
+    def reserve_fraction(self) -> float:
+        return self.reserved / self.allocated - 1
+
+
+@dataclass
+class Run:
+    """One validated run report."""
+
+    path: str
+    gpu: str
+    date: dt.datetime
+    versions: dict
+    driver: str | None
+    samples: list[Sample] = field(default_factory=list)
+
+
+# -- reading and validating ------------------------------------------------------------------------------
+def report_paths(args: list[str]) -> list[Path]:
+    """The report files: each argument a run_report.json, or a run folder holding one."""
+    out = []
+    for arg in args:
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            path = path / REPORT_NAME
+        if not path.is_file():
+            raise UserError(f"{arg} is neither a run report file nor a run folder with a {REPORT_NAME}; "
+                            f"give the run_report.json files that `fitplan launch` wrote.")
+        out.append(path)
+    return out
+
+
+def read_runs(paths: list[Path]) -> list[Run]:
+    """Every report validated; the first problem raises a UserError naming the file (nothing is kept)."""
+    runs, seen = [], {}
+    for path in paths:
+        try:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise UserError(f"Cannot read {path} ({err.strerror or err}); check the path.") from None
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest in seen:
+            raise UserError(f"{seen[digest]} and {path} are the same run report; give each run once.")
+        seen[digest] = path
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise UserError(f"{path} is not valid JSON ({err}); give the run_report.json that "
+                            f"`fitplan launch` wrote.") from None
+        runs.append(parse_run(data, str(path)))
+    check_one_gpu(runs)
+    return runs
+
+
+def parse_run(data, path: str) -> Run:
+    """One run report, validated (see the module docstring for the fields)."""
+    if not isinstance(data, dict) or not isinstance(data.get("measured"), dict):
+        raise UserError(f"{path} is not a fitplan run report (it has no \"measured\" object); give the "
+                        f"run_report.json that `fitplan launch` wrote.")
+    status = data.get("status")
+    if status not in GOOD_STATUSES:
+        raise UserError(f"{path} is from a run that ended with status {status!r}, whose peaks are not those of "
+                        f"completed training steps; calibrate only from runs with status \"ok\".")
+    measured = data["measured"]
+    if measured.get("device") != "cuda":
+        raise UserError(f"{path} was measured on {measured.get('device')!r}, not on a CUDA GPU; only runs on a "
+                        f"real GPU can calibrate its memory constants.")
+    steps = measured.get("after_steps")
+    if not _positive_int(steps):
+        raise UserError(f"{path} has no training step measured (measured.after_steps is {steps!r}); calibrate "
+                        f"from runs that completed their first steps.")
+    versions = data.get("versions")
+    if not isinstance(versions, dict) or not isinstance(versions.get("torch"), str) or not versions["torch"]:
+        raise UserError(f"{path} does not record the torch version (versions.torch); a calibration is only "
+                        f"meaningful with its library versions.")
+    date = _date(data.get("date"), path)
+    ranks = measured.get("per_rank")
+    if ranks is None:
+        ranks, where = [measured], "measured"
+    elif not isinstance(ranks, list) or not ranks:
+        raise UserError(f"{path} has an empty or malformed measured.per_rank; the report is incomplete.")
+    else:
+        where = "measured.per_rank"
+    samples = [_sample(rank, path, f"{where}[{i}]" if where != "measured" else where, i)
+               for i, rank in enumerate(ranks)]
+    gpus = sorted({s.gpu for s in samples})
+    if len(gpus) > 1:
+        raise UserError(f"{path} has ranks on different GPUs ({', '.join(gpus)}); calibrate from runs on one "
+                        f"GPU model.")
+    driver = data.get("driver_version") or measured.get("driver_version")
+    return Run(path=path, gpu=gpus[0], date=date, versions=versions,
+               driver=str(driver) if driver else None, samples=samples)
+
+
+def _sample(rank, path: str, where: str, index: int) -> Sample:
+    if not isinstance(rank, dict):
+        raise UserError(f"{path}: {where} is not an object; the report is malformed.")
+    if rank.get("device", "cuda") != "cuda":
+        raise UserError(f"{path}: {where} was measured on {rank.get('device')!r}, not on a CUDA GPU; only runs "
+                        f"on a real GPU can calibrate it.")
+    gpu = rank.get("gpu")
+    if not isinstance(gpu, str) or not gpu.strip():
+        raise UserError(f"{path}: {where} does not name its GPU (\"gpu\"); the report is incomplete.")
+    values = {}
+    for key in ("allocated_peak_bytes", "reserved_peak_bytes", "nvml_used_bytes"):
+        value = rank.get(key)
+        if not _positive_int(value):
+            hint = (" (NVML did not answer on the run's machine: install nvidia-ml-py there)"
+                    if key == "nvml_used_bytes" and value is None else "")
+            raise UserError(f"{path}: {where}.{key} is {value!r}, not a positive number of bytes{hint}; "
+                            f"the report cannot calibrate.")
+        values[key] = value
+    allocated, reserved, used = (values[k] for k in ("allocated_peak_bytes", "reserved_peak_bytes",
+                                                     "nvml_used_bytes"))
+    if reserved < allocated:
+        raise UserError(f"{path}: {where} has a reserved peak ({reserved} B) below its allocated peak "
+                        f"({allocated} B), which torch's caching allocator never reports; the report is corrupt.")
+    if used <= reserved:
+        raise UserError(f"{path}: {where} has NVML used memory ({used} B) not above the reserved peak "
+                        f"({reserved} B), so it was not read on the card that trained; the report cannot calibrate.")
+    return Sample(path=path, rank=int(rank.get("rank", index)), gpu=gpu.strip(), allocated=allocated,
+                  reserved=reserved, nvml_used=used)
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _date(value, path: str) -> dt.datetime:
+    try:
+        date = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"{path} has no valid date ({value!r}); give the run_report.json that "
+                        f"`fitplan launch` wrote.") from None
+    return date if date.tzinfo else date.replace(tzinfo=dt.timezone.utc)
+
+
+def check_one_gpu(runs: list[Run]) -> None:
+    """All reports must come from one GPU model: a calibration is per card."""
+    first = runs[0] if runs else None
+    for run in runs[1:]:
+        if gpu_key(run.gpu) != gpu_key(first.gpu):
+            raise UserError(f"{first.path} is from {first.gpu} but {run.path} is from {run.gpu}; calibrate one "
+                            f"GPU model at a time.")
+
+
+# -- fitting ---------------------------------------------------------------------------------------------
+def fit(runs: list[Run], now: dt.datetime | None = None) -> dict:
+    """The profile entry of the runs' GPU model (see the module docstring)."""
+    if not runs:
+        raise UserError("No run reports given; pass the run_report.json files of runs on one GPU model.")
+    samples = [s for run in runs for s in run.samples]
+    contexts = [s.context for s in samples]
+    fractions = [s.reserve_fraction for s in samples]
+    gpu = runs[0].gpu
+    versions = {lib: _distinct(run.versions.get(lib) for run in runs) for lib in LIBRARIES}
+    drivers = _distinct(run.driver for run in runs)
+    dates = sorted(run.date for run in runs)
+    first, last = dates[0].date().isoformat(), dates[-1].date().isoformat()
+    span = first if first == last else f"{first} to {last}"
+    libs = ", ".join(f"{lib} {'/'.join(v) if v else 'not recorded'}" for lib, v in versions.items())
+    driver = f"driver {'/'.join(drivers)}" if drivers else "driver not recorded"
+    runs_text = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
+    return {
+        "gpu": gpu,
+        "context_bytes": int(statistics.median(contexts)),
+        "reserve_fraction": round(statistics.median(fractions), FRACTION_DIGITS),
+        "runs": len(runs),
+        "samples": len(samples),
+        "context_bytes_range": [min(contexts), max(contexts)],
+        "reserve_fraction_range": [round(min(fractions), FRACTION_DIGITS), round(max(fractions), FRACTION_DIGITS)],
+        "versions": versions,
+        "driver": drivers or None,
+        "dates": [dates[0].isoformat(), dates[-1].isoformat()],
+        "provenance": f"{runs_text} on {gpu}, {driver}, {libs}, {span}",
+        "reports": [run.path for run in runs],
+        "calibrated_at": (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds"),
+    }
+
+
+def _distinct(values) -> list[str]:
+    return sorted({str(v) for v in values if v})
+
+
+def profile_keys(gpu: str) -> list[str]:
+    """The profile keys an entry for `gpu` is stored under: its own, and its catalog card's when it differs."""
+    from profiles.gpus import match_nvml_name
+
+    keys = [gpu_key(gpu)]
+    card = match_nvml_name(gpu)
+    if card is not None and gpu_key(card.name) not in keys:
+        keys.append(gpu_key(card.name))
+    return keys
+
+
+def catalog_card(gpu: str) -> str | None:
+    from profiles.gpus import match_nvml_name
+
+    card = match_nvml_name(gpu)
+    return card.name if card else None
+
+
+# -- the profile -----------------------------------------------------------------------------------------
+def read_profile_document(path: Path) -> dict:
+    """The whole profile file (empty when absent); an unreadable one is refused rather than overwritten."""
+    if not path.exists():
+        return {"version": PROFILE_VERSION, "gpus": {}}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"The calibration profile {path} is not readable JSON ({err}); fix or remove it, "
+                        f"then calibrate again.") from None
+    if not isinstance(data, dict) or not isinstance(data.get("gpus", {}), dict):
+        raise UserError(f"The calibration profile {path} is not a fitplan profile ({{\"version\": 1, \"gpus\": "
+                        f"{{...}}}}); fix or remove it, then calibrate again.")
+    return data
+
+
+def merged(document: dict, entry: dict) -> tuple[dict, dict]:
+    """(the new document, the entries it replaces): `entry` under each of its keys, other GPUs kept."""
+    keys = profile_keys(entry["gpu"])
+    gpus = dict(document.get("gpus", {}))
+    replaced = {key: gpus[key] for key in keys if key in gpus}
+    gpus[keys[0]] = entry
+    for alias in keys[1:]:
+        gpus[alias] = {**entry, "alias_of": keys[0]}
+    return {**document, "version": PROFILE_VERSION, "gpus": gpus}, replaced
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder and os.replace: readers see the old or new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def calibrate(args: list[str], dry_run: bool = False, profile: Path | None = None) -> dict:
+    """Validate the reports, fit, and (unless dry_run) write the user profile. Returns what was done."""
+    from planner.hardware import allocator_reserve_fraction, cuda_context_bytes
+
+    path = profile or user_profile_path()
+    runs = read_runs(report_paths(args))
+    entry = fit(runs)
+    document = read_profile_document(path)   # before writing anything: a bad profile stops here too
+    new_document, replaced = merged(document, entry)
+    card = catalog_card(entry["gpu"])
+    if not dry_run:
+        write_atomic(path, json.dumps(new_document, indent=2) + "\n")
+    return {
+        "profile": str(path),
+        "written": not dry_run,
+        "dry_run": dry_run,
+        "gpu": entry["gpu"],
+        "catalog_card": card,
+        "keys": profile_keys(entry["gpu"]),
+        "entry": entry,
+        "replaced": replaced,
+        "defaults": {"context_bytes": cuda_context_bytes(entry["gpu"]),
+                     "reserve_fraction": allocator_reserve_fraction(entry["gpu"])},
+    }
+
+
+def show(profile: Path | None = None) -> dict:
+    """The calibration in use: the user profile and the shipped one, with their entries."""
+    path = profile or user_profile_path()
+    return {
+        "profile": str(path),
+        "profile_exists": path.exists(),
+        "gpus": _entries(load_profile(path)),
+        "shipped": str(SHIPPED),
+        "shipped_gpus": _entries(load_profile(SHIPPED)),
+        "fallback": "GPUs without an entry use the shipped defaults (uncalibrated) of planner/hardware.py",
+    }
+
+
+def _entries(gpus: dict) -> dict:
+    return {key: {k: entry.get(k) for k in ("gpu", "context_bytes", "reserve_fraction", "runs", "provenance",
+                                            "alias_of") if k in entry}
+            for key, entry in gpus.items() if isinstance(entry, dict)}
+
+
+# -- text ------------------------------------------------------------------------------------------------
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def result_text(result: dict) -> str:
+    entry, defaults = result["entry"], result["defaults"]
+    verb = "Would store" if result["dry_run"] else "Stored"
+    lines = [f"Calibration of {entry['gpu']} from {entry['runs']} run(s), {entry['samples']} GPU sample(s):",
+             f"  CUDA context      {gib(entry['context_bytes']):>10}   (shipped default {gib(defaults['context_bytes'])}; "
+             f"runs {gib(entry['context_bytes_range'][0])} to {gib(entry['context_bytes_range'][1])})",
+             f"  allocator reserve {100 * entry['reserve_fraction']:>+9.2f} %   (shipped default "
+             f"{100 * defaults['reserve_fraction']:+.2f} %; runs {100 * entry['reserve_fraction_range'][0]:+.2f} % to "
+             f"{100 * entry['reserve_fraction_range'][1]:+.2f} %)",
+             f"  provenance: {entry['provenance']}",
+             f"{verb} in {result['profile']} under {', '.join(repr(k) for k in result['keys'])}."]
+    if result["replaced"]:
+        lines.append("  (replaces the previous entry: " + "; ".join(
+            f"{k}: {v.get('provenance', '?')}" for k, v in result["replaced"].items() if "alias_of" not in v) + ")")
+    if result["catalog_card"] is None:
+        lines.append(f"  {entry['gpu']} is not in fitplan's GPU catalog: the entry applies to plans on this probed "
+                     f"card; --gpu names of other cards keep the shipped defaults.")
+    else:
+        lines.append(f"  Plans for {entry['gpu']} (probed, or --gpu \"{result['catalog_card']}\") now use it; "
+                     f"other GPUs keep their calibration or the shipped defaults.")
+    if result["dry_run"]:
+        lines += ["", json.dumps({result["keys"][0]: entry}, indent=2)]
+    return "\n".join(lines)
+
+
+def show_text(info: dict) -> str:
+    lines = [f"calibration profile: {info['profile']}" + ("" if info["profile_exists"] else " (none yet)")]
+    lines += _entry_lines(info["gpus"])
+    lines.append(f"shipped calibration: {info['shipped']}")
+    lines += _entry_lines(info["shipped_gpus"])
+    lines.append(info["fallback"] + ".")
+    return "\n".join(lines)
+
+
+def _entry_lines(gpus: dict) -> list[str]:
+    if not gpus:
+        return ["  no entries"]
+    out = []
+    for key, entry in gpus.items():
+        if entry.get("alias_of"):
+            out.append(f"  {key}: same entry as {entry['alias_of']}")
+            continue
+        fraction = entry.get("reserve_fraction")
+        context = entry.get("context_bytes")
+        numbers = (f"context {gib(context)}, reserve {100 * fraction:+.2f} %"
+                   if isinstance(context, (int, float)) and isinstance(fraction, (int, float))
+                   and math.isfinite(fraction) else "malformed entry")
+        out.append(f"  {key}: {numbers}; {entry.get('provenance', 'no provenance')}")
+    return out
+
+
+def env_lines(gpus: list[tuple[str, tuple[int, int] | None]]) -> list[str]:
+    """`fitplan env`'s lines: the profile in use and the calibration each probed GPU's plans get."""
+    from planner.calibration import overhead_for
+
+    path = user_profile_path()
+    entries = {k: v for k, v in load_profile(path).items() if isinstance(v, dict) and not v.get("alias_of")}
+    state = f"{len(entries)} GPU entr{'y' if len(entries) == 1 else 'ies'}" if path.exists() else "none yet"
+    lines = [f"- fitplan calibration: {path} ({state}; `fitplan calibrate --show` lists it)"]
+    for name, capability in gpus:
+        lines.append(f"    {name}: {overhead_for(name, capability).source}")
+    if not gpus:
+        lines += [f"    {entry.get('gpu', key)}: calibrated: {entry.get('provenance', 'no provenance')}"
+                  for key, entry in entries.items()]
+    return lines
