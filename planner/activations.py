@@ -445,14 +445,17 @@ def dropout(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
     return ctx.op((x,), x.width, x.nbytes, saved=(mask,))
 
 
-def head_saved(spec: ModelSpec, cfg: TrainConfig) -> int:
-    """Bytes per token saved outside the layers: embedding dropout's mask, the final norm and lm_head."""
-    return _head_saved(spec, walk_key(cfg))
+def head_saved(spec: ModelSpec, cfg: TrainConfig, tokens: int) -> int:
+    """Bytes saved outside the layers: embedding dropout's mask, the final norm and lm_head (with
+    autocast's 16-bit copy of an fp32 lm_head weight)."""
+    per_token, per_model = _head_saved(spec, walk_key(cfg))
+    return per_token * tokens + per_model
 
 
 @lru_cache(maxsize=4096)
-def _head_saved(spec: ModelSpec, cfg: TrainConfig) -> int:
+def _head_saved(spec: ModelSpec, cfg: TrainConfig) -> tuple[int, int]:
     ctx = context(spec, cfg)
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=True)
     linear(ctx, norm(ctx, spec, x), spec.vocab, "lm_head")
-    return ctx.saved_size()[0] + (spec.hidden if spec.dropout else 0)
+    per_token, per_model = ctx.saved_size()
+    return per_token + (spec.hidden if spec.dropout else 0), per_model

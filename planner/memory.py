@@ -100,7 +100,7 @@ class Activations:
         fp32_copy = 0 if logit_bytes == 4 else 4 * v  # the loss upcasts 16-bit logits
         capped = logit_bytes * v if spec.logit_softcap else 0  # Gemma-2: cap * tanh(logits / cap) keeps tanh's output
         return cls(tokens=n, layers=layers, first=first, rest=rest,
-                   head=head_saved(spec, cfg) * n + _attention_mask(spec, cfg),
+                   head=head_saved(spec, cfg, n) + _attention_mask(spec, cfg),
                    # forward: logits, their fp32 copy and log-softmax's output; backward: that output,
                    # the NLL gradient and log-softmax's gradient, all fp32
                    logits_forward=logit_bytes * v + fp32_copy + 4 * v + capped, logits_saved=4 * v + capped,
