@@ -44,7 +44,16 @@ def load_profile(path: Path) -> dict:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return data.get("gpus", {}) if isinstance(data, dict) else {}
+    gpus = data.get("gpus") if isinstance(data, dict) else None
+    return {key: entry for key, entry in gpus.items() if _usable(entry)} if isinstance(gpus, dict) else {}
+
+
+def _usable(entry) -> bool:
+    """A hand-edited entry that lacks or garbles a constant is skipped, not trusted."""
+    try:
+        return int(entry["context_bytes"]) >= 0 and float(entry["reserve_fraction"]) >= 0
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def overhead_for(gpu_name: str | None, compute_capability: tuple[int, int] | None = None) -> Overhead:

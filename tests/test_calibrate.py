@@ -293,3 +293,14 @@ def test_env_shows_the_profile_and_the_calibration_each_gpu_gets(tmp_path, profi
     assert lines[2] == "    NVIDIA A100-SXM4-80GB: shipped defaults (uncalibrated)"
     output = CliRunner().invoke(cli, ["env"]).stdout
     assert f"- fitplan calibration: {profile} (1 GPU entry;" in output
+
+
+@pytest.mark.parametrize("content", ['{"gpus": []}', '{"gpus": {"h100 sxm": {"reserve_fraction": 0.1}}}',
+                                     '{"gpus": {"h100 sxm": {"context_bytes": "lots", "reserve_fraction": 0.1}}}',
+                                     "not json"])
+def test_a_garbled_profile_falls_back_to_defaults(tmp_path, monkeypatch, content):
+    from planner.calibration import overhead_for
+    path = tmp_path / "calibration.json"
+    path.write_text(content)
+    monkeypatch.setenv("FITPLAN_CALIBRATION", str(path))
+    assert overhead_for("H100 SXM").source.startswith("shipped")
