@@ -147,5 +147,5 @@ def _bigger_card(req: Request, target: Target) -> str | None:
     from planner.targets import catalog_targets
     for card in catalog_targets(gpus_per_node=target.gpus_per_node, nodes=target.nodes):
         if card.memory_bytes > target.memory_bytes and _fits_any(req, card):
-            return f"A {card.name} ({card.memory_bytes / GIB:.0f} GiB) fits (--gpu {card.name!r})."
+            return f"A bigger card fits: {card.name}, {card.memory_bytes / GIB:.0f} GiB (--gpu \"{card.name}\")."
     return None
