@@ -1,0 +1,1 @@
+"""CLI commands of the benchmarks package (`fitplan bench`)."""

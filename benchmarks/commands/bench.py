@@ -1,0 +1,70 @@
+"""`fitplan bench`: predicted-versus-measured memory over the benchmark matrix (CSV, Markdown, plot)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from planner.errors import UserError
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@click.command("bench")
+@click.option("--family", "families", multiple=True, metavar="NAME",
+              help="Only these model families (repeat or comma list): llama-3, qwen2.5, mixtral, ...")
+@click.option("--method", "methods", multiple=True, type=click.Choice(["full", "lora", "qlora"]),
+              help="Only these methods (repeatable).")
+@click.option("--ids", "ids", multiple=True, metavar="IDS", help="Only these config ids or id prefixes (comma list).")
+@click.option("--half", type=click.Choice(["tune", "holdout"]), default=None, help="Only one half of the matrix.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many configurations.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes measuring at once.")
+@click.option("--no-cache", is_flag=True, help="Measure again even where a cached measurement matches.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Results folder (bench.csv, REPORT.md, bench.png, cache/). [default: benchmarks/results]")
+@click.option("--timeout", "timeout_s", type=click.IntRange(min=1), default=900, show_default=True,
+              help="Seconds one configuration may take before it is recorded as failed.")
+@click.option("--list", "list_only", is_flag=True, help="Print the selected configurations and exit.")
+def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s, list_only) -> None:
+    """Measure each configuration of the benchmark matrix with the harness (fake tensors, exact live bytes),
+    predict it with the planner and report the error.
+
+    A rerun measures only what changed (cache keyed by config, model, library versions and harness source).
+    A filtered run writes its own bench.csv / REPORT.md / bench.png: use --out for a scratch folder.
+    The exit status is 0 however large the errors: this is a report.
+
+    \b
+    Examples:
+      fitplan bench                                  # the full matrix, ~45-60 min on 2 cores
+      fitplan bench --family llama-3 --method lora --out /tmp/bench
+      fitplan bench --half holdout --jobs 2
+    """
+    from benchmarks import bench
+    from benchmarks.matrix import matrix, select
+
+    chosen = select(matrix(), families=_split(families), methods=methods, ids=_split(ids), half=half, limit=limit)
+    if not chosen:
+        raise UserError("no configuration of the benchmark matrix matches these filters "
+                        "(see `fitplan bench --list` for families and ids)")
+    if list_only:
+        for c in chosen:
+            click.echo(f"{c.id}  {c.half:8s} {c.label()}")
+        return
+    filters = [f"{name}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+               for name, v in (("family", _split(families)), ("method", methods), ("ids", _split(ids)),
+                               ("half", half), ("limit", limit)) if v]
+    result = bench.run(chosen, out=out or bench.RESULTS, jobs=jobs, use_cache=not no_cache, timeout_s=timeout_s,
+                       selection="filtered: " + " ".join(filters) if filters else "full matrix")
+    rows = result.rows
+    click.echo(bench.summary_line(rows))
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        click.echo(f"{len(failed)} configurations failed to measure or predict (see REPORT.md)")
+    if len(result.meta["harness_versions"]) > 1:
+        click.echo("warning: the harness source changed during the run; rerun to remeasure the stale results")
+    click.echo(f"wrote {(out or bench.RESULTS) / 'bench.csv'}, REPORT.md and bench.png")
+    if result.interrupted:
+        raise KeyboardInterrupt

@@ -1,0 +1,173 @@
+"""The benchmark matrix: the configurations `fitplan bench` measures and predicts.
+
+Catalog models from 0.35B to 70B in four size tiers. Every model of a tier runs the tier's recipes, so
+families can be compared on the same settings; bigger tiers use shorter sequences (a fake-tensor step
+costs time per operator, and 70B full fine-tuning at long sequences would only repeat what 7B shows).
+
+Exceptions, each explained where it is made: Gemma-2 runs eager attention everywhere, GPT-2 skips QLoRA, and the
+MoE models add two bf16-true cells.
+
+Each configuration has a stable id (a hash of its fields) and a half, "tune" or "holdout", drawn from
+that id with a seed fixed here, before any calibration: a config keeps its half when others are added.
+Imports no torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+
+from planner.config import TrainConfig
+
+SEED = 20240611          # fixed: changing it reshuffles the halves and voids any calibration made on "tune"
+HALVES = ("tune", "holdout")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark cell: a catalog model and the training settings the matrix varies."""
+
+    model: str
+    method: str
+    precision: str
+    optimizer: str
+    micro_batch: int
+    seq_len: int
+    grad_ckpt: bool
+    attn: str = "sdpa"
+    double_quant: bool = True
+    lora_r: int = 16
+    lora_targets: str = "all-linear"
+
+    @property
+    def id(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    @property
+    def half(self) -> str:
+        return HALVES[random.Random(f"{SEED}:{self.id}").random() >= 0.5]
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(method=self.method, precision=self.precision, optimizer=self.optimizer,
+                           micro_batch=self.micro_batch, seq_len=self.seq_len, grad_ckpt=self.grad_ckpt,
+                           attn=self.attn, double_quant=self.double_quant, lora_r=self.lora_r,
+                           lora_alpha=2 * self.lora_r, lora_targets=tuple(self.lora_targets.split(",")))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def label(self) -> str:
+        name = self.model.split("/")[-1]
+        bits = [name, self.method, self.precision, self.optimizer, f"b{self.micro_batch}", f"s{self.seq_len}"]
+        bits += ["ckpt"] if self.grad_ckpt else []
+        bits += [self.attn] if self.attn != "sdpa" else []
+        bits += ["no-dq"] if self.method == "qlora" and not self.double_quant else []
+        return " ".join(bits)
+
+
+# (method, precision, optimizer, micro_batch, seq_len, grad_ckpt, attn, double_quant)
+Recipe = tuple[str, str, str, int, int, bool, str, bool]
+
+SMALL_RECIPES: list[Recipe] = [
+    ("full", "bf16-true", "adamw", 4, 1024, False, "sdpa", True),
+    ("full", "bf16-mixed", "adamw", 2, 2048, True, "sdpa", True),
+    ("full", "fp32", "sgd", 1, 512, False, "eager", True),
+    ("full", "bf16-true", "adamw8bit", 8, 512, True, "sdpa", True),
+    ("full", "bf16-mixed", "adafactor", 1, 4096, True, "sdpa", True),
+    ("lora", "bf16-true", "adamw", 8, 2048, False, "sdpa", True),
+    ("lora", "bf16-mixed", "adamw", 16, 256, False, "eager", True),
+    ("lora", "bf16-true", "sgd", 1, 8192, True, "sdpa", True),
+    ("lora", "fp32", "adamw", 4, 512, False, "sdpa", True),
+    ("qlora", "bf16-true", "adamw", 4, 2048, True, "sdpa", True),
+    ("qlora", "bf16-mixed", "adamw", 2, 1024, False, "sdpa", False),
+    ("qlora", "bf16-true", "adamw8bit", 1, 4096, True, "sdpa", True),
+]
+MEDIUM_RECIPES: list[Recipe] = [
+    ("full", "bf16-true", "adamw", 1, 2048, True, "sdpa", True),
+    ("full", "bf16-mixed", "adamw", 1, 1024, True, "sdpa", True),
+    ("full", "bf16-true", "sgd", 2, 512, False, "sdpa", True),
+    ("lora", "bf16-true", "adamw", 4, 2048, True, "sdpa", True),
+    ("lora", "bf16-mixed", "adamw", 1, 4096, False, "sdpa", True),
+    ("lora", "bf16-true", "sgd", 8, 8192, True, "sdpa", True),
+    ("lora", "bf16-true", "adamw", 4, 512, False, "eager", True),
+    ("qlora", "bf16-true", "adamw", 4, 2048, True, "sdpa", True),
+    ("qlora", "bf16-mixed", "adamw8bit", 1, 8192, True, "sdpa", True),
+    ("qlora", "bf16-true", "adafactor", 2, 1024, False, "sdpa", False),
+]
+LARGE_RECIPES: list[Recipe] = [
+    ("lora", "bf16-true", "adamw", 1, 2048, True, "sdpa", True),
+    ("lora", "bf16-mixed", "sgd", 4, 1024, False, "sdpa", True),
+    ("qlora", "bf16-true", "adamw", 2, 4096, True, "sdpa", True),
+    ("qlora", "bf16-true", "adamw8bit", 1, 1024, False, "sdpa", False),
+    ("full", "bf16-true", "adamw", 1, 512, True, "sdpa", True),
+    ("full", "bf16-mixed", "sgd", 1, 256, False, "eager", True),
+]
+HUGE_RECIPES: list[Recipe] = [
+    ("lora", "bf16-true", "adamw", 1, 1024, True, "sdpa", True),
+    ("qlora", "bf16-true", "adamw", 1, 2048, True, "sdpa", True),
+    ("qlora", "bf16-mixed", "sgd", 2, 512, False, "sdpa", False),
+    ("full", "bf16-true", "adamw", 1, 256, True, "sdpa", True),
+    ("full", "bf16-true", "sgd", 1, 512, False, "sdpa", True),
+]
+
+TIERS: list[tuple[list[str], list[Recipe]]] = [
+    # ~0.3-3B; tied embeddings: Llama-3.2-1B, Qwen2.5-0.5B/1.5B, gemma-2b, gemma-2-2b, gpt2-medium
+    (["meta-llama/Llama-3.2-1B", "Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-1.5B", "google/gemma-2b",
+      "google/gemma-2-2b", "microsoft/phi-2", "EleutherAI/pythia-1b", "allenai/OLMo-2-0425-1B",
+      "openai-community/gpt2-medium"], SMALL_RECIPES),
+    # ~4-8B
+    (["Qwen/Qwen3-4B", "meta-llama/Llama-2-7b-hf", "mistralai/Mistral-7B-v0.1", "meta-llama/Llama-3.1-8B",
+      "microsoft/Phi-3-mini-4k-instruct"], MEDIUM_RECIPES),
+    # ~14-47B, two MoE
+    (["Qwen/Qwen2.5-14B", "01-ai/Yi-34B", "Qwen/Qwen2.5-32B", "mistralai/Mixtral-8x7B-v0.1",
+      "Qwen/Qwen3-30B-A3B"], LARGE_RECIPES),
+    # 70B
+    (["meta-llama/Llama-2-70b-hf", "meta-llama/Llama-3.1-70B"], HUGE_RECIPES),
+]
+
+
+# GPT-2's projections are Conv1D: bitsandbytes quantizes them, the NF4 stand-in only replaces nn.Linear
+NO_QLORA = {"openai-community/gpt2-medium"}
+# MoE models also run these bf16-true cells: transformers 5 runs the experts with torch._grouped_mm, which takes
+# bf16 only, so the tier's bf16-mixed and QLoRA (experts cast to fp32) cells fail to measure; they stay in the
+# matrix as failures to show it
+MOE_RECIPES: list[Recipe] = [
+    ("lora", "bf16-true", "sgd", 4, 1024, False, "sdpa", True),
+    ("full", "bf16-true", "sgd", 1, 256, False, "eager", True),
+]
+
+
+def matrix() -> list[BenchConfig]:
+    """Every configuration, in a fixed order (tier, model, recipe)."""
+    from profiles.models import ModelSpec
+    out = []
+    for models, recipes in TIERS:
+        for model in models:
+            # attention soft-capping (Gemma-2): transformers refuses SDPA, so users run eager at any length
+            spec = ModelSpec.from_name(model)
+            eager_only = spec.attn_softcap is not None
+            for method, precision, optimizer, mb, seq, ckpt, attn, dq in recipes + (MOE_RECIPES if spec.is_moe else []):
+                if method == "qlora" and model in NO_QLORA:
+                    continue
+                attn = "eager" if eager_only else attn
+                out.append(BenchConfig(model, method, precision, optimizer, mb, seq, ckpt, attn, dq))
+    return out
+
+
+def family(config: BenchConfig) -> str:
+    from profiles.models import ModelSpec
+    return ModelSpec.from_name(config.model).family
+
+
+def select(configs: list[BenchConfig], *, families=(), methods=(), ids=(), half: str | None = None,
+           limit: int | None = None) -> list[BenchConfig]:
+    """The configurations that pass every filter given (empty filters pass all), at most `limit`."""
+    families, methods, ids = {f.lower() for f in families}, {m.lower() for m in methods}, set(ids)
+    chosen = [c for c in configs
+              if (not families or family(c).lower() in families)
+              and (not methods or c.method in methods)
+              and (not ids or c.id in ids or any(c.id.startswith(i) for i in ids))
+              and (half is None or c.half == half)]
+    return chosen[:limit] if limit is not None else chosen
