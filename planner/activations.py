@@ -66,6 +66,7 @@ class Context:
     attention: Attention
     fp32_norm_weight: bool = False  # norm multiplies its weight in fp32, then casts (Gemma, OLMo-2)
     seq_len: int = 1       # eager attention's s x s terms need it
+    sdpa_mask: bool = False  # SDPA gets an explicit mask, which it turns into a saved 16-bit bias
     ops: list[Op] = field(default_factory=list)
 
     def op(self, inputs: tuple[Tensor, ...], width: int, nbytes: int, saved: tuple[Tensor, ...] = (),
@@ -105,7 +106,15 @@ def context(spec: ModelSpec, cfg: TrainConfig) -> Context:
                    adapter=(4 if not deepspeed_16bit(cfg) else 2) if lora else 0,
                    lora_r=cfg.lora_r, lora_modules=lora, quantized=cfg.method is Method.QLORA,
                    attention=attention_kernel(spec, cfg), fp32_norm_weight=spec.hf_type in FP32_WEIGHT_NORMS,
-                   seq_len=cfg.seq_len)
+                   seq_len=cfg.seq_len, sdpa_mask=sdpa_needs_mask(spec, cfg))
+
+
+def sdpa_needs_mask(spec: ModelSpec, cfg: TrainConfig) -> bool:
+    """transformers passes SDPA a b x 1 x s x s mask (not is_causal) when a sliding window is shorter than
+    the sequence, and always for Falcon."""
+    if attention_kernel(spec, cfg) is not Attention.SDPA:
+        return False
+    return spec.hf_type == "falcon" or bool(spec.sliding_window and cfg.seq_len >= spec.sliding_window)
 
 
 def attention_kernel(spec: ModelSpec, cfg: TrainConfig) -> Attention:
@@ -123,20 +132,21 @@ def stream_bytes(cfg: TrainConfig) -> int:
 
 # --- ops -------------------------------------------------------------------------------------------
 
-def linear(ctx: Context, x: Tensor, d_out: int, module: str, bias: bool = False) -> Tensor:
+def linear(ctx: Context, x: Tensor, d_out: int, module: str, bias: bool = False, quantized: bool | None = None) -> Tensor:
     """nn.Linear (or bitsandbytes Linear4bit), with a peft LoRA branch when the module is targeted."""
-    inp = ctx.cast(x, ctx.compute) if (ctx.autocast or ctx.quantized) else x
+    quantized = ctx.quantized if quantized is None else quantized
+    inp = ctx.cast(x, ctx.compute) if (ctx.autocast or quantized) else x
     saved = []
     if ctx.base_trains:
         saved.append(inp)  # the weight's gradient needs the input
-    if ctx.autocast and (x.grad or ctx.base_trains):
+    if ctx.autocast and (x.grad or ctx.base_trains) and not quantized:
         # autocast's 16-bit copy of the fp32 weight, kept for the input's gradient
         saved.append(ctx.op((), x.width * d_out, 2, grad=False, fixed=True))
     weight_grad = (x.width * d_out + (d_out if bias else 0)) * ctx.base_grad if ctx.base_trains else 0
-    dequant = x.width * d_out * ctx.compute if ctx.quantized else 0  # backward dequantizes the NF4 weight again
+    dequant = x.width * d_out * ctx.compute if quantized else 0  # backward dequantizes the NF4 weight again
     out = ctx.op((inp,), d_out, inp.nbytes, tuple(saved), weight_grad, grad=x.grad or ctx.base_trains,
                  workspace=dequant)
-    if ctx.quantized:
+    if quantized:
         out = ctx.cast(out, x.nbytes)  # Linear4bit returns its input's dtype
     if module in ctx.lora_modules:
         out = _lora(ctx, x, d_out, out)
@@ -237,7 +247,8 @@ def _core_attention(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tens
     if ctx.attention is Attention.EAGER:
         return _eager(ctx, spec, q, k, v)
     lse = ctx.op((), spec.n_head, 4, grad=False)  # fused kernels keep an fp32 log-sum-exp per head
-    out = ctx.op((q, k, v), spec.q_dim, q.nbytes, saved=(q, k, v, lse))
+    bias = (ctx.op((), ctx.seq_len, q.nbytes, grad=False),) if ctx.sdpa_mask else ()  # the mask as an additive bias
+    out = ctx.op((q, k, v), spec.q_dim, q.nbytes, saved=(q, k, v, lse) + bias)
     ctx.ops[-1].saved += (out,)  # and their output
     return out
 
@@ -286,7 +297,7 @@ def _activation(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
 def _moe(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     """Routed experts as transformers 5 runs them (grouped matmuls over tokens sorted by expert)."""
     k, i, dt = spec.experts_per_token, spec.moe_intermediate, h.nbytes
-    logits = linear(ctx, h, spec.n_experts, "gate")
+    logits = linear(ctx, h, spec.n_experts, "gate", quantized=False)
     probs = ctx.op((logits,), spec.n_experts, 4)                     # router softmax in fp32
     ctx.ops[-1].saved = (probs,)
     weights = ctx.op((probs,), k, dt)                               # top-k weights, normalised, cast
@@ -351,7 +362,7 @@ def walk_key(cfg: TrainConfig) -> TrainConfig:
     zero = Sharding.ZERO2 if deepspeed_16bit(cfg) else Sharding.NONE  # DeepSpeed casts the model to 16 bit
     return TrainConfig(method=cfg.method, precision=cfg.precision, attn=cfg.attn, lora_r=cfg.lora_r,
                        lora_targets=cfg.lora_targets, sharding=zero, gpus=2 if zero is Sharding.ZERO2 else 1,
-                       seq_len=cfg.seq_len if cfg.attn is not Attention.FLASH else 1)
+                       seq_len=cfg.seq_len if cfg.attn is not Attention.FLASH else 1)  # s x s terms and masks
 
 
 @lru_cache(maxsize=4096)
@@ -456,6 +467,6 @@ def head_saved(spec: ModelSpec, cfg: TrainConfig, tokens: int) -> int:
 def _head_saved(spec: ModelSpec, cfg: TrainConfig) -> tuple[int, int]:
     ctx = context(spec, cfg)
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=True)
-    linear(ctx, norm(ctx, spec, x), spec.vocab, "lm_head")
+    linear(ctx, norm(ctx, spec, x), spec.vocab, "lm_head", quantized=False)  # bitsandbytes leaves lm_head
     per_token, per_model = ctx.saved_size()
     return per_token + (spec.hidden if spec.dropout else 0), per_model

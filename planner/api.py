@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from planner.activations import attention_kernel
 from planner.calibration import overhead_for
+from planner.errors import UserError
+from planner.support import unsupported
 from planner.config import TrainConfig
 from planner.memory import estimate
 from planner.model_input import resolve_model
@@ -13,6 +15,9 @@ def estimate_model(model: str, cfg: TrainConfig, gpu: str | None = None) -> dict
     """`estimate --json` for MODEL under cfg; with a named or probed GPU, also whether it fits."""
     resolved = resolve_model(model)
     cfg = cfg.with_(attn=attention_kernel(resolved.spec, cfg))  # what transformers will really run
+    reason = unsupported(resolved.spec, cfg)
+    if reason:
+        raise UserError(reason)
     est = estimate(resolved.spec, cfg, resolved.exact_params)
     card = _card(gpu)
     overhead = overhead_for(card["name"] if card else None, card.get("compute_capability") if card else None)
@@ -54,7 +59,6 @@ def plan_model(model: str, options: dict, *, gpu: str | None = None, global_batc
 
 
 def build_request(resolved, options: dict, **extra):
-    from planner.errors import UserError
     from planner.options import config_from_options
     from planner.search import Request
 

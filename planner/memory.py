@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from planner.activations import LayerSaved, attention_kernel, head_saved, layer_saved, stream_bytes
+from planner.activations import (LayerSaved, attention_kernel, head_saved, layer_saved, sdpa_needs_mask,
+                                  stream_bytes)
 from planner.config import TrainConfig
-from planner.enums import Attention, Method, Optimizer, Phase, Precision
-from planner.params import ParamCounts, count_params, trainable_tensors
-from planner.states import ModelStates, deepspeed_16bit, model_states
+from planner.enums import Attention, Method, Optimizer, Phase, Precision, Sharding
+from planner.params import ParamCounts, count_params, numel, trainable_tensors
+from planner.states import ModelStates, deepspeed_16bit, model_states, trainable_bytes
 from profiles.models import ModelSpec
 
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",
@@ -85,7 +86,7 @@ class Activations:
     logits_backward: int       # logits and their gradients at the loss's backward
     inputs: int                # input_ids, labels and the loss's shifted labels
     stream: int                # one hidden state (a layer's input)
-    mask: int                  # eager attention's b x s x s causal mask, alive through the forward
+    mask: int                  # the b x s x s causal mask, alive through the forward
 
     @classmethod
     def of(cls, spec: ModelSpec, cfg: TrainConfig) -> "Activations":
@@ -100,25 +101,20 @@ class Activations:
         fp32_copy = 0 if logit_bytes == 4 else 4 * v  # the loss upcasts 16-bit logits
         capped = logit_bytes * v if spec.logit_softcap else 0  # Gemma-2: cap * tanh(logits / cap) keeps tanh's output
         return cls(tokens=n, layers=layers, first=first, rest=rest,
-                   head=head_saved(spec, cfg, n) + _attention_mask(spec, cfg),
+                   head=head_saved(spec, cfg, n),
                    # forward: logits, their fp32 copy and log-softmax's output; backward: that output,
                    # the NLL gradient and log-softmax's gradient, all fp32
                    logits_forward=logit_bytes * v + fp32_copy + 4 * v + capped, logits_saved=4 * v + capped,
                    logits_backward=12 * v + capped, inputs=3 * n * INDEX_BYTES, stream=stream,
-                   mask=_eager_mask(spec, cfg))
+                   mask=_mask(spec, cfg))
 
 
-def _eager_mask(spec: ModelSpec, cfg: TrainConfig) -> int:
-    if attention_kernel(spec, cfg) is not Attention.EAGER:
-        return 0
-    return cfg.micro_batch * cfg.seq_len**2 * stream_bytes(cfg)  # built in the embeddings' dtype
-
-
-def _attention_mask(spec: ModelSpec, cfg: TrainConfig) -> int:
-    """Falcon hands SDPA a materialised b x s x s causal mask, which the (memory-efficient) kernel keeps."""
-    if spec.hf_type != "falcon" or cfg.attn is Attention.EAGER:
-        return 0
-    return cfg.micro_batch * cfg.seq_len**2 * stream_bytes(cfg)  # built in the embeddings' dtype
+def _mask(spec: ModelSpec, cfg: TrainConfig) -> int:
+    """The b x 1 x s x s causal mask the model builds for the forward: in the embeddings' dtype for eager
+    attention, boolean for SDPA when it needs one (a sliding window, Falcon)."""
+    if attention_kernel(spec, cfg) is Attention.EAGER:
+        return cfg.micro_batch * cfg.seq_len**2 * stream_bytes(cfg)
+    return cfg.micro_batch * cfg.seq_len**2 if sdpa_needs_mask(spec, cfg) else 0
 
 
 def _logit_bytes(cfg: TrainConfig) -> int:
@@ -165,7 +161,17 @@ def _backward(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts: Acti
             live = max(live, layer.forward_peak(acts.tokens) + layer.pending * acts.tokens)
         moments.append(dict(base, gradients=head_grads + layer_grads * (spec.n_layer - 1 - index) + new_grads,
                             activations=below + live + acts.inputs, logits=0, temporary=states.gathered))
+    if spec.tied_embeddings and cfg.method is Method.FULL:
+        # the embedding's gradient is summed out of place into the tied lm_head's: both live with the sum
+        tied = spec.vocab * spec.hidden * trainable_bytes(cfg) // _shards(cfg)
+        moments.append(dict(base, gradients=states.gradients, activations=acts.inputs + acts.stream, logits=0,
+                            temporary=states.gathered + 2 * tied))
     return max(moments, key=lambda m: sum(m.values()))
+
+
+def _shards(cfg: TrainConfig) -> int:
+    sharded = cfg.sharding in (Sharding.ZERO2, Sharding.ZERO3, Sharding.FSDP)
+    return cfg.world_size if sharded else 1
 
 
 def _layer_grad_bytes(spec: ModelSpec, cfg: TrainConfig, states: ModelStates) -> int:
@@ -192,6 +198,8 @@ def _step_temporaries(spec: ModelSpec, cfg: TrainConfig, states: ModelStates) ->
     if cfg.optimizer is Optimizer.ADAMW and not deepspeed_16bit(cfg) and cfg.offload.value == "none":
         return states.optimizer_states // 2
     if cfg.optimizer is Optimizer.ADAFACTOR:
-        largest = max(numel for numel, _ in trainable_tensors(spec, cfg))
-        return 3 * largest * 4  # per tensor: fp32 grad, fp32 param copy and the update
+        # one tensor at a time: the update and its successor (the factored estimate, then -update), fp32,
+        # plus fp32 copies of a 16-bit gradient and parameter
+        largest = max(numel(shape) for shape, _ in trainable_tensors(spec, cfg))
+        return largest * (8 + (8 if trainable_bytes(cfg) < 4 else 0))
     return 0

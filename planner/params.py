@@ -1,6 +1,7 @@
 """Exact parameter accounting: what is there, what is quantized, what trains."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from planner.config import TARGET_ALIASES, TrainConfig
@@ -93,26 +94,31 @@ def layer_params(spec: ModelSpec) -> int:
     return spec.layer_linear_params() + (spec.norm_params() - final_norm) // spec.n_layer
 
 
-def trainable_tensors(spec: ModelSpec, cfg: TrainConfig) -> list[tuple[int, int]]:
-    """(numel, how many) of each trainable tensor: per-tensor rules (8-bit states, Adafactor) need them."""
+def trainable_tensors(spec: ModelSpec, cfg: TrainConfig) -> list[tuple[tuple[int, ...], int]]:
+    """(shape, how many) of each trainable tensor: per-tensor rules (8-bit states, Adafactor) need them."""
     if cfg.uses_adapters:
-        return [(n, spec.n_layer) for lin in resolve_targets(spec, cfg.lora_targets)
-                for n in (cfg.lora_r * lin.d_in, cfg.lora_r * lin.d_out)]
+        return [(shape, spec.n_layer) for lin in resolve_targets(spec, cfg.lora_targets)
+                for shape in ((cfg.lora_r, lin.d_in), (lin.d_out, cfg.lora_r))]
     return _base_tensors(spec)
 
 
-def _base_tensors(spec: ModelSpec) -> list[tuple[int, int]]:
-    per_norm = [(spec.hidden, 1)] + ([(spec.hidden, 1)] if spec.norm_bias else [])
-    layer = [(lin.experts * lin.d_in * lin.d_out, 1) for lin in spec.linears()]
-    layer += [(lin.experts * lin.d_out, 1) for lin in spec.linears() if lin.bias]
+def _base_tensors(spec: ModelSpec) -> list[tuple[tuple[int, ...], int]]:
+    h = spec.hidden
+    per_norm = [((h,), 1)] + ([((h,), 1)] if spec.norm_bias else [])
+    layer = [(((lin.experts,) if lin.experts > 1 else ()) + (lin.d_out, lin.d_in), 1) for lin in spec.linears()]
+    layer += [((lin.experts * lin.d_out,), 1) for lin in spec.linears() if lin.bias]
     layer += per_norm * spec.norms_per_layer
-    layer += {None: [], "head": [(spec.head_dim, 2)], "full": [(spec.q_dim, 1), (spec.kv_dim, 1)]}[spec.qk_norm]
-    tensors = [(numel, count * spec.n_layer) for numel, count in layer]
-    tensors.append((spec.vocab * spec.hidden, 1 if spec.tied_embeddings else 2))
+    layer += {None: [], "head": [((spec.head_dim,), 2)], "full": [((spec.q_dim,), 1), ((spec.kv_dim,), 1)]}[spec.qk_norm]
+    tensors = [(shape, count * spec.n_layer) for shape, count in layer]
+    tensors.append(((spec.vocab, h), 1 if spec.tied_embeddings else 2))
     if spec.learned_positions:
-        tensors.append((spec.learned_positions * spec.hidden, 1))
+        tensors.append(((spec.learned_positions, h), 1))
     if spec.lm_head_bias:
-        tensors.append((spec.vocab, 1))
+        tensors.append(((spec.vocab,), 1))
     if spec.final_norm:
         tensors += per_norm
     return tensors
+
+
+def numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)

@@ -12,6 +12,7 @@ from planner.enums import Method, Offload, Precision, Sharding
 from planner.calibration import Overhead
 from planner.memory import Estimate, estimate
 from planner.perf import Speed, step_speed
+from planner.support import unsupported
 from profiles.models import ModelSpec
 
 MAX_MICRO_BATCH = 1024
@@ -162,6 +163,8 @@ def make_plan(req: Request, cfg: TrainConfig, target: Target) -> Plan:
 def feasible_plans(req: Request, target: Target) -> list[Plan]:
     plans = []
     for cfg in candidates(req, target):
+        if unsupported(req.spec, cfg):
+            continue
         limit = MAX_MICRO_BATCH
         if req.global_batch:
             limit = max(1, req.global_batch // cfg.world_size)  # no point in more per GPU than the batch

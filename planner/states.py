@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from planner.config import TrainConfig
 from planner.enums import Method, Offload, Optimizer, Precision, Sharding
-from planner.params import ParamCounts, trainable_tensors
+from planner.params import ParamCounts, numel, trainable_tensors
 from profiles.models import ModelSpec
 
 NF4_BLOCK = 64              # bitsandbytes 4-bit blocksize (params per absmax)
@@ -81,28 +81,30 @@ def _nf4_state(numel: int, double_quant: bool) -> int:
 def optimizer_state_bytes(spec: ModelSpec, cfg: TrainConfig) -> int:
     """Unsharded optimizer state bytes of all trainable tensors."""
     dtype = 4 if deepspeed_16bit(cfg) else trainable_bytes(cfg)  # DeepSpeed steps its fp32 masters
-    return sum(count * _state_bytes(numel, dtype, cfg.optimizer) for numel, count in trainable_tensors(spec, cfg))
+    return sum(count * _state_bytes(shape, dtype, cfg.optimizer) for shape, count in trainable_tensors(spec, cfg))
 
 
-def _state_bytes(numel: int, dtype: int, optimizer: Optimizer) -> int:
+def _state_bytes(shape: tuple[int, ...], dtype: int, optimizer: Optimizer) -> int:
+    n = numel(shape)
     if optimizer is Optimizer.ADAMW:
-        return 2 * numel * dtype                 # torch AdamW: exp_avg, exp_avg_sq like the param
+        return 2 * n * dtype                 # torch AdamW: exp_avg, exp_avg_sq like the param
     if optimizer is Optimizer.PAGED_ADAMW:
-        return 2 * numel * 4                     # bitsandbytes 32-bit optimizers keep fp32 states
+        return 2 * n * 4                         # bitsandbytes 32-bit optimizers keep fp32 states
     if optimizer in (Optimizer.ADAMW_8BIT, Optimizer.PAGED_ADAMW_8BIT):
-        if numel < ADAM8_MIN_NUMEL:
-            return 2 * numel * 4
-        return 2 * numel + 2 * 4 * math.ceil(numel / ADAM8_BLOCK)  # two uint8 states + fp32 absmax each
+        if n < ADAM8_MIN_NUMEL:
+            return 2 * n * 4
+        return 2 * n + 2 * 4 * math.ceil(n / ADAM8_BLOCK)  # two uint8 states + fp32 absmax each
     if optimizer is Optimizer.SGD:
-        return numel * dtype                     # momentum buffer
-    return _adafactor_state(numel, dtype)
+        return n * dtype                         # momentum buffer
+    return _adafactor_state(shape)
 
 
-def _adafactor_state(numel: int, dtype: int) -> int:
-    # transformers Adafactor (beta1=None) factors the second moment of matrices into a row and a column
-    # vector; vectors keep a full one. Shapes are not kept per tensor, so a square matrix is assumed.
-    side = math.isqrt(numel)
-    return (2 * side if side * side == numel and numel > 4096 else numel) * dtype
+def _adafactor_state(shape: tuple[int, ...]) -> int:
+    """transformers Adafactor (beta1=None): the second moment of a matrix factored into its row and column
+    means, of a vector kept whole; in fp32, since it works on grad.float()."""
+    if len(shape) < 2:
+        return 4 * numel(shape)
+    return 4 * (numel(shape[:-1]) + numel(shape[:-2] + shape[-1:]))
 
 
 def model_states(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts) -> ModelStates:

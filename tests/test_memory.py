@@ -7,7 +7,7 @@ from planner.config import TrainConfig
 from planner.enums import Phase
 from planner.errors import UserError
 from planner.memory import COMPONENTS, estimate
-from planner.params import count_params, lora_params, trainable_tensors
+from planner.params import count_params, lora_params, numel, trainable_tensors
 from planner.states import model_states, quant_constant_bytes
 from profiles.models import ModelSpec, catalog
 
@@ -93,7 +93,7 @@ def test_lora_adapters_and_states_are_fp32():
 
 @pytest.mark.parametrize("spec", list(catalog())[::7], ids=lambda s: s.short_name)
 def test_trainable_tensors_cover_every_parameter(spec):
-    assert sum(n * c for n, c in trainable_tensors(spec, TrainConfig(method="full"))) == spec.params
+    assert sum(numel(shape) * c for shape, c in trainable_tensors(spec, TrainConfig(method="full"))) == spec.params
 
 
 def test_adam8bit_uses_two_bytes_plus_block_constants():
@@ -176,3 +176,19 @@ def test_tied_embeddings_counted_once():
     spec = ModelSpec.from_name("meta-llama/Llama-3.2-1B")
     assert spec.tied_embeddings
     assert math.isclose(spec.params, 1_235_814_400)
+
+
+def test_moe_with_fp32_experts_is_refused():
+    from planner.support import unsupported
+    moe = ModelSpec.from_name("Qwen/Qwen3-30B-A3B")
+    assert unsupported(moe, TrainConfig(method="qlora")) and unsupported(moe, TrainConfig(precision="bf16-mixed"))
+    assert unsupported(moe, TrainConfig(method="lora")) is None
+    assert unsupported(LLAMA2_7B, TrainConfig(method="qlora")) is None
+
+
+def test_adafactor_factors_matrices_by_their_shape():
+    s = states(TrainConfig(method="full", optimizer="adafactor", precision="bf16-mixed"))
+    spec = LLAMA2_7B
+    per_layer = 4 * ((4096 + 4096) * 4 + (11008 + 4096) * 3 + 4096 * 2)  # rows + cols of each matrix, norms whole
+    rest = 4 * ((32000 + 4096) * 2 + 4096)                             # embedding, lm_head, final norm
+    assert s.optimizer_states == spec.n_layer * per_layer + rest
