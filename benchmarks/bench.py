@@ -75,13 +75,17 @@ def planner_version() -> str:
 
 
 def git_commit() -> str:
+    """HEAD, and whether the planner, catalog or harness sources differ from it."""
     import subprocess
+    root = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                              timeout=10, cwd=root).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "planner", "profiles",
+                                *(f"benchmarks/{name}" for name in HARNESS_SOURCES)], cwd=root, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return (head or "unknown") + (" with uncommitted planner/harness changes" if dirty.returncode else "")
 
 
 def spec_fields(config: BenchConfig) -> dict:
@@ -115,10 +119,17 @@ def write_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_cached(cache_dir: Path, config: BenchConfig, key: str, vers: dict, measurement: dict) -> None:
@@ -481,6 +492,14 @@ BENCH_NOTES = [
     "error % = predicted / measured - 1; negative means the planner under-predicts (the dangerous side).",
     "Components: the planner's components are compared at the MEASURED peak phase (columns predicted_mphase_*), "
     "in % of the measured peak, so a phase mismatch does not show up as a component error.",
+    "Phase peaks (measured_<phase>_bytes): the tracker records a phase's peak only when something is allocated in "
+    "it, so an optimizer step that allocates nothing (in-place SGD, the 8-bit stand-in update) shows 0 there; the "
+    "overall measured peak is not affected.",
+    "Matrix exceptions (benchmarks/matrix.py): Gemma-2 runs eager attention in every cell (transformers refuses SDPA "
+    "with soft-capping); GPT-2 has no QLoRA cells (its Conv1D projections are not replaced by the NF4 stand-in); "
+    "the MoE models' bf16-mixed and QLoRA cells fail to measure (transformers 5 runs the experts with "
+    "torch._grouped_mm, which takes bf16 only, and those cells hold fp32 experts), so they also run two bf16-true "
+    "cells.",
     "Halves: each configuration's half is a seeded draw from its id (benchmarks/matrix.py, SEED), fixed before any "
     "calibration; tune the planner on 'tune' only and judge it on 'holdout'.",
 ]
@@ -496,7 +515,7 @@ def report_markdown(rows: list[dict], meta: dict, notes: list[str]) -> str:
         f"- Date: {meta.get('date', '')}",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if k != "harness")
         + f"; Python {meta.get('python', '')}",
-        f"- Sources: git HEAD {meta.get('commit', '?')} (plus uncommitted work), harness source "
+        f"- Sources: git HEAD {meta.get('commit', '?')}, harness source "
         f"{', '.join(meta.get('harness_versions') or [vers.get('harness', '?')])}, planner and catalog source "
         f"{meta.get('planner', '?')} (predictions recomputed at report time)",
         f"- Configurations: {len(rows)} ({meta.get('selection', 'full matrix')}); measured {len(measured(rows))}, "
