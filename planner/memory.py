@@ -87,6 +87,7 @@ class Activations:
     inputs: int                # input_ids, labels and the loss's shifted labels
     stream: int                # one hidden state (a layer's input)
     mask: int                  # the b x s x s causal mask, alive through the forward
+    autocast_cache: int        # autocast's 16-bit copies of trainable fp32 weights, kept until it exits
 
     @classmethod
     def of(cls, spec: ModelSpec, cfg: TrainConfig) -> "Activations":
@@ -106,7 +107,15 @@ class Activations:
                    # the NLL gradient and log-softmax's gradient, all fp32
                    logits_forward=logit_bytes * v + fp32_copy + 4 * v + capped, logits_saved=4 * v + capped,
                    logits_backward=12 * v + capped, inputs=3 * n * INDEX_BYTES, stream=stream,
-                   mask=_mask(spec, cfg))
+                   mask=_mask(spec, cfg), autocast_cache=_autocast_cache(spec, cfg))
+
+
+def _autocast_cache(spec: ModelSpec, cfg: TrainConfig) -> int:
+    """torch.autocast caches the 16-bit cast of every leaf weight that requires grad for the whole forward."""
+    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED) and not deepspeed_16bit(cfg)
+    if not mixed or cfg.method is not Method.FULL:
+        return 0  # adapters' copies are small; frozen weights are cast anew for each use, not cached
+    return 2 * spec.n_layer * sum(lin.experts * lin.d_in * lin.d_out for lin in spec.linears())
 
 
 def _mask(spec: ModelSpec, cfg: TrainConfig) -> int:
@@ -138,6 +147,7 @@ def _forward(cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[s
     base = dict(_states(states, with_grads=False), temporary=states.gathered)
     at_loss = dict(base, activations=sum(acts.layers) + acts.head + acts.inputs, logits=acts.logits_forward)
     if cfg.grad_ckpt:
+        at_loss["temporary"] += acts.autocast_cache  # checkpointed layers save no weight copies; the cache keeps them
         return at_loss
     # the layer's input lives on as its residual, beside what the layer makes
     in_layer = dict(base, activations=sum(acts.layers[:-1]) + acts.stream + acts.rest.forward_peak(acts.tokens)
@@ -152,21 +162,30 @@ def _backward(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts: Acti
     at_loss = dict(base, activations=sum(acts.layers) + acts.head + acts.inputs,
                    logits=acts.logits_backward, temporary=states.gathered)
     layer_grads = _layer_grad_bytes(spec, cfg, states)
-    head_grads = states.gradients - layer_grads * spec.n_layer
+    # the input embedding's gradient appears only after the first layer's backward (unless tied to lm_head)
+    embedding = 0 if spec.tied_embeddings or cfg.method is not Method.FULL else _embedding_grad(spec, cfg)
+    head_grads = states.gradients - layer_grads * spec.n_layer - embedding
     moments = [at_loss]
     for index, layer in ((spec.n_layer - 1, acts.rest), (0, acts.first)):
         below = sum(acts.layers[:index + 1 if cfg.grad_ckpt else index])  # checkpoints keep their own input
+        grads_above = head_grads + layer_grads * (spec.n_layer - 1 - index)
         live, new_grads = layer.backward_peak(acts.tokens)
-        if cfg.grad_ckpt:  # the layer's forward runs again first, with its output's gradient waiting
-            live = max(live, layer.forward_peak(acts.tokens) + layer.pending * acts.tokens)
-        moments.append(dict(base, gradients=head_grads + layer_grads * (spec.n_layer - 1 - index) + new_grads,
-                            activations=below + live + acts.inputs, logits=0, temporary=states.gathered))
+        moments.append(dict(base, gradients=grads_above + new_grads, activations=below + live + acts.inputs,
+                            logits=0, temporary=states.gathered))
+        if cfg.grad_ckpt:  # first the layer's forward runs again, its output's gradient waiting
+            recompute = layer.forward_peak(acts.tokens) + layer.pending * acts.tokens
+            moments.append(dict(base, gradients=grads_above, activations=below + recompute + acts.inputs,
+                                logits=0, temporary=states.gathered))
     if spec.tied_embeddings and cfg.method is Method.FULL:
         # the embedding's gradient is summed out of place into the tied lm_head's: both live with the sum
-        tied = spec.vocab * spec.hidden * trainable_bytes(cfg) // _shards(cfg)
+        tied = _embedding_grad(spec, cfg)
         moments.append(dict(base, gradients=states.gradients, activations=acts.inputs + acts.stream, logits=0,
                             temporary=states.gathered + 2 * tied))
     return max(moments, key=lambda m: sum(m.values()))
+
+
+def _embedding_grad(spec: ModelSpec, cfg: TrainConfig) -> int:
+    return spec.vocab * spec.hidden * trainable_bytes(cfg) // _shards(cfg)
 
 
 def _shards(cfg: TrainConfig) -> int:
