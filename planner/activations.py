@@ -266,6 +266,8 @@ def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Te
     probs32 = ctx.op((scores,), scores_width, 4)
     ctx.ops[-1].saved = (probs32,)
     probs = ctx.cast(probs32, q.nbytes)
+    if spec.dropout:  # attention dropout on the probabilities: a new tensor and a one-byte mask
+        probs = ctx.op((probs,), scores_width, q.nbytes, saved=(ctx.op((), scores_width, 1, grad=False),))
     out = ctx.op((probs, v), spec.q_dim, q.nbytes, saved=(probs, v))
     return ctx.op((out,), spec.q_dim, q.nbytes)  # transpose(1, 2).contiguous() for o_proj
 
