@@ -1,6 +1,7 @@
 """`fitplan bench`: predicted-versus-measured memory over the benchmark matrix (CSV, Markdown, plot)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -28,7 +29,8 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--timeout", "timeout_s", type=click.IntRange(min=1), default=900, show_default=True,
               help="Seconds one configuration may take before it is recorded as failed.")
 @click.option("--list", "list_only", is_flag=True, help="Print the selected configurations and exit.")
-def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s, list_only) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one row per configuration as JSON, not the summary.")
+def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s, list_only, as_json) -> None:
     """Measure each configuration of the benchmark matrix with the harness (fake tensors, exact live bytes),
     predict it with the planner and report the error.
 
@@ -59,6 +61,11 @@ def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s,
     result = bench.run(chosen, out=out or bench.RESULTS, jobs=jobs, use_cache=not no_cache, timeout_s=timeout_s,
                        selection="filtered: " + " ".join(filters) if filters else "full matrix")
     rows = result.rows
+    if as_json:
+        click.echo(json.dumps({"summary": bench.summary_line(rows), "rows": rows}, default=str))
+        if result.interrupted:
+            raise KeyboardInterrupt
+        return
     click.echo(bench.summary_line(rows))
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
