@@ -23,6 +23,8 @@ from profiles.models import FUSED_ROLES, ModelSpec
 _ids = count()
 # RMSNorms that multiply the weight in fp32 and cast afterwards, saving the fp32 normalised input
 FP32_WEIGHT_NORMS = ("gemma", "gemma2", "gemma3_text", "olmo2")
+# Rotary embeddings applied through torch.cat even when the whole head rotates (Phi-3)
+ROPE_BY_CAT = ("phi3",)
 # Activations composed of elementwise ops: how many tensors of the MLP width they save (NewGELU:
 # x for pow and mul, tanh's output, 1 + tanh and 0.5 * x); fused ones save only their input.
 ACTIVATION_SAVES = {"gelu_new": 4, "gelu_fast": 4}
@@ -213,7 +215,8 @@ def attention(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     if ctx.autocast:
         q, k, v = (ctx.cast(t, 2) for t in (q, k, v))
     out = _core_attention(ctx, spec, q, k, v)
-    if spec.partial_rotary < 1:
+    head_major = spec.partial_rotary < 1 or spec.hf_type in ROPE_BY_CAT
+    if head_major and ctx.attention is not Attention.EAGER:  # eager always copies its output (_eager)
         # cat() of rotated and pass-through halves lays q out head-major, and the kernel's output follows:
         # transpose(1, 2).contiguous() for o_proj then copies it
         out = ctx.op((out,), out.width, out.nbytes)
@@ -257,6 +260,8 @@ def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Te
     """matmul, softmax in fp32, cast, matmul; KV heads repeated to every query head first."""
     if spec.n_kv_head < spec.n_head:
         k, v = ctx.op((k,), spec.q_dim, k.nbytes), ctx.op((v,), spec.q_dim, v.nbytes)
+    else:  # matmul reshapes the head-strided v for bmm: a contiguous copy, which it saves
+        v = ctx.op((v,), spec.kv_dim, v.nbytes)
     scores_width = spec.n_head * ctx.seq_len
     scores = ctx.op((q, k), scores_width, q.nbytes, saved=(q, k))
     if spec.attn_softcap:  # cap * tanh(scores / cap): tanh keeps its output
