@@ -10,7 +10,6 @@ import warnings
 import torch
 
 from planner.config import TrainConfig
-from planner.enums import Method
 from profiles.models import ModelSpec
 
 
@@ -63,6 +62,6 @@ def _materialise(spec: ModelSpec, cfg: TrainConfig) -> torch.nn.Module:
 def _autocast(cfg: TrainConfig):
     from benchmarks.harness import AUTOCAST_DTYPE
     dtype = AUTOCAST_DTYPE.get(cfg.precision)
-    if dtype is None or cfg.method is Method.QLORA:
+    if dtype is None:
         return torch.autocast("cpu", enabled=False)
     return torch.autocast("cpu", dtype=dtype)

@@ -213,7 +213,9 @@ def attention(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     q, k = _qk_norm(ctx, spec, q, k)
     q, k = _rope(ctx, spec, q, spec.q_dim), _rope(ctx, spec, k, spec.kv_dim)
     if ctx.autocast:
-        q, k, v = (ctx.cast(t, 2) for t in (q, k, v))
+        q, k = ctx.cast(q, 2), ctx.cast(k, 2)
+        if v.nbytes != 2:  # the cast copies v's slice of a fused projection, not the whole of it
+            v = ctx.op((v,), spec.kv_dim, 2)
     out = _core_attention(ctx, spec, q, k, v)
     head_major = spec.partial_rotary < 1 or spec.hf_type in ROPE_BY_CAT
     if head_major and ctx.attention is not Attention.EAGER:  # eager always copies its output (_eager)
