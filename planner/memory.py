@@ -128,8 +128,9 @@ def _mask(spec: ModelSpec, cfg: TrainConfig) -> int:
 
 def _logit_bytes(cfg: TrainConfig) -> int:
     """lm_head output dtype: fp32 when its weight is fp32 and no autocast, else 16 bit."""
-    if cfg.method is Method.QLORA and not deepspeed_16bit(cfg):
-        return 4
+    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED)
+    if cfg.method is Method.QLORA and not deepspeed_16bit(cfg) and not mixed:
+        return 4  # prepare_model_for_kbit_training left lm_head in fp32, and nothing casts it down
     return 4 if cfg.precision is Precision.FP32 else 2
 
 
