@@ -32,10 +32,12 @@ def search_seconds(model: str, gpu: str) -> tuple[float, int]:
     from planner.model_input import resolve_model
     from planner.recommend import plan
     from planner.targets import target_from_hardware
-    from planner.activations import _layer_saved
+    from planner import memory
+    from planner.activations import _head_saved, _layer_saved
 
-    search._estimate.cache_clear()
-    _layer_saved.cache_clear()
+    for cache in (search._estimate, _layer_saved, _head_saved):
+        cache.cache_clear()
+    memory._STATES.clear()
     hw = hardware_from_catalog(gpu)
     target = target_from_hardware(hw)
     req = build_request(resolve_model(model), {"nodes": 1})

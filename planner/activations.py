@@ -366,16 +366,22 @@ def layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool = False) -> Layer
     return _layer_saved(spec, walk_key(cfg), first)
 
 
-def walk_key(cfg: TrainConfig) -> TrainConfig:
-    """`cfg` with every field the walk does not read set to one value, so the cache serves them all."""
-    zero = Sharding.ZERO2 if deepspeed_16bit(cfg) else Sharding.NONE  # DeepSpeed casts the model to 16 bit
-    return TrainConfig(method=cfg.method, precision=cfg.precision, attn=cfg.attn, lora_r=cfg.lora_r,
-                       lora_targets=cfg.lora_targets, sharding=zero, gpus=2 if zero is Sharding.ZERO2 else 1,
-                       seq_len=cfg.seq_len if cfg.attn is not Attention.FLASH else 1)  # s x s terms and masks
+def walk_key(cfg: TrainConfig) -> tuple:
+    """The fields the walk reads, so one cached walk serves every micro-batch, GPU count and optimizer."""
+    seq = cfg.seq_len if cfg.attn is not Attention.FLASH else 1  # s x s terms and masks
+    return cfg.method, cfg.precision, cfg.attn, cfg.lora_r, cfg.lora_targets, deepspeed_16bit(cfg), seq
+
+
+def _walk_config(key: tuple) -> TrainConfig:
+    method, precision, attn, lora_r, lora_targets, ds16, seq = key
+    zero = Sharding.ZERO2 if ds16 else Sharding.NONE  # DeepSpeed casts the model to 16 bit
+    return TrainConfig(method=method, precision=precision, attn=attn, lora_r=lora_r, lora_targets=lora_targets,
+                       sharding=zero, gpus=2 if ds16 else 1, seq_len=seq)
 
 
 @lru_cache(maxsize=4096)
-def _layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool) -> LayerSaved:
+def _layer_saved(spec: ModelSpec, key: tuple, first: bool) -> LayerSaved:
+    cfg = _walk_config(key)
     ctx = context(spec, cfg)
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=cfg.method is Method.FULL or not first)
     out = _block(ctx, spec, x)
@@ -387,9 +393,12 @@ def _layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool) -> LayerSaved:
 
 def _frontier(steps: list[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
     """The steps no other step beats both per token and per layer: only these can be the peak."""
-    def dominated(a: tuple[int, ...]) -> bool:
-        return any(b != a and b[0] >= a[0] and sum(b[1:]) >= sum(a[1:]) for b in steps)
-    return tuple(sorted({step for step in steps if not dominated(step)}))
+    kept, best_fixed = [], -1
+    for step in sorted(set(steps), key=lambda s: (-s[0], -sum(s[1:]))):  # most per token first
+        if sum(step[1:]) > best_fixed:
+            kept.append(step)
+            best_fixed = sum(step[1:])
+    return tuple(sorted(kept))
 
 
 def forward_walk(ops: list[Op]) -> list[tuple[int, int]]:
@@ -473,7 +482,8 @@ def head_saved(spec: ModelSpec, cfg: TrainConfig, tokens: int) -> int:
 
 
 @lru_cache(maxsize=4096)
-def _head_saved(spec: ModelSpec, cfg: TrainConfig) -> tuple[int, int]:
+def _head_saved(spec: ModelSpec, key: tuple) -> tuple[int, int]:
+    cfg = _walk_config(key)
     ctx = context(spec, cfg)
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=True)
     linear(ctx, norm(ctx, spec, x), spec.vocab, "lm_head", quantized=False)  # bitsandbytes leaves lm_head

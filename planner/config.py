@@ -36,7 +36,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name, enum in (("method", Method), ("precision", Precision), ("optimizer", Optimizer),
                            ("attn", Attention), ("sharding", Sharding), ("offload", Offload)):
-            object.__setattr__(self, name, enum(getattr(self, name)))
+            if not isinstance(getattr(self, name), enum):
+                object.__setattr__(self, name, enum(getattr(self, name)))
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         for name in ("micro_batch", "seq_len", "gpus", "nodes", "grad_accum", "lora_r"):
             if getattr(self, name) < 1:

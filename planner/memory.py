@@ -8,8 +8,7 @@ the largest phase, and its components are what is live then. Step 2 is modelled:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from dataclasses import dataclass
 
 from planner.activations import (LayerSaved, attention_kernel, head_saved, layer_saved, sdpa_needs_mask,
                                   stream_bytes)
@@ -55,22 +54,23 @@ class Estimate:
 
 
 def estimate(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None) -> Estimate:
-    counts, states = _model_states(spec, replace(cfg, micro_batch=1, seq_len=1, grad_ckpt=False, grad_accum=1),
-                                   total_params)
+    key = (spec, cfg.method, cfg.precision, cfg.optimizer, cfg.lora_r, cfg.lora_targets, cfg.double_quant,
+           cfg.gpus, cfg.nodes, cfg.sharding, cfg.offload, total_params)  # what model states depend on
+    if key not in _STATES:
+        counts = count_params(spec, cfg, total_params)
+        _STATES[key] = counts, model_states(spec, cfg, counts)
+    counts, states = _STATES[key]
     acts = Activations.of(spec, cfg)
     phases = {
         Phase.FORWARD: _forward(cfg, states, acts),
-        Phase.BACKWARD: _backward(spec, cfg, states, acts),
+        Phase.BACKWARD: _backward(spec, cfg, counts, states, acts),
         Phase.OPTIMIZER_STEP: _optimizer_step(spec, cfg, states, acts),
     }
     return Estimate(spec=spec, cfg=cfg, counts=counts, states=states, phases=phases)
 
 
-@lru_cache(maxsize=8192)
-def _model_states(spec: ModelSpec, cfg: TrainConfig, total_params: int | None) -> tuple[ParamCounts, ModelStates]:
-    """Parameters and model states: the same for every micro-batch and sequence length."""
-    counts = count_params(spec, cfg, total_params)
-    return counts, model_states(spec, cfg, counts)
+# Parameters and model states, the same for every micro-batch and sequence length
+_STATES: dict[tuple, tuple[ParamCounts, ModelStates]] = {}
 
 
 @dataclass(frozen=True)
@@ -156,13 +156,14 @@ def _forward(cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[s
     return max((at_loss, in_layer), key=lambda m: sum(m.values()))
 
 
-def _backward(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[str, int]:
+def _backward(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, states: ModelStates,
+              acts: Activations) -> dict[str, int]:
     """The larger of the loss's backward (logit gradients) and the backward of the top or bottom layer:
     activations fall and gradients rise linearly in between, so one of the ends holds the most."""
     base = _states(states, with_grads=False)
     at_loss = dict(base, activations=sum(acts.layers) + acts.head + acts.inputs,
                    logits=acts.logits_backward, temporary=states.gathered)
-    layer_grads = _layer_grad_bytes(spec, cfg, states)
+    layer_grads = _layer_grad_bytes(spec, counts, states)
     # the input embedding's gradient appears only after the first layer's backward (unless tied to lm_head)
     embedding = 0 if spec.tied_embeddings or cfg.method is not Method.FULL else _embedding_grad(spec, cfg)
     head_grads = states.gradients - layer_grads * spec.n_layer - embedding
@@ -194,15 +195,10 @@ def _shards(cfg: TrainConfig) -> int:
     return cfg.world_size if sharded else 1
 
 
-def _layer_grad_bytes(spec: ModelSpec, cfg: TrainConfig, states: ModelStates) -> int:
+def _layer_grad_bytes(spec: ModelSpec, counts: ParamCounts, states: ModelStates) -> int:
     """Gradient bytes one layer adds when its backward completes (per GPU)."""
-    from planner.params import layer_params, lora_params
-    if cfg.uses_adapters:
-        per_layer = lora_params(spec, cfg) // spec.n_layer
-    else:
-        per_layer = layer_params(spec)
-    total = (lora_params(spec, cfg) if cfg.uses_adapters else spec.params)
-    return states.gradients * per_layer // max(total, 1)
+    per_layer = counts.adapters // spec.n_layer if counts.adapters else counts.largest_layer
+    return states.gradients * per_layer // max(counts.trainable, 1)
 
 
 def _optimizer_step(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[str, int]:
