@@ -1,6 +1,7 @@
 """Checks shared by the CLI tests."""
 import json
 import subprocess
+import sys
 
 
 def assert_user_error(result: subprocess.CompletedProcess, says: str, as_json: bool) -> None:
@@ -14,3 +15,16 @@ def assert_user_error(result: subprocess.CompletedProcess, says: str, as_json: b
         assert json.loads(result.stdout) == {"error": lines[0].removeprefix("error: ")}
     else:
         assert result.stdout == ""
+
+
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """planner.cli.main in this process: the exit status, stdout and stderr a user would see."""
+    from planner.cli import main
+    monkeypatch.setattr(sys, "argv", ["fitplan", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as done:
+        code = done.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err

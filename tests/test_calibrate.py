@@ -3,7 +3,6 @@ malformed or mismatched reports are refused and leave the profile byte-identical
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from planner import calibrate as calib
 from planner.calibration import SHIPPED, load_profile, overhead_for
 from planner.cli import cli
 from planner.hardware import allocator_reserve_fraction, cuda_context_bytes
+from cli_checks import run_main
 
 GiB, MiB = 2**30, 2**20
 RTX4090 = "NVIDIA GeForce RTX 4090"
@@ -58,18 +58,6 @@ def profile(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "config" / "calibration.json"
     monkeypatch.setenv("FITPLAN_CALIBRATION", str(path))
     return path
-
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from planner.cli import main
-    monkeypatch.setattr(sys, "argv", ["fitplan", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as done:
-        code = done.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def estimate(*args: str) -> dict:

@@ -19,6 +19,7 @@ from planner.memory import COMPONENTS
 from planner.trace import Progress, describe_failure, op_name
 from profiles.hf_config import SUPPORTED_TYPES, hf_config_dict
 from profiles.models import ModelSpec
+from cli_checks import run_main
 
 TINY = dict(n_layer=2, hidden=256, intermediate=512, n_head=4, n_kv_head=2, head_dim=64, vocab=1000)
 CARD = "RTX 4090"
@@ -47,19 +48,6 @@ def invoke(*args: str) -> dict:
     result = CliRunner().invoke(cli, list(args))
     assert result.exit_code == 0, (result.output, result.exception)
     return json.loads(result.stdout)
-
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """planner.cli.main in this process: the exit status, stdout and stderr a user would see."""
-    from planner.cli import main
-    monkeypatch.setattr(sys, "argv", ["fitplan", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as done:
-        code = done.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 # --- a model the analytic model knows: the trace IS the harness ------------------------------------------
