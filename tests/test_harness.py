@@ -104,7 +104,6 @@ def test_standin_4bit_bytes_equal_bitsandbytes(in_out, double_quant):
     real.weight = bnb.nn.Params4bit(torch.randn(d_out, d_in, dtype=torch.bfloat16), requires_grad=False,
                                     compress_statistics=double_quant, quant_type="nf4")
     real = real.to("cpu")   # quantizes
-    qs = real.weight.quant_state
     real_tensors = [real.weight, *quant_state_tensors(real)]
     stand_in = fake4bit.FakeLinear4bit(d_in, d_out, False, torch.bfloat16, torch.bfloat16, double_quant)
     assert stand_in.weight.shape == real.weight.shape and stand_in.weight.dtype == torch.uint8
