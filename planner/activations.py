@@ -251,6 +251,10 @@ def _rope(ctx: Context, spec: ModelSpec, t: Tensor, width: int) -> Tensor:
 def _core_attention(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     if ctx.attention is Attention.EAGER:
         return _eager(ctx, spec, q, k, v)
+    if spec.n_kv_head < spec.n_head and (ctx.sdpa_mask or spec.head_dim > 256):
+        # transformers lets SDPA broadcast KV heads only without a mask and up to 256-wide heads;
+        # otherwise it repeats them to every query head first (repeat_kv), and SDPA saves the copies
+        k, v = ctx.op((k,), spec.q_dim, k.nbytes), ctx.op((v,), spec.q_dim, v.nbytes)
     lse = ctx.op((), spec.n_head, 4, grad=False)  # fused kernels keep an fp32 log-sum-exp per head
     bias = (ctx.op((), ctx.seq_len, q.nbytes, grad=False),) if ctx.sdpa_mask else ()  # the mask as an additive bias
     out = ctx.op((q, k, v), spec.q_dim, q.nbytes, saved=(q, k, v, lse) + bias)
