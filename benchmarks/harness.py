@@ -12,6 +12,7 @@ Stand-ins, where the real thing cannot run on fake tensors (each one is named in
   - 8-bit and paged AdamW: bitsandbytes' own optimizer classes, whose `init_state` allocates the state, with
     the update replaced by an in-place one that allocates nothing, as bitsandbytes' fused kernels do.
   - attn="flash": SDPA (which runs the flash kernel on CUDA for 16-bit inputs).
+  - Dropout (fake/cpu): `torch.native_dropout`, CUDA's path, which saves a bool mask (`cuda_dropout`).
 
 `measure_hf_config(config_dict, cfg)` measures the same way from a raw config.json dict of any model_type
 transformers can build (no ModelSpec: LoRA targets are peft's "all-linear" or module names).
@@ -309,6 +310,21 @@ def contiguous_positions():
     return mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None)
 
 
+def cuda_dropout():
+    """Dropout as CUDA runs it: `native_dropout`, which keeps a 1-byte bool mask for backward. The CPU's
+    `F.dropout` instead multiplies by a bernoulli noise tensor in the data's dtype and saves that (2-4x the
+    bytes); the CPU has a `native_dropout` kernel too, so route training dropout through it. A patch, not a
+    function mode: checkpointing's recompute must take the same path."""
+    from unittest import mock
+    original = nn.functional.dropout
+
+    def dropout(input, p=0.5, training=True, inplace=False):
+        if training and 0 < p < 1 and not inplace:
+            return torch.native_dropout(input, p, True)[0]
+        return original(input, p, training, inplace)
+    return mock.patch.object(nn.functional, "dropout", dropout)
+
+
 def tag_model(model: nn.Module, tracker: StorageTracker) -> None:
     for module in model.modules():
         quant = isinstance(module, fake4bit.FakeLinear4bit)
@@ -375,7 +391,12 @@ def _measure(build, name: str, vocab: int | None, cfg: TrainConfig, steps: int, 
     tracker = StorageTracker()
     watch_logits(model, tracker)
     step_peaks = []
-    with contiguous_positions(), backend.mode(), tracker:
+    dropout = contextlib.nullcontext()
+    if device != "cuda":
+        dropout = cuda_dropout()
+        notes.append("dropout through torch.native_dropout, as on CUDA (a 1-byte mask; the CPU's F.dropout saves "
+                     "noise as wide as the data)")
+    with contiguous_positions(), dropout, backend.mode(), tracker:
         tag_model(model, tracker)
         for _ in range(steps):
             tracker.reset_peak()

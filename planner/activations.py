@@ -25,6 +25,8 @@ _ids = count()
 FP32_WEIGHT_NORMS = ("gemma", "gemma2", "gemma3_text", "olmo2")
 # Rotary embeddings applied through torch.cat even when the whole head rotates (Phi-3)
 ROPE_BY_CAT = ("phi3",)
+# Eager attention whose softmax keeps the scores' dtype (others ask for fp32); autocast still runs it in fp32
+SOFTMAX_IN_SCORES_DTYPE = ("gpt2", "falcon")
 # Activations composed of elementwise ops: how many tensors of the MLP width they save (NewGELU:
 # x for pow and mul, tanh's output, 1 + tanh and 0.5 * x); fused ones save only their input.
 ACTIVATION_SAVES = {"gelu_new": 4, "gelu_fast": 4}
@@ -212,10 +214,9 @@ def attention(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     q, k, v = _qkv(ctx, spec, h)
     q, k = _qk_norm(ctx, spec, q, k)
     q, k = _rope(ctx, spec, q, spec.q_dim), _rope(ctx, spec, k, spec.kv_dim)
-    if ctx.autocast:
-        q, k = ctx.cast(q, 2), ctx.cast(k, 2)
-        if v.nbytes != 2:  # the cast copies v's slice of a fused projection, not the whole of it
-            v = ctx.op((v,), spec.kv_dim, 2)
+    if ctx.autocast:  # each cast copies its own slice of a fused projection, not the whole of it
+        q, k, v = (ctx.op((t,), width, 2) if t.nbytes != 2 else t
+                   for t, width in ((q, spec.q_dim), (k, spec.kv_dim), (v, spec.kv_dim)))
     out = _core_attention(ctx, spec, q, k, v)
     head_major = spec.partial_rotary < 1 or spec.hf_type in ROPE_BY_CAT
     if head_major and ctx.attention is not Attention.EAGER:  # eager always copies its output (_eager)
@@ -263,7 +264,10 @@ def _core_attention(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tens
 
 
 def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """matmul, softmax in fp32, cast, matmul; KV heads repeated to every query head first."""
+    """matmul, softmax (in fp32 for most families), cast, matmul; KV heads repeated to every query head first."""
+    # q and k still views of a fused projection (no rotary to copy them): matmul copies each for bmm
+    q = q if q.width == spec.q_dim else ctx.op((q,), spec.q_dim, q.nbytes)
+    k = k if k.width == spec.kv_dim else ctx.op((k,), spec.kv_dim, k.nbytes)
     if spec.n_kv_head < spec.n_head:
         k, v = ctx.op((k,), spec.q_dim, k.nbytes), ctx.op((v,), spec.q_dim, v.nbytes)
     else:  # matmul reshapes the head-strided v for bmm: a contiguous copy, which it saves
@@ -274,9 +278,10 @@ def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Te
         capped = ctx.op((scores,), scores_width, q.nbytes)
         ctx.ops[-1].saved = (capped,)
         scores = ctx.op((capped,), scores_width, q.nbytes)
-    probs32 = ctx.op((scores,), scores_width, 4)
-    ctx.ops[-1].saved = (probs32,)
-    probs = ctx.cast(probs32, q.nbytes)
+    softmax_bytes = q.nbytes if spec.hf_type in SOFTMAX_IN_SCORES_DTYPE and not ctx.autocast else 4
+    softmax = ctx.op((scores,), scores_width, softmax_bytes)
+    ctx.ops[-1].saved = (softmax,)
+    probs = ctx.cast(softmax, q.nbytes)
     if spec.dropout:  # attention dropout on the probabilities: a new tensor and a one-byte mask
         probs = ctx.op((probs,), scores_width, q.nbytes, saved=(ctx.op((), scores_width, 1, grad=False),))
     out = ctx.op((probs, v), spec.q_dim, q.nbytes, saved=(probs, v))
