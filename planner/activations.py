@@ -52,7 +52,9 @@ class Op:
     output: Tensor
     saved: tuple[Tensor, ...]
     param_grad: int = 0  # bytes of parameter gradient its backward writes (per layer)
-    workspace: int = 0   # bytes its backward allocates and frees again (per layer)
+    scratch: int = 0     # bytes a temporary holds while the op (forward or backward) makes its result
+    scratch_peak: int = 0  # bytes temporaries hold just before: a dequantized weight and its cast, both live
+    passes_grad: bool = False  # an add: its backward hands the output's gradient itself to same-dtype inputs
 
 
 @dataclass
@@ -71,15 +73,22 @@ class Context:
     fp32_norm_weight: bool = False  # norm multiplies its weight in fp32, then casts (Gemma, OLMo-2)
     seq_len: int = 1       # eager attention's s x s terms need it
     sdpa_mask: bool = False  # SDPA gets an explicit mask, which it turns into a saved 16-bit bias
+    quantized_from: int = 2  # bytes of the dtype NF4 weights were quantized from: what dequantize returns
     ops: list[Op] = field(default_factory=list)
 
     def op(self, inputs: tuple[Tensor, ...], width: int, nbytes: int, saved: tuple[Tensor, ...] = (),
-           param_grad: int = 0, grad: bool | None = None, fixed: bool = False, workspace: int = 0) -> Tensor:
+           param_grad: int = 0, grad: bool | None = None, fixed: bool = False, scratch: tuple[int, int] = (0, 0)
+           ) -> Tensor:
         """Record one op and return its output (which needs grad when an input does, unless told).
         Autograd saves nothing for an op whose output needs no gradient."""
         needs = any(t.grad for t in inputs) if grad is None else grad
         out = Tensor(width, nbytes, needs, fixed)
-        self.ops.append(Op(inputs, out, saved if needs else (), param_grad, workspace))
+        self.ops.append(Op(inputs, out, saved if needs else (), param_grad, *scratch))
+        return out
+
+    def add(self, x: Tensor, y: Tensor) -> Tensor:
+        out = self.op((x, y), x.width, max(x.nbytes, y.nbytes))
+        self.ops[-1].passes_grad = True
         return out
 
     def hold(self, t: Tensor) -> None:
@@ -109,6 +118,7 @@ def context(spec: ModelSpec, cfg: TrainConfig) -> Context:
                    base_grad=trainable_bytes(cfg), norm_weight=weight_bytes(cfg),
                    adapter=(4 if not deepspeed_16bit(cfg) else 2) if lora else 0,
                    lora_r=cfg.lora_r, lora_modules=lora, quantized=cfg.method is Method.QLORA,
+                   quantized_from=2 if cfg.precision is Precision.BF16_TRUE else 4,  # the dtype it was loaded in
                    attention=attention_kernel(spec, cfg), fp32_norm_weight=spec.hf_type in FP32_WEIGHT_NORMS,
                    seq_len=cfg.seq_len, sdpa_mask=sdpa_needs_mask(spec, cfg))
 
@@ -147,14 +157,20 @@ def linear(ctx: Context, x: Tensor, d_out: int, module: str, bias: bool = False,
         # autocast's 16-bit copy of the fp32 weight, kept for the input's gradient
         saved.append(ctx.op((), x.width * d_out, 2, grad=False, fixed=True))
     weight_grad = (x.width * d_out + (d_out if bias else 0)) * ctx.base_grad if ctx.base_trains else 0
-    dequant = x.width * d_out * ctx.compute if quantized else 0  # backward dequantizes the NF4 weight again
     out = ctx.op((inp,), d_out, inp.nbytes, tuple(saved), weight_grad, grad=x.grad or ctx.base_trains,
-                 workspace=dequant)
+                 scratch=_dequantized(ctx, x.width * d_out) if quantized else (0, 0))
     if quantized:
         out = ctx.cast(out, x.nbytes)  # Linear4bit returns its input's dtype
     if module in ctx.lora_modules:
         out = _lora(ctx, x, d_out, out)
     return out
+
+
+def _dequantized(ctx: Context, numel: int) -> tuple[int, int]:
+    """bitsandbytes' matmul_4bit, forward and backward: dequantize_4bit(W) in the dtype W was loaded in,
+    .to(compute dtype) (a copy only if they differ), then the matmul; the copy is held while it runs."""
+    cast = ctx.compute if ctx.quantized_from != ctx.compute else 0
+    return numel * ctx.compute, numel * (ctx.quantized_from + cast)
 
 
 def _lora(ctx: Context, x: Tensor, d_out: int, base_out: Tensor) -> Tensor:
@@ -169,7 +185,7 @@ def _lora(ctx: Context, x: Tensor, d_out: int, base_out: Tensor) -> Tensor:
     a = ctx.op((xa,), r, dt, saved=(xa,) + a_copy, param_grad=x.width * r * ctx.adapter, grad=True)
     b = ctx.op((a,), d_out, dt, saved=(a,) + b_copy, param_grad=r * d_out * ctx.adapter, grad=True)
     scaled = ctx.op((b,), d_out, dt)
-    summed = ctx.op((base_out, scaled), d_out, max(base_out.nbytes, dt))  # result + B(A(x)) * scale
+    summed = ctx.add(base_out, scaled)  # result + B(A(x)) * scale
     return ctx.cast(summed, base_out.nbytes)
 
 
@@ -339,7 +355,7 @@ def _module(spec: ModelSpec, role: str) -> str:
 
 
 def residual(ctx: Context, x: Tensor, y: Tensor) -> Tensor:
-    return ctx.op((x, y), x.width, max(x.nbytes, y.nbytes))
+    return ctx.add(x, y)
 
 
 # --- layers ----------------------------------------------------------------------------------------
@@ -417,8 +433,12 @@ def forward_walk(ops: list[Op]) -> list[tuple[int, int]]:
     live: dict[int, tuple[int, int]] = {}
     steps = []
     for j, op in enumerate(ops):
+        if op.scratch_peak:
+            tok, fixed = _sum(live.values())
+            steps.append((tok, fixed + op.scratch_peak))
         live[op.output.id] = op.output.size
-        steps.append(_sum(live.values()))
+        tok, fixed = _sum(live.values())
+        steps.append((tok, fixed + op.scratch))
         for t in op.inputs:
             if last_use[t.id] == j and t.id not in saved:
                 live.pop(t.id, None)  # its last consumer ran and nothing saved it
@@ -431,25 +451,40 @@ def backward_walk(ops: list[Op], out: Tensor) -> tuple[list[tuple[int, int, int]
     gradient bytes per token live when the first op that needs a saved tensor runs."""
     users = Counter(t.id for op in ops for t in set(op.saved))
     saved = {t.id: t.size for op in ops for t in op.saved}
-    grads: dict[int, tuple[int, int]] = {out.id: out.size}
+    grads: dict[int, int] = {out.id: out.id}  # tensor -> the buffer holding its gradient
+    buffers: dict[int, tuple[int, int]] = {out.id: out.size}
     param_grads, steps, pending = 0, [], None
     for op in reversed(ops):
         if op.output.id not in grads:
             continue  # no gradient reaches it
         if pending is None and op.saved:
-            pending = _sum(grads.values())[0]
-        new = [t for t in op.inputs if t.grad]
-        live = _sum(list(grads.values()) + list(saved.values()) + [t.size for t in new])
+            pending = _sum(buffers.values())[0]
+        passed = [t for t in op.inputs if t.grad and _shares_grad(op, t) and t.id not in grads]
+        new = [t for t in op.inputs if t.grad and all(t.id != p.id for p in passed)]
+        if op.scratch_peak:
+            tok, fixed = _sum(list(buffers.values()) + list(saved.values()))
+            steps.append((tok, fixed + op.scratch_peak, param_grads))
+        live = _sum(list(buffers.values()) + list(saved.values()) + [t.size for t in new])
         param_grads += op.param_grad
-        steps.append((live[0], live[1] + op.workspace, param_grads))
+        steps.append((live[0], live[1] + op.scratch, param_grads))
+        out_buffer = grads.pop(op.output.id)
+        for t in passed:
+            grads[t.id] = out_buffer
         for t in new:
-            grads[t.id] = t.size  # a second consumer's gradient is summed into the same buffer
-        del grads[op.output.id]
+            if t.id not in grads:  # a second consumer's gradient is summed into the same buffer
+                grads[t.id], buffers[t.id] = t.id, t.size
+        if out_buffer not in grads.values():
+            del buffers[out_buffer]
         for t in set(op.saved):
             users[t.id] -= 1
             if not users[t.id]:
                 saved.pop(t.id, None)
     return steps or [(*_sum(saved.values()), 0)], pending or out.size[0]
+
+
+def _shares_grad(op: Op, t: Tensor) -> bool:
+    """AddBackward returns the incoming gradient as each input's; only a dtype change copies it."""
+    return op.passes_grad and t.nbytes == op.output.nbytes and t.width == op.output.width
 
 
 def _block(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:

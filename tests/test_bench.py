@@ -33,6 +33,10 @@ SPECS = {
     "qwen3moe": dict(name="Qwen/Qwen3-30B-A3B", n_experts=8, experts_per_token=2, moe_intermediate=128),
     "mixtral": dict(name="mistralai/Mixtral-8x7B-v0.1", moe_intermediate=512),
     "gpt2": dict(name="openai-community/gpt2", intermediate=1024, n_kv_head=4),   # tied, learned positions
+    # one full-width layer, short sequences: the NF4 weight dequantized (fp32, then its bf16 copy) during
+    # the checkpoint recompute is the peak
+    "mistral-layer": dict(name="mistralai/Mistral-7B-v0.1", n_layer=1, hidden=4096, intermediate=14336,
+                          n_head=32, n_kv_head=8, head_dim=128, vocab=32000),
 }
 CI_CASES = [
     ("llama", dict(method="full", precision="bf16-true", optimizer="adamw", micro_batch=2, seq_len=256)),
@@ -50,6 +54,9 @@ CI_CASES = [
     ("mixtral", dict(method="full", precision="bf16-true", optimizer="sgd", micro_batch=1, seq_len=256,
                      grad_ckpt=True)),
     ("gpt2", dict(method="full", precision="bf16-mixed", optimizer="adamw", micro_batch=2, seq_len=256)),
+    ("gpt2", dict(method="lora", precision="fp32", optimizer="adamw", micro_batch=2, seq_len=256, attn="eager")),
+    ("mistral-layer", dict(method="qlora", precision="bf16-mixed", optimizer="adamw", micro_batch=2, seq_len=128,
+                           grad_ckpt=True)),
 ]
 
 
