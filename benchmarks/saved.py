@@ -1,7 +1,7 @@
 """Bytes autograd saves for backward in one transformer layer, measured on a small real CPU model.
 
 The layer-level check of planner/activations.py: a `saved_tensors_hooks` pack hook sees every tensor an
-op keeps for backward; storages are counted once, parameters and tensors saved outside the layer not at all.
+op keeps for backward (dropout runs as on CUDA); storages are counted once, parameters and tensors saved outside the layer not at all.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from profiles.models import ModelSpec
 
 def measure_layer_saved(spec: ModelSpec, cfg: TrainConfig, layer: int = 1) -> int:
     """Bytes that layer `layer` saves for backward in one forward pass (no checkpointing)."""
+    from benchmarks.harness import cuda_dropout
     model = _materialise(spec, cfg)
     blocks = decoder_layers(model, spec)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -33,7 +34,7 @@ def measure_layer_saved(spec: ModelSpec, cfg: TrainConfig, layer: int = 1) -> in
     blocks[layer].register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
     blocks[layer].register_forward_hook(lambda *_: inside.__setitem__(0, False))
     ids = torch.randint(0, spec.vocab, (cfg.micro_batch, cfg.seq_len))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(cfg):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(cfg), cuda_dropout():
         model(input_ids=ids, labels=ids)
     return sum(seen.values())
 
