@@ -459,8 +459,8 @@ def backward_walk(ops: list[Op], out: Tensor) -> tuple[list[tuple[int, int, int]
             continue  # no gradient reaches it
         if pending is None and op.saved:
             pending = _sum(buffers.values())[0]
-        passed = [t for t in op.inputs if t.grad and _shares_grad(op, t) and t.id not in grads]
-        new = [t for t in op.inputs if t.grad and all(t.id != p.id for p in passed)]
+        passed = {t.id for t in op.inputs if t.grad and _shares_grad(op, t) and t.id not in grads}
+        new = [t for t in op.inputs if t.grad and t.id not in passed]
         if op.scratch_peak:
             tok, fixed = _sum(list(buffers.values()) + list(saved.values()))
             steps.append((tok, fixed + op.scratch_peak, param_grads))
@@ -468,8 +468,8 @@ def backward_walk(ops: list[Op], out: Tensor) -> tuple[list[tuple[int, int, int]
         param_grads += op.param_grad
         steps.append((live[0], live[1] + op.scratch, param_grads))
         out_buffer = grads.pop(op.output.id)
-        for t in passed:
-            grads[t.id] = out_buffer
+        for tid in passed:
+            grads[tid] = out_buffer
         for t in new:
             if t.id not in grads:  # a second consumer's gradient is summed into the same buffer
                 grads[t.id], buffers[t.id] = t.id, t.size
