@@ -26,9 +26,9 @@ $(VENV)/.core: pyproject.toml
 	touch $@
 
 # torch first and pinned: an unpinned torch would pull a multi-gigabyte CUDA build
-$(VENV)/.test: pyproject.toml $(VENV)/.core
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+$(VENV)/.test: pyproject.toml constraints.txt $(VENV)/.core
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 clean:

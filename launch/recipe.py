@@ -10,10 +10,12 @@ Exit status: 0 done, 3 out of memory in the first steps, 130 interrupted, 2 a us
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
 import resource
+import signal as signals
 import sys
 import time
 from dataclasses import dataclass, field
@@ -90,6 +92,7 @@ def train(args: argparse.Namespace) -> int:
     run = Run(args, plan, planfile.plan_config(plan), Path(args.output_dir or Path(args.plan).parent).resolve())
     accelerator = make_accelerator(run.config)
     run.rank, run.world = rank_and_world(accelerator)
+    signals.signal(signals.SIGTERM, stop_like_ctrl_c)
     try:
         model, optimizer, (steps, batches) = setup(run, accelerator)
         run.phase = "training"
@@ -105,9 +108,26 @@ def train(args: argparse.Namespace) -> int:
         run.status, run.error = "failed", f"{type(err).__name__}: {err}".splitlines()[0]
         write_report(run)
         raise
-    run.saved = save(accelerator, model, run)
-    finish(run, accelerator)
+    with signals_held():
+        run.saved = save(accelerator, model, run)
+        finish(run, accelerator)
     return INTERRUPTED_EXIT if run.status == "interrupted" else 0
+
+
+def stop_like_ctrl_c(_signum, _frame) -> None:
+    """A launcher's or scheduler's SIGTERM ends training as Ctrl-C does: what was trained is saved."""
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Saving runs to the end: another Ctrl-C or SIGTERM would leave a half-written adapter."""
+    previous = {sig: signals.signal(sig, signals.SIG_IGN) for sig in (signals.SIGINT, signals.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signals.signal(sig, handler)
 
 
 def setup(run: Run, accelerator) -> tuple:

@@ -164,12 +164,27 @@ def run_once(job: Launch, stdout=None) -> tuple[int, bool]:
 
 def stop_gently(process: subprocess.Popen) -> int:
     """Ctrl-C: the training saves and exits; a second Ctrl-C stops it at once."""
-    os.killpg(process.pid, signalling.SIGINT)
+    signal_workers(process.pid, signalling.SIGINT)
     try:
         return process.wait()
     except KeyboardInterrupt:
-        os.killpg(process.pid, signalling.SIGTERM)
+        os.killpg(process.pid, signalling.SIGKILL)
         raise
+
+
+def signal_workers(launcher: int, sig: int) -> None:
+    """Signal the training processes, not the launcher: `accelerate launch` (1.16 and newer) answers a
+    Ctrl-C of its own by terminating its workers within seconds, in the middle of their save."""
+    import psutil
+    try:
+        workers = psutil.Process(launcher).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for process in workers or [psutil.Process(launcher)]:   # no worker yet: stop the launcher itself
+        try:
+            process.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
 
 
 def wait_for_group(group: int, timeout_s: float = 120.0) -> None:

@@ -150,8 +150,11 @@ def real_qlora_model(spec, path, double_quant):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, quantization_config=quant)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-        return get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=targets,
-                                                task_type="CAUSAL_LM"))
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=targets,
+                                                 task_type="CAUSAL_LM"))
+    # Training mode, as Trainer and the harness set it: from_pretrained returns eval mode, where bitsandbytes
+    # repacks 4-bit weights for CPU inference on CPUs with AVX512-BF16 (a different layout and size)
+    return model.train()
 
 
 def quant_state_tensors(model):
