@@ -1,6 +1,6 @@
 """Predicted versus measured memory over the benchmark matrix (`fitplan bench`).
 
-Each configuration of `benchmarks.matrix` is measured by `benchmarks.harness.measure` (two real training
+Each configuration of `benchmarks.matrix` is measured by `measure.harness.measure` (two real training
 steps on fake tensors, exact live tensor bytes) in a worker process, and predicted by
 `planner.memory.estimate`. Measurements are cached as JSON under `<out>/cache/<id>.json`, keyed by the
 configuration, the model's catalog entry, the torch/transformers/peft/bitsandbytes versions and the harness
@@ -33,7 +33,7 @@ from pathlib import Path
 from benchmarks.matrix import HALVES, BenchConfig, family
 
 RESULTS = Path(__file__).resolve().parent / "results"
-HARNESS_SOURCES = ("harness.py", "tracker.py", "fake4bit.py")   # what a measurement depends on in this repo
+HARNESS_SOURCES = ("harness.py", "tracker.py", "fake4bit.py")   # in measure/: what a measurement depends on
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes")
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",
               "activations", "logits", "temporary")
@@ -50,7 +50,7 @@ CONFIG_FIELDS = [f.name for f in dataclasses.fields(BenchConfig)]
 def harness_version() -> str:
     digest = hashlib.sha1()
     for name in HARNESS_SOURCES:
-        digest.update((Path(__file__).resolve().parent / name).read_bytes())
+        digest.update((Path(__file__).resolve().parent.parent / "measure" / name).read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -82,15 +82,15 @@ def git_commit() -> str:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                               timeout=10, cwd=root).stdout.strip()
         dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "planner", "profiles",
-                                *(f"benchmarks/{name}" for name in HARNESS_SOURCES)], cwd=root, timeout=10)
+                                *(f"measure/{name}" for name in HARNESS_SOURCES)], cwd=root, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (head or "unknown") + (" with uncommitted planner/harness changes" if dirty.returncode else "")
 
 
 def spec_fields(config: BenchConfig) -> dict:
-    from profiles.models import ModelSpec
-    data = dataclasses.asdict(ModelSpec.from_name(config.model))
+    from profiles.models import from_name
+    data = dataclasses.asdict(from_name(config.model))
     data.pop("source", None)   # a comment, not an input
     return data
 
@@ -143,10 +143,10 @@ def save_cached(cache_dir: Path, config: BenchConfig, key: str, vers: dict, meas
 def measure_config(config: dict) -> dict:
     """Measure one configuration (a `BenchConfig` as a dict); never raises."""
     try:
-        from benchmarks.harness import measure
-        from profiles.models import ModelSpec
+        from measure.harness import measure
+        from profiles.models import from_name
         bench = BenchConfig(**config)
-        m = measure(ModelSpec.from_name(bench.model), bench.train_config(), steps=STEPS, device="fake")
+        m = measure(from_name(bench.model), bench.train_config(), steps=STEPS, device="fake")
         return {"measurement": m.to_dict(), "error": None}
     except Exception as err:   # recorded and counted, the run goes on
         return {"measurement": None, "error": f"{type(err).__name__}: {err}"[:500]}
@@ -158,7 +158,7 @@ def _worker_main(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C and ends us
     import resource
 
-    import benchmarks.harness  # noqa: F401  (loaded now, so the source hashed below is the code that runs)
+    import measure.harness  # noqa: F401  (loaded now, so the source hashed below is the code that runs)
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()   # config warnings of shrunk or stand-in models would flood the progress bar
     harness = harness_version()   # the harness may be edited during a long run: key by what this worker loaded
@@ -259,8 +259,8 @@ class Workers:
 def predict(config: BenchConfig) -> dict:
     """The planner's estimate: peak, phase, components at the peak and every phase's components."""
     from planner.memory import estimate
-    from profiles.models import ModelSpec
-    e = estimate(ModelSpec.from_name(config.model), config.train_config())
+    from profiles.models import from_name
+    e = estimate(from_name(config.model), config.train_config())
     phases = {p.value: dict(components) for p, components in e.phases.items()}
     return {"allocated_peak_bytes": e.allocated_peak_bytes, "peak_phase": e.peak_phase.value,
             "components": dict(e.components), "phases": phases,

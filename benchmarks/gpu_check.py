@@ -31,12 +31,12 @@ TINY = dict(n_layer=2, hidden=256, intermediate=512, n_head=4, n_kv_head=2, head
 
 
 def spec_of(name: str, tiny: bool):
-    from profiles.models import ModelSpec
-    return ModelSpec.from_name(name, **(TINY if tiny else {}))
+    from profiles.models import from_name
+    return from_name(name, **(TINY if tiny else {}))
 
 
 def run_harness(out: Path, device: str, tiny: bool) -> None:
-    from benchmarks.harness import measure
+    from measure.harness import measure
     from planner.config import TrainConfig
     from planner.memory import estimate
     for i, (name, options) in enumerate(HARNESS):
@@ -58,7 +58,7 @@ def run_launches(out: Path, tiny: bool) -> None:
         if not folder.exists():
             save_random_model(spec_of(name, tiny), folder)
         run_dir = out / f"run_{options[-1]}"
-        cmd = [sys.executable, "-m", "planner.cli_main", "launch", name, *options, "--model-path", str(folder),
+        cmd = [sys.executable, "-m", "cli.__main__", "launch", name, *options, "--model-path", str(folder),
                "--steps", "5", "--seq-len", "256" if tiny else "2048", "--micro-batch", "2", "--out", str(run_dir),
                "--force"]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -69,7 +69,9 @@ def run_launches(out: Path, tiny: bool) -> None:
 def save_random_model(spec, folder: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
-    data = dict(spec.to_hf_config())
+
+    from profiles.hf_config import hf_config_dict
+    data = dict(hf_config_dict(spec))
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(data.pop("model_type"), **data),
                                              dtype=torch.bfloat16)
     model.save_pretrained(folder)

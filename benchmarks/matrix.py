@@ -141,12 +141,12 @@ MOE_RECIPES: list[Recipe] = [
 
 def matrix() -> list[BenchConfig]:
     """Every configuration, in a fixed order (tier, model, recipe)."""
-    from profiles.models import ModelSpec
+    from profiles.models import from_name
     out = []
     for models, recipes in TIERS:
         for model in models:
             # attention soft-capping (Gemma-2): transformers refuses SDPA, so users run eager at any length
-            spec = ModelSpec.from_name(model)
+            spec = from_name(model)
             eager_only = spec.attn_softcap is not None
             for method, precision, optimizer, mb, seq, ckpt, attn, dq in recipes + (MOE_RECIPES if spec.is_moe else []):
                 if method == "qlora" and model in NO_QLORA:
@@ -157,8 +157,8 @@ def matrix() -> list[BenchConfig]:
 
 
 def family(config: BenchConfig) -> str:
-    from profiles.models import ModelSpec
-    return ModelSpec.from_name(config.model).family
+    from profiles.models import from_name
+    return from_name(config.model).family
 
 
 def select(configs: list[BenchConfig], *, families=(), methods=(), ids=(), half: str | None = None,

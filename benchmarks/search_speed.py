@@ -18,7 +18,7 @@ def cold_cli_seconds(model: str, gpu: str, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "planner.cli_main", "plan", model, "--gpu", gpu, "--json"],
+        subprocess.run([sys.executable, "-m", "cli.__main__", "plan", model, "--gpu", gpu, "--json"],
                        check=True, capture_output=True)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -27,23 +27,20 @@ def cold_cli_seconds(model: str, gpu: str, repeats: int = 3) -> float:
 def search_seconds(model: str, gpu: str) -> tuple[float, int]:
     """One full search over all candidates, caches cleared first; returns (seconds, candidates)."""
     from planner import search
-    from planner.api import build_request
+    from planner.config import TrainConfig
     from planner.hardware import hardware_from_catalog
+    from planner.memory import clear_caches
     from planner.model_input import resolve_model
     from planner.recommend import plan
-    from planner.targets import target_from_hardware
-    from planner import memory
-    from planner.activations import _head_saved, _layer_saved
 
-    for cache in (search._estimate, _layer_saved, _head_saved):
-        cache.cache_clear()
-    memory._STATES.clear()
+    clear_caches()
+    search.cached_estimate.cache_clear()
     hw = hardware_from_catalog(gpu)
-    target = target_from_hardware(hw)
-    req = build_request(resolve_model(model), {"nodes": 1})
+    model_in = resolve_model(model)
+    req = search.Request(spec=model_in.spec, base=TrainConfig(), fixed=frozenset(), exact_params=model_in.exact_params)
     start = time.perf_counter()
-    plan(req, target)
-    return time.perf_counter() - start, sum(1 for _ in search.candidates(req, target))
+    plan(req, hw)
+    return time.perf_counter() - start, sum(1 for _ in search.candidates(req, hw))
 
 
 def main() -> None:

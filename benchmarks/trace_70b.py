@@ -1,6 +1,6 @@
 """How long `fitplan estimate meta-llama/Llama-2-70b-hf --method lora --seq-len 512 --micro-batch 1 --trace` takes.
 
-Times the trace the command runs (planner.trace.trace_estimate: build on meta, fake tensors, two training
+Times the trace the command runs (measure.trace.trace_estimate: build on meta, fake tensors, two training
 steps), split into importing torch/transformers/peft/bitsandbytes and the trace itself, and prints the
 traced and analytic peaks. Not a test: run it by hand, alone on the machine, and compare with the target
 (under a minute on a 2-core CI machine).
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks import harness  # noqa: F401
     imported = time.perf_counter()
     from planner.config import TrainConfig
-    from planner.trace import trace_estimate
+    from measure.trace import trace_estimate
     data = trace_estimate(MODEL, TrainConfig(method="lora", seq_len=512, micro_batch=1), progress=not as_json)
     done, cpu = time.perf_counter(), time.process_time() - cpu_start
     result = {"model": MODEL, "config": "lora, bf16-true, adamw, seq 512, micro-batch 1",

@@ -19,7 +19,8 @@ import yaml
 
 from planner.config import TrainConfig
 from planner.enums import Method, Offload, Optimizer, Precision, Sharding
-from planner.errors import UserError
+from common.errors import InputError, UnsupportedError, opt
+from planner.rules import layout_problem
 
 ACCELERATE_NAME = "accelerate_config.yaml"
 DEEPSPEED_NAME = "deepspeed.json"
@@ -42,19 +43,13 @@ class MultiNode:
 def check_layout(config: TrainConfig, nodes: MultiNode) -> None:
     """Reject plans no launcher can run, in one sentence."""
     if config.nodes > 1 and not nodes.main_process_ip:
-        raise UserError(f"a {config.nodes}-node run needs --main-process-ip (the address of node 0).")
+        raise InputError(f"a {config.nodes}-node run needs {opt('main_process_ip')} (the address of node 0).")
     if not 0 <= nodes.machine_rank < config.nodes:
-        raise UserError(f"--machine-rank must be between 0 and {config.nodes - 1} for {config.nodes} node(s), "
+        raise InputError(f"{opt('machine_rank')} must be between 0 and {config.nodes - 1} for {config.nodes} node(s), "
                         f"got {nodes.machine_rank}.")
-    if config.sharding in (Sharding.NONE, Sharding.DDP) and config.offload != Offload.NONE:
-        raise UserError(f"--offload {config.offload} needs --sharding zero2, zero3 or fsdp.")
-    if config.offload == Offload.OPTIMIZER and config.sharding == Sharding.FSDP:
-        raise UserError("FSDP offloads parameters and optimizer together; use --offload params with --sharding fsdp.")
-    if config.offload == Offload.PARAMS and config.sharding in (Sharding.ZERO1, Sharding.ZERO2):
-        raise UserError("offloading parameters needs --sharding zero3 (or fsdp); zero1/zero2 offload the optimizer only.")
-    if config.method == Method.QLORA and config.sharding in (Sharding.ZERO3, Sharding.FSDP):
-        raise UserError(f"QLoRA with --sharding {config.sharding} is not supported by the built-in launcher; "
-                        "use ddp or zero2.")
+    problem = layout_problem(config)
+    if problem:
+        raise UnsupportedError(problem)
 
 
 def distributed_type(config: TrainConfig) -> str:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from planner.config import TrainConfig
-from planner.errors import UserError
+from common.errors import InputError
 
 PLAN_VERSION = 1
 PLAN_NAME = "plan.json"
@@ -64,33 +64,33 @@ def plan_config(plan: dict) -> TrainConfig:
 
 
 def validate_plan(plan: object, where: str = "plan.json") -> dict:
-    """Check a loaded plan; raise UserError with one sentence naming the first problem."""
+    """Check a loaded plan; raise InputError with one sentence naming the first problem."""
     if not isinstance(plan, dict):
-        raise UserError(f"{where} is not a JSON object; write it again with `fitplan config`.")
+        raise InputError(f"{where} is not a JSON object; write it again with `fitplan config`.")
     if plan.get("version") != PLAN_VERSION:
-        raise UserError(f"{where} has plan version {plan.get('version')!r}, but this fitplan reads version "
+        raise InputError(f"{where} has plan version {plan.get('version')!r}, but this fitplan reads version "
                         f"{PLAN_VERSION}; write it again with `fitplan config`.")
     missing = [key for key in REQUIRED if key not in plan]
     missing += [f"hardware.{key}" for key in HARDWARE_KEYS if key not in (plan.get("hardware") or {})]
     missing += [f"config.{key}" for key in CONFIG_KEYS if key not in (plan.get("config") or {})]
     if missing:
-        raise UserError(f"{where} lacks {', '.join(missing)}; write it again with `fitplan config`.")
+        raise InputError(f"{where} lacks {', '.join(missing)}; write it again with `fitplan config`.")
     _check_values(plan, where)
     return plan
 
 
 def _check_values(plan: dict, where: str) -> None:
     if plan["launcher"] not in LAUNCHERS:
-        raise UserError(f"{where} names launcher {plan['launcher']!r}; use one of {', '.join(LAUNCHERS)}.")
+        raise InputError(f"{where} names launcher {plan['launcher']!r}; use one of {', '.join(LAUNCHERS)}.")
     if not isinstance(plan["model_source"], dict) or plan["model_source"].get("kind") not in SOURCE_KINDS:
-        raise UserError(f"{where} has a model_source without a kind among {', '.join(SOURCE_KINDS)}.")
+        raise InputError(f"{where} has a model_source without a kind among {', '.join(SOURCE_KINDS)}.")
     try:
         config = plan_config(plan)
     except (TypeError, ValueError) as err:
-        raise UserError(f"{where} has an invalid config: {err}.") from None
+        raise InputError(f"{where} has an invalid config: {err}.") from None
     stated = plan["config"].get("global_batch", global_batch(config))
     if stated != global_batch(config):
-        raise UserError(f"{where} says global_batch {stated}, but micro_batch x grad_accum x GPUs is "
+        raise InputError(f"{where} says global_batch {stated}, but micro_batch x grad_accum x GPUs is "
                         f"{global_batch(config)}; fix one of them.")
 
 
@@ -99,11 +99,11 @@ def read_plan(path: str | Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise UserError(f"cannot read the plan {path}: {err.strerror or err}.") from None
+        raise InputError(f"cannot read the plan {path}: {err.strerror or err}.") from None
     try:
         plan = json.loads(text)
     except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON (line {err.lineno}): {err.msg}.") from None
+        raise InputError(f"{path} is not valid JSON (line {err.lineno}): {err.msg}.") from None
     return validate_plan(plan, str(path))
 
 
@@ -132,4 +132,4 @@ def refuse_existing(paths: list[Path], force: bool) -> None:
     """Existing files are only replaced when the user passed --force."""
     taken = [str(p) for p in paths if Path(p).exists()]
     if taken and not force:
-        raise UserError(f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; pass --force to overwrite.")
+        raise InputError(f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; pass --force to overwrite.")

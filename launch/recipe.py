@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Iterator
 
 from launch import emit, planfile
-from launch.modelref import lora_modules, resolve_spec
 from launch.runner import OOM_EXIT, OOM_SIGNAL, REPORT_NAME
 from planner.config import TrainConfig
+from planner.model_input import resolve_model
+from planner.params import target_modules
 from planner.enums import Method, Optimizer, Precision, Sharding
-from planner.errors import UserError
+from common.errors import InputError
 
 FIRST_STEPS = 3          # steps whose memory peaks the report records (and where an OOM is "early")
 DEFAULT_STEPS = 10       # synthetic data: steps when --steps is not given
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return train(args)
-    except UserError as err:
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -187,7 +188,7 @@ def load_model(run: Run, accelerator):
         hint = f"cannot load the model from {where}" if local else (
             f"{where} is not in the local Hugging Face cache and fitplan never downloads; download it "
             f"(`huggingface-cli download {where}`) or pass --model-path DIR")
-        raise UserError(f"{hint} ({str(err).splitlines()[0]}).") from None
+        raise InputError(f"{hint} ({str(err).splitlines()[0]}).") from None
     model.config.use_cache = False  # the KV cache only costs memory in training
     return adapt(model, run)
 
@@ -213,13 +214,13 @@ def adapt(model, run: Run):
     if not config.uses_adapters:
         return model
     from peft import LoraConfig, get_peft_model
-    targets = lora_modules(config.lora_targets, model_spec(run, model))
+    targets = target_modules(model_spec(run, model), config.lora_targets)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=targets, lora_dropout=0.0,
                       bias="none", task_type="CAUSAL_LM")
     try:
         return get_peft_model(model, lora)
     except ValueError as err:
-        raise UserError(f"LoRA targets {', '.join(targets)} do not match the model: {str(err).splitlines()[0]}") from None
+        raise InputError(f"LoRA targets {', '.join(targets)} do not match the model: {str(err).splitlines()[0]}") from None
 
 
 def model_spec(run: Run, model):
@@ -227,7 +228,7 @@ def model_spec(run: Run, model):
     from profiles.hf_config import spec_from_hf_config
     where, local = model_location(run)
     if local:
-        return resolve_spec(where)
+        return resolve_model(where).spec
     return spec_from_hf_config(model.config.to_dict(), run.plan["model"])
 
 
@@ -293,7 +294,7 @@ def text_rows(run: Run, vocab: int) -> list[dict]:
     seq = run.config.seq_len
     encoded = [ids for ids in (tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts) if ids]
     if not encoded:
-        raise UserError(f"--data {run.args.data} holds no text to train on.")
+        raise InputError(f"--data {run.args.data} holds no text to train on.")
     if run.args.pack:
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         stream = [tok for ids in encoded for tok in ids + eos]
@@ -318,7 +319,7 @@ def load_tokenizer(run: Run):
     try:
         return AutoTokenizer.from_pretrained(where, local_files_only=True)
     except (OSError, ValueError) as err:
-        raise UserError(f"--data needs the model's tokenizer, and none loads from {where} "
+        raise InputError(f"--data needs the model's tokenizer, and none loads from {where} "
                         f"({str(err).splitlines()[0]}).") from None
 
 
@@ -327,13 +328,13 @@ def read_texts(path: Path) -> list[str]:
     try:
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except OSError as err:
-        raise UserError(f"cannot read --data {path}: {err.strerror or err}.") from None
+        raise InputError(f"cannot read --data {path}: {err.strerror or err}.") from None
     if path.suffix not in (".jsonl", ".json"):
         return lines
     try:
         return [json.loads(line)["text"] for line in lines]
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise UserError(f"{path} must hold one JSON object with a \"text\" field per line.") from None
+        raise InputError(f"{path} must hold one JSON object with a \"text\" field per line.") from None
 
 
 def collate(rows: list[dict]) -> dict:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launch import emit, planfile
-from launch.modelref import lora_modules, model_source, resolve_spec
-from launch.options import config_from_options
+from planner.api import Choice, card_for_estimate, evaluate
 from planner.config import TrainConfig
-from planner.errors import UserError
-from profiles.models import ModelSpec
+from planner.model_input import ResolvedModel, resolve_model
+from planner.params import resolve_targets
+from planner.serialize import per_gpu_dict
+from profiles.models import find
 
 OOM_EXIT = 3                      # the recipe's exit status for an out-of-memory in its first steps
 OOM_SIGNAL = "oom_signal.json"    # ...and the file it leaves, since `accelerate launch` does not pass statuses on
@@ -27,56 +28,26 @@ RECIPE_MODULE = "launch.recipe"
 NEW_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
 
 
-def plan_for(model_arg: str, options: dict) -> tuple[ModelSpec, TrainConfig, dict | None, dict | None]:
-    """The seam to the planner: (spec, config, per_gpu, hardware) for MODEL and the options.
-
-    `--method auto` runs the planner's search and takes its recommended plan; otherwise the options are
-    the plan (unset ones on TrainConfig's defaults) and the planner only estimates it."""
-    spec = resolve_spec(model_arg)
-    if (options.get("method") or "").lower() == "auto":
-        return (spec, *searched_plan(model_arg, options))
-    config = config_from_options(options)
-    return (spec, config, *estimate_for(model_arg, config, options.get("gpu")))
-
-
-def estimate_for(model_arg: str, config: TrainConfig, gpu: str | None) -> tuple[dict, dict | None]:
-    """The planner's per_gpu estimate, and the card it is for (named, else probed, else None)."""
-    from planner.api import estimate_model
-    data = estimate_model(model_arg, config, gpu)
-    card = data.get("gpu")
-    return data["per_gpu"], ({"gpu": card["name"], "memory_bytes": card["memory_bytes"]} if card else None)
-
-
-def searched_plan(model_arg: str, options: dict) -> tuple[TrainConfig, dict, dict]:
-    """The planner's recommended plan for the (named or probed) hardware; options given stay fixed."""
-    from planner import options as shared
-    from planner.api import plan_model
-    data = plan_model(model_arg, options, gpu=options.get("gpu"), global_batch=options.get("global_batch"))
-    card = data["hardware"]["gpus"][0]
-    if data["recommended"] is None:
-        raise UserError(nothing_fits_message(card["name"], data.get("nothing_fits") or {}))
-    entry = data["plans"][data["recommended"]]
-    base = shared.config_from_options({**options, "method": None})
-    config = base.with_(**{k: entry[k] for k in TrainConfig.__dataclass_fields__ if k in entry})
-    return config, entry["per_gpu"], {"gpu": card["name"], "memory_bytes": card["memory_bytes"]}
-
-
-def nothing_fits_message(card: str, nothing: dict) -> str:
-    needs = nothing.get("min_total_bytes")
-    usable = nothing.get("usable_bytes")
-    sizes = f": the smallest plan needs {needs / 2**30:.1f} GiB per GPU, {usable / 2**30:.1f} GiB is usable" if needs and usable else ""
-    ways = nothing.get("suggestions") or []
-    hint = f"; {ways[0][0].lower()}{ways[0][1:].rstrip('.')}" if ways else ""
-    return f"no plan fits on {card}{sizes}{hint}."
-
-
-def make_plan(model_arg: str, options: dict, model_path: str | None = None) -> dict:
-    """A validated plan.json dict for MODEL (weights from `model_path` when given)."""
-    spec, config, per_gpu, hardware = plan_for(model_arg, options)
-    if config.uses_adapters:
-        lora_modules(config.lora_targets, spec)  # unknown targets fail now, not after loading the model
-    plan = planfile.build_plan(spec.name, model_source(model_path or model_arg), config, hardware, per_gpu)
+def make_plan(model: ResolvedModel, model_arg: str, choice: Choice, model_path: str | None = None) -> dict:
+    """A validated plan.json dict of the chosen configuration (weights from `model_path` when given)."""
+    cfg, evaluation = choice.cfg, choice.evaluation
+    if cfg.uses_adapters:
+        resolve_targets(model.spec, cfg.lora_targets)  # unknown targets fail now, not after loading the model
+    card = evaluation.hardware.card if evaluation.hardware else None
+    hardware = {"gpu": card.name, "memory_bytes": card.memory_bytes} if card else None
+    plan = planfile.build_plan(model.spec.name, model_source(model_path or model_arg), cfg, hardware,
+                               per_gpu_dict(evaluation.estimate, evaluation.overhead))
     return planfile.validate_plan(plan)
+
+
+def model_source(model_arg: str) -> dict:
+    """Where the weights of MODEL come from: {"kind": catalog|folder|config|hub, "path": ...}."""
+    path = Path(model_arg).expanduser()
+    if path.is_dir():
+        return {"kind": "folder", "path": str(path.resolve())}
+    if path.is_file():
+        return {"kind": "config", "path": str(path.resolve())}
+    return {"kind": "catalog" if find(model_arg) else "hub", "path": None}
 
 
 def default_run_dir(plan: dict) -> Path:
@@ -209,10 +180,11 @@ def smaller_micro_batch(config: TrainConfig) -> TrainConfig | None:
 
 def replan(job: Launch, config: TrainConfig) -> None:
     """Point the run at `config`: rewrite plan.json and the launcher configs in place."""
-    # probe this machine (None): the relaunch runs here, whatever card the plan was written for
-    per_gpu, _ = estimate_for(job.plan["model_source"]["path"] or job.plan["model"], config, None)
+    # this machine's card (probed): the relaunch runs here, whatever card the plan was written for
+    model = resolve_model(job.plan["model_source"]["path"] or job.plan["model"])
+    evaluation = evaluate(model, config, card_for_estimate(None))
     job.plan = {**job.plan, "config": {**config.to_dict(), "global_batch": planfile.global_batch(config)},
-                "per_gpu": per_gpu}
+                "per_gpu": per_gpu_dict(evaluation.estimate, evaluation.overhead)}
     write_run_folder(job.run_dir, job.plan, job.nodes, force=True)
 
 

@@ -18,15 +18,9 @@ from planner.config import TrainConfig
 from planner.enums import Attention, Method, Precision, Sharding
 from planner.params import resolve_targets
 from planner.states import deepspeed_16bit, trainable_bytes, weight_bytes
-from profiles.models import FUSED_ROLES, ModelSpec
+from profiles.spec import FUSED_ROLES, ModelSpec
 
 _ids = count()
-# RMSNorms that multiply the weight in fp32 and cast afterwards, saving the fp32 normalised input
-FP32_WEIGHT_NORMS = ("gemma", "gemma2", "gemma3_text", "olmo2")
-# Rotary embeddings applied through torch.cat even when the whole head rotates (Phi-3)
-ROPE_BY_CAT = ("phi3",)
-# Eager attention whose softmax keeps the scores' dtype (others ask for fp32); autocast still runs it in fp32
-SOFTMAX_IN_SCORES_DTYPE = ("gpt2", "falcon")
 # Activations composed of elementwise ops: how many tensors of the MLP width they save (NewGELU:
 # x for pow and mul, tanh's output, 1 + tanh and 0.5 * x); fused ones save only their input.
 ACTIVATION_SAVES = {"gelu_new": 4, "gelu_fast": 4}
@@ -119,7 +113,7 @@ def context(spec: ModelSpec, cfg: TrainConfig) -> Context:
                    adapter=(4 if not deepspeed_16bit(cfg) else 2) if lora else 0,
                    lora_r=cfg.lora_r, lora_modules=lora, quantized=cfg.method is Method.QLORA,
                    quantized_from=2 if cfg.precision is Precision.BF16_TRUE else 4,  # the dtype it was loaded in
-                   attention=attention_kernel(spec, cfg), fp32_norm_weight=spec.hf_type in FP32_WEIGHT_NORMS,
+                   attention=attention_kernel(spec, cfg), fp32_norm_weight=spec.norm_weight_fp32,
                    seq_len=cfg.seq_len, sdpa_mask=sdpa_needs_mask(spec, cfg))
 
 
@@ -128,7 +122,7 @@ def sdpa_needs_mask(spec: ModelSpec, cfg: TrainConfig) -> bool:
     the sequence, and always for Falcon."""
     if attention_kernel(spec, cfg) is not Attention.SDPA:
         return False
-    return spec.hf_type == "falcon" or bool(spec.sliding_window and cfg.seq_len >= spec.sliding_window)
+    return spec.sdpa_always_masked or bool(spec.sliding_window and cfg.seq_len >= spec.sliding_window)
 
 
 def attention_kernel(spec: ModelSpec, cfg: TrainConfig) -> Attention:
@@ -189,7 +183,7 @@ def _lora(ctx: Context, x: Tensor, d_out: int, base_out: Tensor) -> Tensor:
     return ctx.cast(summed, base_out.nbytes)
 
 
-def rms_norm(ctx: Context, x: Tensor, rows: int = 1, gemma: bool = False) -> Tensor:
+def rms_norm(ctx: Context, x: Tensor, rows: int = 1, unit_offset: bool = False) -> Tensor:
     """Hugging Face RMSNorm: upcast to fp32, scale by rsqrt(mean square), multiply by the weight.
 
     `rows`: normalised rows per token (one per head for per-head QK norms), each with an fp32 rsqrt.
@@ -201,7 +195,7 @@ def rms_norm(ctx: Context, x: Tensor, rows: int = 1, gemma: bool = False) -> Ten
     weight_grad = x.width * ctx.base_grad if ctx.base_trains else 0
     if ctx.fp32_norm_weight:  # weight (or 1 + weight) times the fp32 normalised input, then cast
         saved = (normed,) if ctx.base_trains else ()
-        if gemma and x.grad:  # Gemma's fp32 (1 + weight), saved for the input's gradient
+        if unit_offset and x.grad:  # Gemma's fp32 (1 + weight), saved for the input's gradient
             saved += (ctx.op((), x.width, 4, grad=False, fixed=True),)
         scaled = ctx.op((normed,), x.width, 4, saved, weight_grad, grad=grad)
         return ctx.cast(scaled, x.nbytes)
@@ -223,7 +217,7 @@ def layer_norm(ctx: Context, x: Tensor) -> Tensor:
 def norm(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
     if spec.norm == "layernorm":
         return layer_norm(ctx, x)
-    return rms_norm(ctx, x, gemma=spec.hf_type.startswith("gemma"))
+    return rms_norm(ctx, x, unit_offset=spec.norm_weight_offset)
 
 
 def attention(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
@@ -234,7 +228,7 @@ def attention(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
         q, k, v = (ctx.op((t,), width, 2) if t.nbytes != 2 else t
                    for t, width in ((q, spec.q_dim), (k, spec.kv_dim), (v, spec.kv_dim)))
     out = _core_attention(ctx, spec, q, k, v)
-    head_major = spec.partial_rotary < 1 or spec.hf_type in ROPE_BY_CAT
+    head_major = spec.partial_rotary < 1 or spec.rope_by_cat
     if head_major and ctx.attention is not Attention.EAGER:  # eager always copies its output (_eager)
         # cat() of rotated and pass-through halves lays q out head-major, and the kernel's output follows:
         # transpose(1, 2).contiguous() for o_proj then copies it
@@ -294,7 +288,8 @@ def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Te
         capped = ctx.op((scores,), scores_width, q.nbytes)
         ctx.ops[-1].saved = (capped,)
         scores = ctx.op((capped,), scores_width, q.nbytes)
-    softmax_bytes = q.nbytes if spec.hf_type in SOFTMAX_IN_SCORES_DTYPE and not ctx.autocast else 4
+    # most families ask softmax for fp32; the others keep the scores' dtype unless autocast runs it in fp32
+    softmax_bytes = q.nbytes if spec.softmax_in_scores_dtype and not ctx.autocast else 4
     softmax = ctx.op((scores,), scores_width, softmax_bytes)
     ctx.ops[-1].saved = (softmax,)
     probs = ctx.cast(softmax, q.nbytes)
@@ -493,10 +488,10 @@ def _block(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
         h2 = norm(ctx, spec, x) if spec.norms_per_layer == 2 else h
         a = _call(ctx, attention, spec, h)
         return residual(ctx, x, residual(ctx, a, _call(ctx, mlp, spec, h2)))
-    if spec.hf_type == "olmo2":  # post-norm: x + norm(attn(x)), x + norm(mlp(x))
+    if spec.norm_placement == "post":  # x + norm(attn(x)), x + norm(mlp(x))
         x = residual(ctx, x, norm(ctx, spec, _call(ctx, attention, spec, x)))
         return residual(ctx, x, norm(ctx, spec, _call(ctx, mlp, spec, x)))
-    sandwich = spec.norms_per_layer == 4  # Gemma-2/3 also normalise each sub-block's output
+    sandwich = spec.norm_placement == "sandwich"  # each sub-block's output normalised too
     a = dropout(ctx, spec, _call(ctx, attention, spec, norm(ctx, spec, x)))
     x = residual(ctx, x, norm(ctx, spec, a) if sandwich else a)
     m = dropout(ctx, spec, _call(ctx, mlp, spec, norm(ctx, spec, x)))
@@ -533,3 +528,6 @@ def _head_saved(spec: ModelSpec, key: tuple) -> tuple[int, int]:
     linear(ctx, norm(ctx, spec, x), spec.vocab, "lm_head", quantized=False)  # bitsandbytes leaves lm_head
     per_token, per_model = ctx.saved_size()
     return per_token + (spec.hidden if spec.dropout else 0), per_model
+
+
+layer_walk_cache, head_walk_cache = _layer_saved, _head_saved   # cached walks, cleared by memory.clear_caches

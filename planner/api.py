@@ -1,94 +1,161 @@
-"""What the commands call: resolve inputs, run the pure model, shape the result per the JSON contract."""
+"""What front ends call (the command line, the launcher, the web page, exact mode): typed answers for a MODEL
+argument on some hardware. No printing and no JSON here: `planner.serialize` shapes answers at the edge."""
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
+from common.errors import DoesNotFitError, UnsupportedError
+from common.units import GiB
 from planner.activations import attention_kernel
-from planner.calibration import overhead_for
-from planner.errors import UserError
-from planner.support import unsupported
+from planner.calibration import Overhead, overhead_for
 from planner.config import TrainConfig
-from planner.memory import estimate
-from planner.model_input import resolve_model
-from planner.report import estimate_dict
+from planner.enums import Method, Offload, Sharding
+from planner.hardware import Hardware, hardware_from_catalog, hardware_from_probe
+from planner.memory import Estimate, estimate
+from planner.model_input import ResolvedModel, resolve_model
+from planner.nvml import probe
+from planner.recommend import plan
+from planner.search import Plan, Request, SearchResult, feasible_plans, usable_bytes
+from planner.rules import unsupported
+from profiles.spec import ModelSpec
+
+DEFAULT_MARGIN = 0.10   # the share of each card kept free: one margin for every command
 
 
-def estimate_model(model: str, cfg: TrainConfig, gpu: str | None = None) -> dict:
-    """`estimate --json` for MODEL under cfg; with a named or probed GPU, also whether it fits."""
-    resolved = resolve_model(model)
-    cfg = cfg.with_(attn=attention_kernel(resolved.spec, cfg))  # what transformers will really run
-    reason = unsupported(resolved.spec, cfg)
+@dataclass(frozen=True)
+class Evaluation:
+    """One configuration of one model on one GPU: its estimate and what must fit on the card."""
+
+    model: ResolvedModel
+    estimate: Estimate
+    overhead: Overhead
+    hardware: Hardware | None = None
+    margin: float = DEFAULT_MARGIN
+
+    @property
+    def total_bytes(self) -> int:
+        return self.overhead.total(self.estimate.allocated_peak_bytes, self.estimate.paged_bytes)
+
+    @property
+    def usable_bytes(self) -> int | None:
+        return usable_bytes(self.hardware, self.margin) if self.hardware else None
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.hardware is None else self.total_bytes <= self.hardware.card.memory_bytes
+
+
+def runnable(model: ResolvedModel, cfg: TrainConfig) -> TrainConfig:
+    """cfg as transformers will really run it (attention kernel), or UnsupportedError saying why it cannot."""
+    cfg = cfg.with_(attn=attention_kernel(model.spec, cfg))
+    reason = unsupported(model.spec, cfg)
     if reason:
-        raise UserError(reason)
-    est = estimate(resolved.spec, cfg, resolved.exact_params)
-    card = _card(gpu)
-    overhead = overhead_for(card["name"] if card else None, card.get("compute_capability") if card else None)
-    gpu_out = {"name": card["name"], "memory_bytes": card["memory_bytes"]} if card else None
-    return estimate_dict(resolved.spec.name, est, overhead, gpu_out)
+        raise UnsupportedError(reason)
+    return cfg
 
 
-def _card(gpu: str | None) -> dict | None:
-    """A named catalog card, else the first GPU NVML finds, else None (estimate needs no GPU)."""
-    from planner.hardware import hardware_from_catalog, hardware_from_probe
-    from planner.nvml import probe
+def evaluate(model: ResolvedModel | str, cfg: TrainConfig, hardware: Hardware | None = None,
+             margin: float = DEFAULT_MARGIN) -> Evaluation:
+    """The per-GPU memory of one configuration, and with hardware whether it fits."""
+    model = resolve_model(model) if isinstance(model, str) else model
+    cfg = runnable(model, cfg)
+    overhead = hardware.card.overhead if hardware else overhead_for(None)
+    return Evaluation(model, estimate(model.spec, cfg, model.exact_params), overhead, hardware, margin)
 
+
+def card_for_estimate(gpu: str | None) -> Hardware | None:
+    """A named catalog card, else the GPUs NVML finds, else None: an estimate needs no GPU."""
     if gpu:
-        hw = hardware_from_catalog(gpu)
-    else:
-        found = probe()
-        if not found.gpus:
-            return None
-        hw = hardware_from_probe(found)
-    first = hw.gpu
-    return {"name": first.name, "memory_bytes": first.memory_bytes, "compute_capability": first.compute_capability}
+        return hardware_from_catalog(gpu)
+    found = probe()
+    return hardware_from_probe(found) if found.gpus else None
 
 
-def plan_model(model: str, options: dict, *, gpu: str | None = None, global_batch: int | None = None,
-               margin: float = 0.10, prefer: str = "balanced", tokens: int | None = None,
-               epochs: float = 1.0, nvml=None) -> dict:
-    """`plan --json`: the feasible plans of MODEL on the named or probed hardware."""
-    from planner.hardware import resolve_hardware
-    from planner.recommend import plan
-    from planner.targets import target_from_hardware
-
-    resolved = resolve_model(model)
-    hw = resolve_hardware(gpu, options.get("gpus"), options.get("nodes") or 1, nvml=nvml)
-    req = build_request(resolved, options, global_batch=global_batch, margin=margin, prefer=prefer,
-                        tokens=tokens, epochs=epochs)
-    target = target_from_hardware(hw)
-    result = plan(req, target)
-    return plan_dict(resolved.spec.name, hw, target, result)
+def search(request: Request, hardware: Hardware) -> SearchResult:
+    """The plans that fit, the recommended one and why, or what would fit."""
+    return plan(request, hardware)
 
 
-def build_request(resolved, options: dict, **extra):
-    from planner.options import config_from_options
-    from planner.search import Request
+@dataclass(frozen=True)
+class Choice:
+    """The one configuration `config` and `launch` write: what the search recommends with what the user fixed."""
 
-    fixed = {key for key, value in options.items() if value is not None and key in TrainConfig.__dataclass_fields__}
-    if (options.get("method") or "").lower() == "auto":
-        fixed.discard("method")
-    fixed.discard("nodes")  # the hardware decides the nodes
-    clean = {k: v for k, v in options.items() if not (k == "method" and (v or "").lower() == "auto")}
-    try:
-        base = config_from_options(clean)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    base = base.with_(attn=attention_kernel(resolved.spec, base))  # what transformers will really run
-    return Request(spec=resolved.spec, base=base, fixed=frozenset(fixed), exact_params=resolved.exact_params,
-                   **extra)
+    evaluation: Evaluation
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.evaluation.estimate.cfg
 
 
-def plan_dict(model: str, hw, target, result) -> dict:
-    from planner.report import plan_entry
+def choose(model: ResolvedModel, request: Request, hardware: Hardware | None, force: bool = False) -> Choice:
+    """The search's recommended plan on `hardware`, the options the user set kept fixed. Nothing fitting is
+    refused (DoesNotFitError: how far over, and the nearest way out) unless `force`, which takes the user's
+    configuration as given. Without hardware the configuration is taken as given and not checked."""
+    if hardware is None:
+        cfg = with_global_batch(request.base, request.global_batch)
+        return Choice(evaluate(model, cfg, None, request.margin),
+                      ("No GPU was found and none was named, so this plan is not checked against a card.",
+                       *_batch_warnings(request, cfg)))
+    result = search(request, hardware)
+    if result.recommended is not None:
+        chosen = result.plans[result.recommended]
+        evaluation = Evaluation(model, chosen.estimate, hardware.card.overhead, hardware, request.margin)
+        return Choice(evaluation, tuple(_batch_warnings(request, chosen.cfg)))
+    message = does_not_fit_sentence(hardware, result.nothing_fits or {})
+    if not force:
+        raise DoesNotFitError(message)
+    cfg = with_global_batch(request.base.with_(gpus=request.base.gpus if "gpus" in request.fixed
+                                               else hardware.gpus_per_node, nodes=hardware.nodes),
+                            request.global_batch)
+    return Choice(evaluate(model, cfg, hardware, request.margin), (f"Written anyway (forced): {message}",))
 
-    plans = [plan_entry(p, target.overhead, target, i == result.recommended) for i, p in enumerate(result.plans)]
-    return {
-        "model": model,
-        "hardware": {"source": hw.source, "nodes": hw.nodes,
-                     "gpus": [{"name": g.name, "memory_bytes": g.memory_bytes, "free_bytes": g.free_bytes}
-                              for g in hw.gpus]},
-        "plans": plans,
-        "recommended": result.recommended,
-        "reason": result.reason,
-        "nothing_fits": result.nothing_fits,
-        "calibration": target.overhead.source,
-        "warnings": hw.warnings + result.warnings,
-    }
+
+def with_global_batch(cfg: TrainConfig, global_batch: int | None) -> TrainConfig:
+    """Gradient accumulation for the global batch asked for (rounded up to whole micro-batches on every GPU)."""
+    if not global_batch:
+        return cfg
+    return cfg.with_(grad_accum=max(1, -(-global_batch // (cfg.micro_batch * cfg.world_size))))
+
+
+def _batch_warnings(request: Request, cfg: TrainConfig) -> list[str]:
+    made = cfg.micro_batch * cfg.grad_accum * cfg.world_size
+    if request.global_batch and made != request.global_batch:
+        return [f"A global batch of {request.global_batch} does not split over micro-batch {cfg.micro_batch} x "
+                f"{cfg.world_size} GPUs; the plan uses {made}."]
+    return []
+
+
+def does_not_fit_sentence(hardware: Hardware, nothing: dict) -> str:
+    """Nothing fits: how much the smallest plan needs, how far over that is, and the nearest way out."""
+    needs, usable = nothing.get("min_total_bytes") or 0, nothing.get("usable_bytes") or 0
+    ways = nothing.get("suggestions") or []
+    hint = f"; {ways[0][0].lower()}{ways[0][1:].rstrip('.')}" if ways else ""
+    return (f"no plan fits on {hardware.card.name}: the smallest needs {needs / GiB:.1f} GiB per GPU, "
+            f"{usable / GiB:.1f} GiB is usable ({(needs - usable) / GiB:.1f} GiB over){hint}.")
+
+
+def best_fit(spec: ModelSpec, method: Method, hw: Hardware, seq_len: int, margin: float) -> Plan | None:
+    """The feasible plan of `method` with the largest micro-batch (the fastest among equals), or None."""
+    plans = []
+    for request in _fit_requests(spec, method, hw, seq_len, margin):
+        plans = feasible_plans(request, hw)
+        if plans:
+            break
+    if not plans:
+        return None
+    return max(plans, key=lambda p: (p.cfg.micro_batch, p.speed.tokens_per_s))
+
+
+def _fit_requests(spec: ModelSpec, method: Method, hw: Hardware, seq_len: int, margin: float) -> list[Request]:
+    base = TrainConfig(method=method, seq_len=seq_len, gpus=hw.gpus_per_node)
+    fixed = {"method", "seq_len", "gpus"}
+    if hw.world_size == 1:
+        return [Request(spec=spec, base=base, fixed=frozenset(fixed), margin=margin)]
+    # Several cards: the full search is ~30 strategies per cell, too slow for a whole catalog. ZeRO-3 shards
+    # the most; QLoRA's 4-bit weights cannot be sharded by the built-in launcher, so it takes ZeRO-2
+    sharding = Sharding.ZERO2 if method is Method.QLORA else Sharding.ZERO3
+    base = replace(base, sharding=sharding, grad_ckpt=True, offload=Offload.NONE)
+    fixed |= {"sharding", "grad_ckpt"}
+    return [Request(spec=spec, base=base, fixed=frozenset(fixed | {"offload"}), margin=margin),
+            Request(spec=spec, base=base, fixed=frozenset(fixed), margin=margin)]

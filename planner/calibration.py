@@ -2,18 +2,105 @@
 
 Lookup order: the user's profile (written by `fitplan calibrate`), the calibration shipped in
 profiles/calibration.json (real GPU measurements with their provenance), then the documented
-per-architecture defaults of planner/hardware.py.
+per-architecture defaults below. `Overhead.total` is the one formula of what must fit on a card.
 """
 from __future__ import annotations
 
-import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.hardware import allocator_reserve_fraction, cuda_context_bytes
+from common.errors import InputError
+from common.files import read_json
+from common.units import GiB, MiB
+from profiles.gpus import find_gpu, match_nvml_name
 
 SHIPPED = Path(__file__).resolve().parent.parent / "profiles" / "calibration.json"
+# Beyond these a calibrated constant is garbled, not measured: contexts are 0.3-2 GiB, reserves 0-50 %
+MAX_CONTEXT_BYTES = 16 * GiB
+MAX_RESERVE_FRACTION = 1.0
+
+
+# --- Memory outside the allocator, per GPU class -----------------------------------------------------
+@dataclass(frozen=True)
+class GpuClass:
+    """Memory a process needs on one GPU beyond what PyTorch's allocator hands out, for one architecture.
+
+    context_bytes: the CUDA context (driver state, the kernel images of CUDA, cuBLAS and PyTorch that
+      are loaded) as nvidia-smi shows it for a process after `torch.cuda.init()` and a first matmul.
+      With lazy module loading (CUDA >= 11.7, the default since 12.2 and in PyTorch's wheels) reported
+      and measured values lie between 0.3 and 1 GiB; eager loading (CUDA_MODULE_LOADING=EAGER, old
+      CUDA) can reach 1-2 GiB. The defaults below sit in the middle of that range. They are not
+      measured on each card: `fitplan calibrate` measures them on a real GPU, and they should be
+      replaced by those measurements (with the date and library versions) as they come in.
+    cublas_workspace_bytes: PyTorch's cuBLAS workspace for one stream: 4 MiB * 2 + 16 KiB * 8
+      (CUBLAS_WORKSPACE_CONFIG=":4096:2:16:8") before Hopper, 32 MiB (":4096:8") from Hopper on.
+      PyTorch takes it from the caching allocator, but a CPU measurement cannot see it, so it is added here.
+    allocator_reserve_fraction: reserved / allocated - 1 at the peak of a training step. The caching
+      allocator rounds blocks up (512 B, 2 MiB, 20 MiB segments) and keeps freed blocks cached; the
+      gap seen in training runs is commonly 5-15 % (less with expandable_segments:True). 0.10 is the
+      middle of that range, to be calibrated like the context.
+    """
+
+    name: str
+    context_bytes: int
+    cublas_workspace_bytes: int
+    allocator_reserve_fraction: float = 0.10
+
+
+_PRE_HOPPER_WORKSPACE = 4 * MiB * 2 + 16 * 1024 * 8
+_HOPPER_WORKSPACE = 32 * MiB
+
+# Compute capability major -> class. Uncalibrated defaults; see GpuClass.
+GPU_CLASSES: dict[int, GpuClass] = {
+    7: GpuClass("Volta / Turing", context_bytes=400 * MiB, cublas_workspace_bytes=_PRE_HOPPER_WORKSPACE),
+    8: GpuClass("Ampere / Ada", context_bytes=500 * MiB, cublas_workspace_bytes=_PRE_HOPPER_WORKSPACE),
+    9: GpuClass("Hopper", context_bytes=500 * MiB, cublas_workspace_bytes=_HOPPER_WORKSPACE),
+    # Blackwell: more and larger kernel images; a guess until measured
+    10: GpuClass("Blackwell (datacenter)", context_bytes=600 * MiB, cublas_workspace_bytes=_HOPPER_WORKSPACE),
+    12: GpuClass("Blackwell (GeForce)", context_bytes=600 * MiB, cublas_workspace_bytes=_HOPPER_WORKSPACE),
+}
+DEFAULT_GPU_CLASS = GpuClass("unknown", context_bytes=512 * MiB, cublas_workspace_bytes=_HOPPER_WORKSPACE)
+ALLOCATOR_RESERVE_FRACTION = DEFAULT_GPU_CLASS.allocator_reserve_fraction
+
+
+def gpu_class(gpu: str | tuple[int, int] | None) -> GpuClass:
+    """The class of a GPU given by compute capability ((8, 9) or "8.9") or by name ("RTX 4090")."""
+    capability = _capability(gpu)
+    if capability is None:
+        return DEFAULT_GPU_CLASS
+    return GPU_CLASSES.get(capability[0], DEFAULT_GPU_CLASS)
+
+
+def cuda_context_bytes(gpu: str | tuple[int, int] | None = None) -> int:
+    """CUDA context + cuBLAS workspace on one GPU: memory the allocator's peak does not include."""
+    cls = gpu_class(gpu)
+    return cls.context_bytes + cls.cublas_workspace_bytes
+
+
+def allocator_reserve_fraction(gpu: str | tuple[int, int] | None = None) -> float:
+    """How much the caching allocator reserves on top of the allocated peak (0.10 = 10 %)."""
+    return gpu_class(gpu).allocator_reserve_fraction
+
+
+def _capability(gpu: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    if gpu is None:
+        return None
+    if isinstance(gpu, tuple):
+        return gpu
+    match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", gpu)
+    if match:
+        return int(match.group(1)), int(match.group(2))
+    spec = match_nvml_name(gpu)
+    if spec is None:
+        try:
+            spec = find_gpu(gpu)[0]
+        except InputError:
+            return None
+    return spec.compute_capability
+
+
 
 
 @dataclass(frozen=True)
@@ -24,6 +111,10 @@ class Overhead:
 
     def reserved(self, allocated: int) -> int:
         return int(allocated * (1 + self.reserve_fraction))
+
+    def total(self, allocated: int, paged: int = 0) -> int:
+        """What must fit on the card: the allocator's reserve, the CUDA context and managed (paged) memory."""
+        return self.reserved(allocated) + self.context_bytes + paged
 
 
 def user_profile_path() -> Path:
@@ -41,19 +132,22 @@ def gpu_key(name: str) -> str:
 def load_profile(path: Path) -> dict:
     """{gpu key: entry}; a missing or unreadable profile is empty (plans fall back to defaults)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = read_json(path, "calibration profile")
+    except InputError:
         return {}
     gpus = data.get("gpus") if isinstance(data, dict) else None
     return {key: entry for key, entry in gpus.items() if _usable(entry)} if isinstance(gpus, dict) else {}
 
 
 def _usable(entry) -> bool:
-    """A hand-edited entry that lacks or garbles a constant is skipped, not trusted."""
+    """A hand-edited entry that lacks or garbles a constant is skipped, not trusted: a context between 0 and
+    MAX_CONTEXT_BYTES, a reserve fraction between 0 and MAX_RESERVE_FRACTION, both plain numbers."""
     try:
-        return int(entry["context_bytes"]) >= 0 and float(entry["reserve_fraction"]) >= 0
-    except (KeyError, TypeError, ValueError):
+        context, fraction = entry["context_bytes"], entry["reserve_fraction"]
+    except (KeyError, TypeError):
         return False
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (context, fraction))
+    return numbers and 0 <= context <= MAX_CONTEXT_BYTES and 0 <= fraction <= MAX_RESERVE_FRACTION
 
 
 def overhead_for(gpu_name: str | None, compute_capability: tuple[int, int] | None = None) -> Overhead:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.activations import (LayerSaved, attention_kernel, head_saved, layer_saved, sdpa_needs_mask,
-                                  stream_bytes)
+from planner.activations import (LayerSaved, attention_kernel, head_saved, head_walk_cache, layer_saved,
+                                  layer_walk_cache, sdpa_needs_mask, stream_bytes)
 from planner.config import TrainConfig
 from planner.enums import Attention, Method, Optimizer, Phase, Precision, Sharding
 from planner.params import ParamCounts, count_params, numel, trainable_tensors
 from planner.states import ModelStates, deepspeed_16bit, model_states, trainable_bytes
-from profiles.models import ModelSpec
+from profiles.spec import ModelSpec
 
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",
               "activations", "logits", "temporary")
@@ -71,6 +71,13 @@ def estimate(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None)
 
 # Parameters and model states, the same for every micro-batch and sequence length
 _STATES: dict[tuple, tuple[ParamCounts, ModelStates]] = {}
+
+
+def clear_caches() -> None:
+    """Forget every cached state and walk (for timing a cold search)."""
+    _STATES.clear()
+    layer_walk_cache.cache_clear()
+    head_walk_cache.cache_clear()
 
 
 @dataclass(frozen=True)

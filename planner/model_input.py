@@ -12,9 +12,10 @@ import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from planner.errors import UserError
+from common.errors import InputError
 from profiles.hf_config import spec_from_hf_config
-from profiles.models import ModelSpec, catalog, find
+from profiles.spec import ModelSpec
+from profiles.models import catalog, find
 
 INDEX_FILE = "model.safetensors.index.json"
 # Files next to the real weights that are not the model: Mistral's duplicate checkpoint, peft adapters.
@@ -43,9 +44,9 @@ def resolve_model(arg: str) -> ResolvedModel:
     if spec is not None:
         return ResolvedModel(spec, "catalog")
     if _looks_like_path(arg.strip()):
-        raise UserError(f"No such file or folder: {path}; check the path, or give a catalog name "
+        raise InputError(f"No such file or folder: {path}; check the path, or give a catalog name "
                         f"(`fitplan models` lists them).")
-    raise UserError(_unknown_model_message(arg.strip()))
+    raise InputError(_unknown_model_message(arg.strip()))
 
 
 def _looks_like_path(arg: str) -> bool:
@@ -75,15 +76,15 @@ def read_config(path: Path, name: str) -> ModelSpec:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"Cannot read {path} ({err.__class__.__name__}: {err}); "
+        raise InputError(f"Cannot read {path} ({err.__class__.__name__}: {err}); "
                         f"check that the path points at a readable config.json.") from None
     try:
         config = json.loads(text)
     except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+        raise InputError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
                         f"fix the file or download the model's config.json again.") from None
     if not isinstance(config, dict):
-        raise UserError(f"{path} holds a JSON {type(config).__name__}, not an object; "
+        raise InputError(f"{path} holds a JSON {type(config).__name__}, not an object; "
                         f"give the model's config.json.")
     return replace(spec_from_hf_config(config, name), source=str(path))
 
@@ -91,7 +92,7 @@ def read_config(path: Path, name: str) -> ModelSpec:
 def _from_folder(folder: Path) -> ResolvedModel:
     config = folder / "config.json"
     if not config.exists():
-        raise UserError(f"The folder {folder} has no config.json; point at a model folder downloaded from the "
+        raise InputError(f"The folder {folder} has no config.json; point at a model folder downloaded from the "
                         f"Hugging Face Hub (it contains config.json), or give a catalog name.")
     spec = read_config(config, folder.resolve().name)
     dtypes = safetensors_dtypes(weight_files(folder))
@@ -115,10 +116,10 @@ def _read_index(index: Path) -> dict[str, str]:
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise UserError(f"Cannot read the shard index {index} ({err.__class__.__name__}); "
+        raise InputError(f"Cannot read the shard index {index} ({err.__class__.__name__}); "
                         f"download it again or remove it.") from None
     if not isinstance(weight_map, dict):
-        raise UserError(f"The shard index {index} has no weight_map object; download it again or remove it.")
+        raise InputError(f"The shard index {index} has no weight_map object; download it again or remove it.")
     return weight_map
 
 
@@ -131,7 +132,7 @@ def safetensors_dtypes(files: list[Path]) -> dict[str, int]:
                 dtype, shape = info["dtype"], list(info["shape"])
                 numel = math.prod(shape)
             except (KeyError, TypeError):
-                raise UserError(f"Tensor {name!r} in {path} has no dtype/shape in the header; "
+                raise InputError(f"Tensor {name!r} in {path} has no dtype/shape in the header; "
                                 f"download the file again.") from None
             if not _is_buffer(name, shape):
                 counts[dtype] = counts.get(dtype, 0) + numel
@@ -153,12 +154,12 @@ def read_safetensors_header(path: Path) -> dict[str, dict]:
                 raise ValueError("bad header length")
             header = json.loads(f.read(size))
     except FileNotFoundError:
-        raise UserError(f"The weights file {path} is missing although the shard index lists it; "
+        raise InputError(f"The weights file {path} is missing although the shard index lists it; "
                         f"download the missing shard or point at the config.json instead.") from None
     except (OSError, ValueError) as err:
-        raise UserError(f"{path} is not a readable safetensors file ({err.__class__.__name__}); "
+        raise InputError(f"{path} is not a readable safetensors file ({err.__class__.__name__}); "
                         f"download it again or point at the config.json instead.") from None
     if not isinstance(header, dict):
-        raise UserError(f"{path} has a malformed safetensors header; download it again.")
+        raise InputError(f"{path} has a malformed safetensors header; download it again.")
     header.pop("__metadata__", None)
     return header

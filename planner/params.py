@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from planner.config import TARGET_ALIASES, TrainConfig
 from planner.enums import Method
-from planner.errors import UserError
-from profiles.models import FUSED_ROLES, Linear, ModelSpec
+from common.errors import InputError
+from profiles.spec import FUSED_ROLES, Linear, ModelSpec
 
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
 
@@ -45,14 +45,19 @@ def resolve_targets(spec: ModelSpec, targets: tuple[str, ...]) -> list[Linear]:
     unknown = wanted_modules - {lin.module for lin in linears}
     if unknown:
         names = ", ".join(sorted({lin.module for lin in linears}))
-        raise UserError(f"LoRA target {', '.join(sorted(unknown))} is not a linear layer of {spec.short_name}; "
+        raise InputError(f"LoRA target {', '.join(sorted(unknown))} is not a linear layer of {spec.short_name}; "
                         f"use q,k,v,o,gate,up,down, attn, mlp, all-linear or one of: {names}.")
     names = {lin.module for lin in linears if lin.module in wanted_modules or _serves(lin, wanted_roles)}
     chosen = [lin for lin in linears if lin.module in names]  # peft matches names: GPT-2's two c_proj go together
     if not chosen:
-        raise UserError(f"none of the LoRA targets {','.join(targets)} exists in {spec.short_name}; "
+        raise InputError(f"none of the LoRA targets {','.join(targets)} exists in {spec.short_name}; "
                         f"its linear layers are {', '.join(lin.module for lin in linears)}.")
     return chosen
+
+
+def target_modules(spec: ModelSpec, targets: tuple[str, ...] | list[str]) -> list[str]:
+    """peft's `target_modules` for --lora-targets: the module names `resolve_targets` picks, in layer order."""
+    return list(dict.fromkeys(lin.module for lin in resolve_targets(spec, tuple(targets))))
 
 
 def _adaptable(spec: ModelSpec) -> list[Linear]:
@@ -68,7 +73,7 @@ def lora_params(spec: ModelSpec, cfg: TrainConfig) -> int:
     targets = resolve_targets(spec, cfg.lora_targets)
     for lin in targets:
         if cfg.lora_r > min(lin.d_in, lin.d_out):
-            raise UserError(f"LoRA rank {cfg.lora_r} is larger than {lin.module} ({lin.d_in}x{lin.d_out}) "
+            raise InputError(f"LoRA rank {cfg.lora_r} is larger than {lin.module} ({lin.d_in}x{lin.d_out}) "
                             f"of {spec.short_name}; choose --lora-r at most {min(lin.d_in, lin.d_out)}.")
     return spec.n_layer * sum(cfg.lora_r * (lin.d_in + lin.d_out) for lin in targets)
 

@@ -12,7 +12,7 @@ from planner.config import TrainConfig
 from planner.enums import Method, Offload, Sharding
 from planner.params import ParamCounts
 from planner.states import trainable_bytes
-from profiles.models import ModelSpec
+from profiles.spec import ModelSpec
 
 # Model FLOPs utilisation a well-tuned Hugging Face fine-tune reaches (large matmuls, fused attention);
 # published LoRA/QLoRA throughput on A100/H100 sits at 35-50% of dense peak.

@@ -3,20 +3,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from common.units import GiB
 from planner.enums import Method, Offload, Sharding
-from planner.search import (Plan, Request, SearchResult, Target, feasible_plans, total_bytes,
-                            usable_bytes, _estimate)
+from planner.hardware import Hardware, catalog_hardware
+from planner.search import Plan, Request, SearchResult, cached_estimate, candidates, feasible_plans, total_bytes, usable_bytes
+from profiles.gpus import CATALOG as GPU_CATALOG
 
-GIB = 2**30
 
-
-def _plan(req: Request, target: Target) -> SearchResult:
-    plans = feasible_plans(req, target)
+def _plan(req: Request, hw: Hardware) -> SearchResult:
+    plans = feasible_plans(req, hw)
     if not plans:
         return SearchResult(plans=[], recommended=None, reason="Nothing fits.",
-                            nothing_fits=nothing_fits(req, target))
+                            nothing_fits=nothing_fits(req, hw))
     shown = _shown(plans)
-    best, reason = choose(shown, req.prefer, target)
+    best, reason = choose(shown, req.prefer, hw)
     return SearchResult(plans=shown, recommended=shown.index(best), reason=reason)
 
 
@@ -35,9 +35,9 @@ def _faster(a: Plan, b: Plan) -> bool:
     return (a.speed.tokens_per_s, -a.total_bytes) > (b.speed.tokens_per_s, -b.total_bytes)
 
 
-def plan(req: Request, target: Target) -> SearchResult:
+def plan(req: Request, hw: Hardware) -> SearchResult:
     """The plans shown for `req` on `target`, the recommended one and why, or what would fit."""
-    result = _plan(req, target)
+    result = _plan(req, hw)
     if result.recommended is not None:
         result.reason = f"{result.reason} {needs(result.plans[result.recommended])}"
     return result
@@ -48,12 +48,12 @@ def needs(p: Plan) -> str:
     cfg = p.cfg
     how = "" if cfg.sharding is Sharding.NONE else f" with {cfg.sharding.value.upper()}"
     if cfg.offload is not Offload.NONE:
-        how += f" and {cfg.offload.value} offload ({p.estimate.cpu_bytes / GIB:.0f} GiB of host memory per GPU)"
+        how += f" and {cfg.offload.value} offload ({p.estimate.cpu_bytes / GiB:.0f} GiB of host memory per GPU)"
     where = f"on each of {cfg.world_size} GPUs" if cfg.world_size > 1 else "on one GPU"
-    return f"It needs {p.total_bytes / GIB:.1f} GiB {where}{how}."
+    return f"It needs {p.total_bytes / GiB:.1f} GiB {where}{how}."
 
 
-def choose(plans: list[Plan], prefer: str, target: Target) -> tuple[Plan, str]:
+def choose(plans: list[Plan], prefer: str, hw: Hardware) -> tuple[Plan, str]:
     """The field's rule of thumb: LoRA when it fits (faster than QLoRA, near full fine-tuning quality),
     QLoRA when memory binds, full fine-tuning when asked for the quality ceiling and it fits."""
     by_method = {m: [p for p in plans if p.cfg.method is m] for m in Method}
@@ -62,7 +62,7 @@ def choose(plans: list[Plan], prefer: str, target: Target) -> tuple[Plan, str]:
         return fastest, "Fastest plan that fits (--prefer speed)."
     if prefer == "memory":
         small = min(plans, key=lambda p: p.total_bytes)
-        return small, f"Smallest memory footprint (--prefer memory): {small.total_bytes / GIB:.1f} GiB per GPU."
+        return small, f"Smallest memory footprint (--prefer memory): {small.total_bytes / GiB:.1f} GiB per GPU."
     if prefer == "quality" and by_method[Method.FULL]:
         best = max(by_method[Method.FULL], key=lambda p: p.speed.tokens_per_s)
         return best, "Full fine-tuning fits, and it has the highest quality ceiling (--prefer quality)."
@@ -75,77 +75,76 @@ def choose(plans: list[Plan], prefer: str, target: Target) -> tuple[Plan, str]:
     return fastest, "Fastest plan that fits."
 
 
-def nothing_fits(req: Request, target: Target) -> dict:
+def nothing_fits(req: Request, hw: Hardware) -> dict:
     """What the smallest plan needs, and the nearest ways out."""
-    smallest = _smallest_total(req, target)
-    suggestions = [s for s in (_shorter_sequence(req, target), _try_qlora(req, target),
-                               _more_gpus(req, target), _offload(req, target), _bigger_card(req, target)) if s]
+    smallest = _smallest_total(req, hw)
+    suggestions = [s for s in (_shorter_sequence(req, hw), _try_qlora(req, hw),
+                               _more_gpus(req, hw), _offload(req, hw), _bigger_card(req, hw)) if s]
     return {"min_total_bytes": smallest,
-            "usable_bytes": usable_bytes(target, req.margin),
+            "usable_bytes": usable_bytes(hw, req.margin),
             "suggestions": suggestions or ["No catalog card or GPU count fits this model: "
                                            "try a smaller model of the same family."]}
 
 
-def _smallest_total(req: Request, target: Target) -> int:
+def _smallest_total(req: Request, hw: Hardware) -> int:
     """The least any candidate needs, at the micro-batch asked for (else 1)."""
-    from planner.search import candidates
     batch = req.base.micro_batch if "micro_batch" in req.fixed else 1
-    totals = (total_bytes(_estimate(req.spec, replace(cfg, micro_batch=batch), req.exact_params), target.overhead)
-              for cfg in candidates(req, target))
+    totals = (total_bytes(cached_estimate(req.spec, replace(cfg, micro_batch=batch), req.exact_params), hw.card.overhead)
+              for cfg in candidates(req, hw))
     return min(totals, default=0)
 
 
-def _fits_any(req: Request, target: Target) -> bool:
-    return bool(feasible_plans(req, target))
+def _fits_any(req: Request, hw: Hardware) -> bool:
+    return bool(feasible_plans(req, hw))
 
 
-def _shorter_sequence(req: Request, target: Target) -> str | None:
+def _shorter_sequence(req: Request, hw: Hardware) -> str | None:
     seq = req.base.seq_len // 2
     while seq >= 128:
         trial = replace(req, base=replace(req.base, seq_len=seq), fixed=req.fixed | {"seq_len"})
-        if _fits_any(trial, target):
+        if _fits_any(trial, hw):
             return f"A sequence length of {seq} tokens fits (--seq-len {seq})."
         seq //= 2
     return None
 
 
-def _try_qlora(req: Request, target: Target) -> str | None:
+def _try_qlora(req: Request, hw: Hardware) -> str | None:
     if "method" not in req.fixed or req.base.method is Method.QLORA:
         return None
     trial = replace(req, base=replace(req.base, method=Method.QLORA), fixed=req.fixed)
-    return "QLoRA fits (--method qlora)." if _fits_any(trial, target) else None
+    return "QLoRA fits (--method qlora)." if _fits_any(trial, hw) else None
 
 
-def _more_gpus(req: Request, target: Target) -> str | None:
-    per_node = max(target.gpus_per_node, 8) if target.gpus_per_node > 1 else 8
+def _more_gpus(req: Request, hw: Hardware) -> str | None:
+    per_node = max(hw.gpus_per_node, 8) if hw.gpus_per_node > 1 else 8
     for nodes in (1, 2, 4, 8, 16):
         gpus = per_node if nodes > 1 else None
         for count in ([2, 4, 8] if gpus is None else [per_node]):
-            bigger = replace(target, gpus_per_node=count, nodes=nodes)
+            bigger = hw.with_counts(count, nodes)
             trial = replace(req, base=replace(req.base, sharding=Sharding.ZERO3, gpus=count, nodes=nodes),
                             fixed=req.fixed | {"sharding", "gpus"})
-            if count * nodes > target.gpus_per_node * target.nodes and _fits_any(trial, bigger):
+            if count * nodes > hw.world_size and _fits_any(trial, bigger):
                 where = f"{count} GPUs" if nodes == 1 else f"{nodes} nodes of {count} GPUs"
                 return f"{where} of this card with ZeRO-3 fit (--gpus {count} --nodes {nodes} --sharding zero3)."
     return None
 
 
-def _offload(req: Request, target: Target) -> str | None:
+def _offload(req: Request, hw: Hardware) -> str | None:
     if req.base.offload is Offload.PARAMS and "offload" in req.fixed:
         return None
     trial = replace(req, base=replace(req.base, offload=Offload.PARAMS, sharding=Sharding.ZERO3),
                     fixed=req.fixed | {"offload", "sharding"})
-    plans = feasible_plans(trial, target)
+    plans = feasible_plans(trial, hw)
     if not plans:
         return None
-    host = min(p.estimate.cpu_bytes for p in plans) * target.gpus_per_node  # per node
+    host = min(p.estimate.cpu_bytes for p in plans) * hw.gpus_per_node  # per node
     return (f"ZeRO-3 with parameters and optimizer states offloaded to CPU fits, if each node has "
-            f"{host / GIB:.0f} GiB of host memory to spare (--sharding zero3 --offload params).")
+            f"{host / GiB:.0f} GiB of host memory to spare (--sharding zero3 --offload params).")
 
 
-def _bigger_card(req: Request, target: Target) -> str | None:
-    from planner.targets import catalog_targets
-    for card in catalog_targets(gpus_per_node=target.gpus_per_node, nodes=target.nodes):
-        if card.memory_bytes > target.memory_bytes and _fits_any(req, card):
-            return f"A bigger card fits: {card.name}, {card.memory_bytes / GIB:.0f} GiB (--gpu \"{card.name}\")."
+def _bigger_card(req: Request, hw: Hardware) -> str | None:
+    for spec in sorted(GPU_CATALOG, key=lambda g: (g.memory_bytes, g.price_usd_per_hour)):
+        bigger = catalog_hardware(spec, hw.gpus_per_node, hw.nodes)
+        if spec.memory_bytes > hw.card.memory_bytes and _fits_any(req, bigger):
+            return f"A bigger card fits: {spec.name}, {spec.memory_bytes / GiB:.0f} GiB (--gpu \"{spec.name}\")."
     return None

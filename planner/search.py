@@ -7,33 +7,17 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Iterator
 
+from planner.calibration import Overhead
 from planner.config import TrainConfig
 from planner.enums import Method, Offload, Precision, Sharding
-from planner.calibration import Overhead
+from planner.hardware import Hardware
 from planner.memory import Estimate, estimate
 from planner.perf import Speed, step_speed
-from planner.support import unsupported
-from profiles.models import ModelSpec
+from planner.rules import unsupported
+from profiles.spec import ModelSpec
 
 MAX_MICRO_BATCH = 1024
 PREFERENCES = ("balanced", "speed", "quality", "memory")
-
-
-@dataclass(frozen=True)
-class Target:
-    """The hardware a plan is for: one kind of card, how many per node, how many nodes."""
-    name: str
-    memory_bytes: int
-    free_bytes: int
-    gpus_per_node: int
-    nodes: int
-    bf16: bool
-    tflops: float
-    bandwidth_gbs: float
-    price_usd_per_hour: float | None
-    link: str                      # "nvlink" or "pcie" between the GPUs of a node
-    overhead: Overhead
-    rates_known: bool = True       # TFLOP/s and bandwidth come from the catalog (else speeds only rank)
 
 
 @dataclass(frozen=True)
@@ -68,27 +52,27 @@ class SearchResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def usable_bytes(target: Target, margin: float) -> int:
+def usable_bytes(hw: Hardware, margin: float) -> int:
     """What a plan may use per GPU: free memory less the safety margin of the card."""
-    return int(target.free_bytes - margin * target.memory_bytes)
+    return int(hw.card.free_bytes - margin * hw.card.memory_bytes)
 
 
 def total_bytes(est: Estimate, overhead: Overhead) -> int:
-    return overhead.reserved(est.allocated_peak_bytes) + overhead.context_bytes + est.paged_bytes
+    return overhead.total(est.allocated_peak_bytes, est.paged_bytes)
 
 
 @lru_cache(maxsize=65536)
-def _estimate(spec: ModelSpec, cfg: TrainConfig, exact_params: int | None) -> Estimate:
+def cached_estimate(spec: ModelSpec, cfg: TrainConfig, exact_params: int | None) -> Estimate:
     return estimate(spec, cfg, exact_params)
 
 
-def max_micro_batch(req: Request, cfg: TrainConfig, target: Target, limit: int = MAX_MICRO_BATCH) -> int:
+def max_micro_batch(req: Request, cfg: TrainConfig, hw: Hardware, limit: int = MAX_MICRO_BATCH) -> int:
     """Largest micro-batch whose total fits, by doubling then bisection; 0 when even 1 does not."""
-    budget = usable_bytes(target, req.margin)
+    budget = usable_bytes(hw, req.margin)
 
     def fits(b: int) -> bool:
-        est = _estimate(req.spec, replace(cfg, micro_batch=b), req.exact_params)
-        return total_bytes(est, target.overhead) <= budget
+        est = cached_estimate(req.spec, replace(cfg, micro_batch=b), req.exact_params)
+        return total_bytes(est, hw.card.overhead) <= budget
 
     if not fits(1):
         return 0
@@ -102,37 +86,37 @@ def max_micro_batch(req: Request, cfg: TrainConfig, target: Target, limit: int =
     return low
 
 
-def candidates(req: Request, target: Target) -> Iterator[TrainConfig]:
+def candidates(req: Request, hw: Hardware) -> Iterator[TrainConfig]:
     """Every configuration worth trying, micro-batch aside, honouring what the user fixed."""
     def pick(name: str, options: list) -> list:
         return [getattr(req.base, name)] if name in req.fixed else options
 
     for method in pick("method", list(Method)):
-        for precision in pick("precision", _precisions(method, target)):
-            for gpus in pick("gpus", _gpu_counts(target)):
-                world = gpus * target.nodes
-                for sharding in pick("sharding", _shardings(world)):
+        for precision in pick("precision", _precisions(method, hw)):
+            for gpus in pick("gpus", _gpu_counts(hw)):
+                world = gpus * hw.nodes
+                for sharding in pick("sharding", _shardings(world, "offload" in req.fixed)):
                     for offload in pick("offload", _offloads(sharding)):
                         for ckpt in pick("grad_ckpt", [False, True]):
                             yield replace(req.base, method=method, precision=precision, gpus=gpus,
-                                          nodes=target.nodes, sharding=sharding, offload=offload, grad_ckpt=ckpt)
+                                          nodes=hw.nodes, sharding=sharding, offload=offload, grad_ckpt=ckpt)
 
 
-def _precisions(method: Method, target: Target) -> list[Precision]:
-    if not target.bf16:
+def _precisions(method: Method, hw: Hardware) -> list[Precision]:
+    if not hw.card.bf16:
         return [Precision.FP16_MIXED]
     return [Precision.BF16_TRUE] if method is not Method.FULL else [Precision.BF16_TRUE, Precision.BF16_MIXED]
 
 
-def _gpu_counts(target: Target) -> list[int]:
-    counts = {target.gpus_per_node}
-    counts.update(2**k for k in range(int(math.log2(target.gpus_per_node)) + 1))
+def _gpu_counts(hw: Hardware) -> list[int]:
+    counts = {hw.gpus_per_node}
+    counts.update(2**k for k in range(int(math.log2(hw.gpus_per_node)) + 1))
     return sorted(counts)
 
 
-def _shardings(world: int) -> list[Sharding]:
-    if world == 1:
-        return [Sharding.NONE]
+def _shardings(world: int, offload_asked: bool) -> list[Sharding]:
+    if world == 1:  # DeepSpeed offloads on one GPU too, when asked to
+        return [Sharding.ZERO2, Sharding.ZERO3] if offload_asked else [Sharding.NONE]
     return [Sharding.DDP, Sharding.ZERO2, Sharding.ZERO3, Sharding.FSDP]
 
 
@@ -144,37 +128,38 @@ def _offloads(sharding: Sharding) -> list[Offload]:
     return [Offload.NONE]
 
 
-def make_plan(req: Request, cfg: TrainConfig, target: Target) -> Plan:
+def make_plan(req: Request, cfg: TrainConfig, hw: Hardware) -> Plan:
     """A plan for one configuration whose micro-batch is set: gradient accumulation, speed, cost."""
     accum = 1
     if req.global_batch:
         accum = max(1, math.ceil(req.global_batch / (cfg.micro_batch * cfg.world_size)))
     cfg = replace(cfg, grad_accum=accum)
-    est = _estimate(req.spec, cfg, req.exact_params)
-    speed = step_speed(req.spec, cfg, est.counts, target.tflops, target.bandwidth_gbs, target.link)
+    est = cached_estimate(req.spec, cfg, req.exact_params)
+    card = hw.card
+    speed = step_speed(req.spec, cfg, est.counts, card.ranking_tflops, card.ranking_bandwidth_gbs, card.link)
     time_s = req.tokens * req.epochs / speed.tokens_per_s if req.tokens else None
     cost = None
-    if time_s is not None and target.price_usd_per_hour is not None:
-        cost = time_s / 3600 * target.price_usd_per_hour * cfg.world_size
-    return Plan(cfg=cfg, estimate=est, total_bytes=total_bytes(est, target.overhead), speed=speed,
+    if time_s is not None and card.price_usd_per_hour is not None:
+        cost = time_s / 3600 * card.price_usd_per_hour * cfg.world_size
+    return Plan(cfg=cfg, estimate=est, total_bytes=total_bytes(est, card.overhead), speed=speed,
                 time_s=time_s, cost_usd=cost)
 
 
-def feasible_plans(req: Request, target: Target) -> list[Plan]:
+def feasible_plans(req: Request, hw: Hardware) -> list[Plan]:
     plans = []
-    for cfg in candidates(req, target):
+    for cfg in candidates(req, hw):
         if unsupported(req.spec, cfg):
             continue
         limit = MAX_MICRO_BATCH
         if req.global_batch:
             limit = max(1, req.global_batch // cfg.world_size)  # no point in more per GPU than the batch
         if "micro_batch" in req.fixed:
-            fits = max_micro_batch(req, replace(cfg, micro_batch=1), target, req.base.micro_batch)
+            fits = max_micro_batch(req, replace(cfg, micro_batch=1), hw, req.base.micro_batch)
             best = req.base.micro_batch if fits >= req.base.micro_batch else 0
         else:
-            best = _dividing(max_micro_batch(req, cfg, target, limit), req.global_batch, cfg.world_size)
+            best = _dividing(max_micro_batch(req, cfg, hw, limit), req.global_batch, cfg.world_size)
         if best:
-            plans.append(make_plan(req, replace(cfg, micro_batch=best), target))
+            plans.append(make_plan(req, replace(cfg, micro_batch=best), hw))
     return plans
 
 

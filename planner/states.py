@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from planner.config import TrainConfig
 from planner.enums import Method, Offload, Optimizer, Precision, Sharding
 from planner.params import ParamCounts, numel, trainable_tensors
-from profiles.models import ModelSpec
+from profiles.spec import ModelSpec
 
 NF4_BLOCK = 64              # bitsandbytes 4-bit blocksize (params per absmax)
 NESTED_BLOCK = 256          # double quantization: absmax values per second-level fp32 absmax

@@ -21,10 +21,9 @@ import difflib
 import re
 from dataclasses import asdict, dataclass
 
-from planner.errors import UserError
+from common.errors import InputError
+from common.units import GiB, MiB
 
-GiB = 2**30
-MiB = 2**20
 
 ON_DEMAND = "on-demand cloud"
 COMMUNITY = "community cloud"
@@ -231,7 +230,7 @@ def split_count(text: str) -> tuple[str, int]:
         if match:
             count = int(match.group(count_group))
             if count < 1:
-                raise UserError(f'"{text}" asks for {count} GPUs; give a count of at least 1, e.g. "h100x8".')
+                raise InputError(f'"{text}" asks for {count} GPUs; give a count of at least 1, e.g. "h100x8".')
             return match.group(name_group), count
     return text.strip(), 1
 
@@ -246,7 +245,7 @@ def find_gpu(text: str) -> tuple[GpuSpec, int]:
         # 'x4' after a letter may be a count ('l40sx4') or part of a name: a count only if the rest is a card
         try:
             return _find_one(match.group(1), text), int(match.group(2))
-        except UserError:
+        except InputError:
             pass
     name, count = split_count(text)
     return _find_one(name, text), count
@@ -255,7 +254,7 @@ def find_gpu(text: str) -> tuple[GpuSpec, int]:
 def _find_one(name: str, text: str) -> GpuSpec:
     query = _tokens(name)
     if not query:
-        raise UserError(f'"{text}" names no GPU; try e.g. --gpu "RTX 4090" '
+        raise InputError(f'"{text}" names no GPU; try e.g. --gpu "RTX 4090" '
                         "(`fitplan gpus --catalog` lists them).")
     if query in _BY_TOKENS:
         return _BY_TOKENS[query]
@@ -266,7 +265,7 @@ def _find_one(name: str, text: str) -> GpuSpec:
     spec = _match_contained(query, memory_bytes=None)
     if spec is not None:
         return spec
-    raise UserError(_unknown_message(text, name))
+    raise InputError(_unknown_message(text, name))
 
 
 def _droppable(name: tuple[str, ...]) -> set[str]:
@@ -292,7 +291,7 @@ def _pick_one(text: str, ranked: list[tuple[int, GpuSpec]]) -> GpuSpec:
     best = [spec for score, spec in ranked if score == ranked[0][0]]
     if len(best) == 1:
         return best[0]
-    raise UserError(f'GPU "{text}" could be {_or([spec.name for spec in best])}; '
+    raise InputError(f'GPU "{text}" could be {_or([spec.name for spec in best])}; '
                     f'name one, e.g. --gpu "{best[-1].name}".')
 
 

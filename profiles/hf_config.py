@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
-from planner.errors import UserError
-from profiles.models import ModelSpec
+from common.errors import InputError
+from profiles.spec import ModelSpec
 
 # ModelSpec field -> config.json key, as the Llama-like types spell them.
 _LLAMA_KEYS = {"n_layer": "num_hidden_layers", "hidden": "hidden_size", "intermediate": "intermediate_size",
@@ -53,7 +53,7 @@ def _qwen_sliding_write(spec: ModelSpec) -> dict:
 
 def _qwen3_moe_read(d: dict, got: dict) -> dict:
     if d.get("mlp_only_layers") or d.get("decoder_sparse_step", 1) != 1:
-        raise UserError("This Qwen3-MoE config mixes dense and expert layers (mlp_only_layers / "
+        raise InputError("This Qwen3-MoE config mixes dense and expert layers (mlp_only_layers / "
                         "decoder_sparse_step), which fitplan does not model; use a config whose layers are all MoE.")
     return _qwen_sliding_read(d, got)
 
@@ -71,7 +71,7 @@ def _gemma_read(d: dict, got: dict) -> dict:
 def _no_qk_layernorm(model_type: str) -> Callable[[dict, dict], dict]:
     def read(d: dict, got: dict) -> dict:
         if d.get("qk_layernorm"):
-            raise UserError(f"This {model_type} config uses qk_layernorm, which fitplan does not model yet; "
+            raise InputError(f"This {model_type} config uses qk_layernorm, which fitplan does not model yet; "
                             f"use a catalog model or a config without it.")
         return {}
     return read
@@ -135,6 +135,9 @@ _GPT2_KEYS = {"n_layer": "n_layer", "hidden": "n_embd", "n_head": "n_head", "int
 # GPT-NeoX has neither GQA nor a head_dim key.
 _GPT_NEOX_KEYS = {**{k: v for k, v in _NO_HEAD_DIM.items() if k != "n_kv_head"}, **_ATTN_BIAS,
                   "parallel_block": "use_parallel_residual", "partial_rotary": "rotary_pct"}
+# Gemma's RMSNorm scales by (1 + weight) in fp32; Gemma-2/3 also normalise each sub-block's output.
+_GEMMA_NORM = {"norm_weight_fp32": True, "norm_weight_offset": True}
+_SANDWICH = {"norms_per_layer": 4, "norm_placement": "sandwich"}
 _PHI_TRAITS = {"layout": "phi", **_LAYERNORM, **_ALL_BIAS, "norms_per_layer": 1, "parallel_block": True,
                "lm_head_bias": True, "mlp_gated": False}
 
@@ -156,27 +159,28 @@ ARCHS: dict[str, _Arch] = {
                        defaults={"max_position_embeddings": 32768, "num_experts": 128, "num_experts_per_tok": 8,
                                  "moe_intermediate_size": 768},
                        read_extra=_qwen3_moe_read, write_extra=_qwen3_moe_write),
-    "gemma": _Arch({**_LLAMA_KEYS, **_ATTN_BIAS},
+    "gemma": _Arch({**_LLAMA_KEYS, **_ATTN_BIAS}, traits=_GEMMA_NORM,
                    defaults={"head_dim": 256, "tie_word_embeddings": True, "max_position_embeddings": 8192,
                              "hidden_act": "gelu_pytorch_tanh"},
                    read_extra=_gemma_read),
-    "gemma2": _Arch(_GEMMA2_KEYS, traits={"norms_per_layer": 4},
+    "gemma2": _Arch(_GEMMA2_KEYS, traits={**_GEMMA_NORM, **_SANDWICH},
                     defaults={"head_dim": 256, "tie_word_embeddings": True, "max_position_embeddings": 8192,
                               "hidden_activation": "gelu_pytorch_tanh", "sliding_window": 4096,
                               "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0}),
     # Gemma3TextConfig's defaults matter: the text_config of a multimodal gemma3 config.json is sparse.
-    "gemma3_text": _Arch(_GEMMA2_KEYS, traits={"norms_per_layer": 4, "qk_norm": "head"},
+    "gemma3_text": _Arch(_GEMMA2_KEYS, traits={**_GEMMA_NORM, **_SANDWICH, "qk_norm": "head"},
                          defaults={"vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216,
                                    "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
                                    "head_dim": 256, "tie_word_embeddings": True,
                                    "max_position_embeddings": 131072, "hidden_activation": "gelu_pytorch_tanh",
                                    "sliding_window": 4096}),
-    "olmo2": _Arch({**_LLAMA_KEYS, **_ATTN_BIAS}, traits={"qk_norm": "full"},
+    "olmo2": _Arch({**_LLAMA_KEYS, **_ATTN_BIAS},
+                   traits={"qk_norm": "full", "norm_placement": "post", "norm_weight_fp32": True},
                    defaults={"max_position_embeddings": 2048}),
     "phi": _Arch({**_LLAMA_KEYS, "partial_rotary": "partial_rotary_factor"}, traits=_PHI_TRAITS,
                  defaults={"max_position_embeddings": 2048, "hidden_act": "gelu_new"},
                  read_extra=_chain(_partial_rotary("partial_rotary_factor", 0.5), _no_qk_layernorm("phi"))),
-    "phi3": _Arch({**_LLAMA_KEYS, "sliding_window": "sliding_window"}, traits={"layout": "phi3"},
+    "phi3": _Arch({**_LLAMA_KEYS, "sliding_window": "sliding_window"}, traits={"layout": "phi3", "rope_by_cat": True},
                   defaults={"max_position_embeddings": 4096}),
     "gpt_neox": _Arch(_GPT_NEOX_KEYS,
                       traits={"layout": "neox", **_LAYERNORM, "mlp_bias": True, "mlp_gated": False},
@@ -188,12 +192,14 @@ ARCHS: dict[str, _Arch] = {
                       defaults={"max_position_embeddings": 4096},
                       read_extra=_chain(_partial_rotary("partial_rotary_factor", 0.25),
                                         _no_qk_layernorm("stablelm"), _stablelm_norms)),
-    "falcon": _Arch(_FALCON_KEYS, traits={"layout": "neox", **_LAYERNORM, "mlp_gated": False},
+    "falcon": _Arch(_FALCON_KEYS, traits={"layout": "neox", **_LAYERNORM, "mlp_gated": False,
+                                          "softmax_in_scores_dtype": True, "sdpa_always_masked": True},
                     defaults={"num_hidden_layers": 32, "hidden_size": 4544, "num_attention_heads": 71,
                               "vocab_size": 65024, "tie_word_embeddings": True, "max_position_embeddings": 2048,
                               "activation": "gelu", "bias": False, "parallel_attn": True},
                     read_extra=_falcon_read, write_extra=_falcon_write),
-    "gpt2": _Arch(_GPT2_KEYS, traits={"layout": "gpt2", **_LAYERNORM, **_ALL_BIAS, "mlp_gated": False},
+    "gpt2": _Arch(_GPT2_KEYS, traits={"layout": "gpt2", **_LAYERNORM, **_ALL_BIAS, "mlp_gated": False,
+                                      "softmax_in_scores_dtype": True},
                   defaults={"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257,
                             "tie_word_embeddings": True, "n_positions": 1024, "activation_function": "gelu_new",
                             "resid_pdrop": 0.1},
@@ -204,6 +210,11 @@ _ALIASES = {"falcon": {"n_layer": "num_hidden_layers", "n_head": "num_attention_
 # Multimodal types whose language model fitplan plans for (the vision tower is not counted).
 _TEXT_PART = {"gemma3": "gemma3_text"}
 SUPPORTED_TYPES = tuple(sorted([*ARCHS, *_TEXT_PART]))
+
+
+def family_traits(model_type: str) -> dict:
+    """The fields every model of this transformers type shares (layout, norms, biases, kernels' quirks)."""
+    return dict(ARCHS[model_type].traits)
 
 
 def hf_config_dict(spec: ModelSpec) -> dict:
@@ -232,14 +243,14 @@ def _round_trip_losses(spec: ModelSpec, d: dict) -> list[str]:
 def spec_from_hf_config(d: dict, name: str) -> ModelSpec:
     """Read a config.json dict of any supported model_type into a ModelSpec."""
     if not isinstance(d, dict) or not d.get("model_type"):
-        raise UserError(f"The config of {name} has no model_type; give the config.json of a Hugging Face model.")
+        raise InputError(f"The config of {name} has no model_type; give the config.json of a Hugging Face model.")
     model_type = d["model_type"]
     if model_type in _TEXT_PART:
         model_type = _TEXT_PART[model_type]
         d = {**(d.get("text_config") or {}), "model_type": model_type}
     arch = ARCHS.get(model_type)
     if arch is None:
-        raise UserError(f"The config of {name} has model_type {model_type!r}, which fitplan does not support; "
+        raise InputError(f"The config of {name} has model_type {model_type!r}, which fitplan does not support; "
                         f"give a catalog name or a config of one of these model types: "
                         f"{', '.join(SUPPORTED_TYPES)}.")
     d = _unalias(d, model_type)
@@ -252,7 +263,7 @@ def spec_from_hf_config(d: dict, name: str) -> ModelSpec:
         got.update(arch.read_extra(d, got))
     missing = [arch.keys.get(f, f) for f in _REQUIRED if f not in got]
     if missing:
-        raise UserError(f"The config of {name} lacks {', '.join(missing)}; "
+        raise InputError(f"The config of {name} lacks {', '.join(missing)}; "
                         f"give a complete {model_type} config.json.")
     return _build(name, model_type, got)
 
@@ -270,4 +281,4 @@ def _build(name: str, model_type: str, got: dict) -> ModelSpec:
     try:
         return ModelSpec(name=name, hf_type=model_type, family=model_type, **got)
     except (TypeError, ValueError) as err:
-        raise UserError(f"The config of {name} has inconsistent numbers ({err}); check its config.json.") from None
+        raise InputError(f"The config of {name} has inconsistent numbers ({err}); check its config.json.") from None

@@ -1,186 +1,249 @@
-"""The model catalog: architecture numbers of the models fitplan knows by name.
-
-One dataclass, `ModelSpec`, and short presets that list only what differs from it. Each preset has
-the source of its numbers (the model's `config.json` on the Hugging Face Hub) in `source`.
-Imports nothing heavy: planning must answer in well under a second.
+"""The model catalog: presets grouped by family, each listing only what differs from `ModelSpec`'s defaults
+and its family's traits (`profiles.hf_config.ARCHS`), with the Hugging Face config it was read from.
+Instruct and chat variants whose config.json carries the same numbers as their base are added by the loop
+at the end. `find` and `from_name` look entries up by Hugging Face id or short name, in any case.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Iterator
 
-# Module names of each layout, as the Hugging Face implementation calls them (LoRA targets these).
-LAYOUTS: dict[str, dict[str, str]] = {
-    # q,k,v,o separate; gated MLP (SwiGLU / GeGLU)
-    "llama": {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
-              "gate": "gate_proj", "up": "up_proj", "down": "down_proj"},
-    # phi-1.5 / phi-2: separate q,k,v, `dense` output, plain MLP fc1 -> fc2
-    "phi": {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "dense", "up": "fc1", "down": "fc2"},
-    # Phi-3: fused qkv and fused gate_up
-    "phi3": {"qkv": "qkv_proj", "o": "o_proj", "gate_up": "gate_up_proj", "down": "down_proj"},
-    # GPT-NeoX / Falcon: fused query_key_value, plain MLP
-    "neox": {"qkv": "query_key_value", "o": "dense", "up": "dense_h_to_4h", "down": "dense_4h_to_h"},
-    # GPT-2: fused c_attn (Conv1D), c_proj, c_fc, mlp c_proj
-    "gpt2": {"qkv": "c_attn", "o": "c_proj", "up": "c_fc", "down": "c_proj"},
-}
+from profiles.hf_config import family_traits
+from profiles.spec import ModelSpec
 
-# Which roles a fused projection serves, so the aliases q,k,v,gate,up reach fused modules too.
-FUSED_ROLES = {"qkv": ("q", "k", "v"), "gate_up": ("gate", "up")}
+HF = "https://huggingface.co/{}/blob/main/config.json"
 
 
-@dataclass(frozen=True)
-class Linear:
-    """One linear projection of a transformer layer."""
-
-    role: str          # q, k, v, o, qkv, gate, up, gate_up, down, router
-    module: str        # the Hugging Face module name (a LoRA target)
-    d_in: int
-    d_out: int
-    bias: bool
-    experts: int = 1   # copies per layer (routed MoE experts)
-
-    @property
-    def params(self) -> int:
-        return self.experts * (self.d_in * self.d_out + (self.d_out if self.bias else 0))
+def _spec(name: str, family_defaults: dict | None = None, **numbers) -> ModelSpec:
+    """A preset: its model type's traits, the family's shared numbers, then this model's own."""
+    fields = {**(family_defaults or {}), **numbers}
+    return ModelSpec(name=name, source=HF.format(name), **{**family_traits(fields["hf_type"]), **fields})
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Architecture numbers of one decoder-only language model."""
+def _like(base: ModelSpec, name: str, **changes) -> ModelSpec:
+    """A model whose config.json repeats `base`'s numbers except `changes`."""
+    return replace(base, name=name, source=HF.format(name), **changes)
 
-    name: str                      # Hugging Face id
-    hf_type: str                   # transformers `model_type`
-    family: str
-    n_layer: int
-    hidden: int
-    intermediate: int
-    n_head: int
-    vocab: int
-    source: str = ""               # where the numbers come from
-    n_kv_head: int | None = None   # defaults to n_head (no GQA)
-    head_dim: int | None = None    # defaults to hidden // n_head
-    layout: str = "llama"          # a key of LAYOUTS
-    mlp_gated: bool = True         # SwiGLU / GeGLU (gate, up, down) or plain (up, down)
-    activation: str = "silu"
-    norm: str = "rmsnorm"          # rmsnorm | layernorm
-    norm_bias: bool = False        # LayerNorm with bias
-    norms_per_layer: int = 2       # Gemma-2/3 and OLMo-2 have more, parallel blocks fewer
-    qk_norm: str | None = None     # "head": per-head RMSNorm (Qwen3, Gemma-3); "full": over all heads (OLMo-2)
-    parallel_block: bool = False   # attention and MLP read the same normalised input (Phi, Falcon, NeoX)
-    qkv_bias: bool = False
-    o_bias: bool = False
-    mlp_bias: bool = False
-    lm_head_bias: bool = False
-    tied_embeddings: bool = False
-    learned_positions: int = 0     # rows of a learned position embedding (GPT-2)
-    final_norm: bool = True
-    n_experts: int = 0             # routed experts (0: dense)
-    experts_per_token: int = 0
-    moe_intermediate: int | None = None
-    partial_rotary: float = 1.0
-    sliding_window: int | None = None
-    max_position: int = 4096
-    logit_softcap: float | None = None
-    dropout: float = 0.0           # residual and embedding dropout while training (GPT-2: 0.1)
-    attn_softcap: float | None = None  # attention-score soft-capping (Gemma-2): rules out SDPA, runs eager
-    hf_overrides: dict = field(default_factory=dict, compare=False, hash=False)  # extra config.json keys
 
-    def __post_init__(self) -> None:
-        missing = [f for f in ("n_layer", "hidden", "intermediate", "n_head", "vocab") if getattr(self, f) <= 0]
-        if missing or self.layout not in LAYOUTS:
-            raise ValueError(f"model spec {self.name!r} is incomplete or inconsistent: {missing or self.layout}")
-        if self.n_kv_head is None:
-            object.__setattr__(self, "n_kv_head", self.n_head)
-        if self.head_dim is None:
-            object.__setattr__(self, "head_dim", self.hidden // self.n_head)
-        if self.n_head % self.n_kv_head:
-            raise ValueError(f"model spec {self.name!r}: {self.n_head} heads do not split into {self.n_kv_head} KV groups")
-        if self.n_experts and self.moe_intermediate is None:
-            object.__setattr__(self, "moe_intermediate", self.intermediate)
+_LLAMA3 = dict(hf_type="llama", family="llama-3", vocab=128256, n_kv_head=8)
+_QWEN25 = dict(hf_type="qwen2", family="qwen2.5", qkv_bias=True, vocab=152064, max_position=131072)
+_QWEN3 = dict(hf_type="qwen3", family="qwen3", qk_norm="head", head_dim=128, n_kv_head=8, vocab=151936,
+              max_position=40960)
+_GEMMA = dict(hf_type="gemma", family="gemma", head_dim=256, vocab=256000, tied_embeddings=True,
+              activation="gelu_pytorch_tanh", max_position=8192)
+_GEMMA2 = dict(_GEMMA, hf_type="gemma2", family="gemma-2", norms_per_layer=4, sliding_window=4096,
+               logit_softcap=30.0, attn_softcap=50.0)
+# Gemma-3 4b/12b/27b are multimodal (model_type gemma3); these entries are their text_config, which
+# transformers builds as Gemma3ForCausalLM (gemma3_text). The SigLIP vision tower is not counted.
+_GEMMA3 = dict(_GEMMA, hf_type="gemma3_text", family="gemma-3", norms_per_layer=4, qk_norm="head",
+               vocab=262208, sliding_window=1024, max_position=131072)
+_PHI = dict(hf_type="phi", family="phi", layout="phi", norm="layernorm", norm_bias=True, norms_per_layer=1,
+            parallel_block=True, qkv_bias=True, o_bias=True, mlp_bias=True, lm_head_bias=True, mlp_gated=False,
+            activation="gelu_new", vocab=51200, max_position=2048)
+_PHI3 = dict(hf_type="phi3", family="phi-3", layout="phi3")
+_NEOX = dict(hf_type="gpt_neox", layout="neox", norm="layernorm", norm_bias=True, qkv_bias=True, o_bias=True,
+             mlp_bias=True, mlp_gated=False, activation="gelu", parallel_block=True, partial_rotary=0.25)
+_PYTHIA = dict(_NEOX, family="pythia", vocab=50304, max_position=2048)
+_STABLELM = dict(hf_type="stablelm", family="stablelm", norm="layernorm", norm_bias=True, partial_rotary=0.25)
+_GPT2 = dict(hf_type="gpt2", family="gpt-2", layout="gpt2", norm="layernorm", norm_bias=True, qkv_bias=True,
+             o_bias=True, mlp_bias=True, mlp_gated=False, activation="gelu_new", tied_embeddings=True,
+             vocab=50257, learned_positions=1024, max_position=1024, dropout=0.1)
+_OLMO2 = dict(hf_type="olmo2", family="olmo-2", qk_norm="full", vocab=100352)
+_SMOLLM2 = dict(hf_type="llama", family="smollm2", vocab=49152, tied_embeddings=True, max_position=8192)
 
-    @property
-    def short_name(self) -> str:
-        return self.name.split("/")[-1]
+_BASES: list[ModelSpec] = [
+    # Llama 2
+    _spec("meta-llama/Llama-2-7b-hf", hf_type="llama", family="llama-2", n_layer=32, hidden=4096,
+          intermediate=11008, n_head=32, vocab=32000),
+    _spec("meta-llama/Llama-2-13b-hf", hf_type="llama", family="llama-2", n_layer=40, hidden=5120,
+          intermediate=13824, n_head=40, vocab=32000),
+    _spec("meta-llama/Llama-2-70b-hf", hf_type="llama", family="llama-2", n_layer=80, hidden=8192,
+          intermediate=28672, n_head=64, n_kv_head=8, vocab=32000),
+    # Llama 3, 3.1, 3.2
+    _spec("meta-llama/Meta-Llama-3-8B", _LLAMA3, n_layer=32, hidden=4096, intermediate=14336, n_head=32,
+          max_position=8192),
+    _spec("meta-llama/Meta-Llama-3-70B", _LLAMA3, n_layer=80, hidden=8192, intermediate=28672, n_head=64,
+          max_position=8192),
+    _spec("meta-llama/Llama-3.1-8B", _LLAMA3, n_layer=32, hidden=4096, intermediate=14336, n_head=32,
+          max_position=131072),
+    _spec("meta-llama/Llama-3.1-70B", _LLAMA3, n_layer=80, hidden=8192, intermediate=28672, n_head=64,
+          max_position=131072),
+    _spec("meta-llama/Llama-3.1-405B", _LLAMA3, n_layer=126, hidden=16384, intermediate=53248, n_head=128,
+          max_position=131072),
+    _spec("meta-llama/Llama-3.2-1B", _LLAMA3, n_layer=16, hidden=2048, intermediate=8192, n_head=32,
+          head_dim=64, tied_embeddings=True, max_position=131072),
+    _spec("meta-llama/Llama-3.2-3B", _LLAMA3, n_layer=28, hidden=3072, intermediate=8192, n_head=24,
+          head_dim=128, tied_embeddings=True, max_position=131072),
+    # TinyLlama: Llama-2 architecture, GQA
+    _spec("TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", hf_type="llama", family="tinyllama", n_layer=22,
+          hidden=2048, intermediate=5632, n_head=32, n_kv_head=4, vocab=32000, max_position=2048),
+    # SmolLM2: small Llama-architecture models with tied embeddings
+    _spec("HuggingFaceTB/SmolLM2-135M", _SMOLLM2, n_layer=30, hidden=576, intermediate=1536, n_head=9,
+          n_kv_head=3),
+    _spec("HuggingFaceTB/SmolLM2-360M", _SMOLLM2, n_layer=32, hidden=960, intermediate=2560, n_head=15,
+          n_kv_head=5),
+    _spec("HuggingFaceTB/SmolLM2-1.7B", _SMOLLM2, n_layer=24, hidden=2048, intermediate=8192, n_head=32),
+    # Yi: Llama architecture, GQA
+    _spec("01-ai/Yi-6B", hf_type="llama", family="yi", n_layer=32, hidden=4096, intermediate=11008, n_head=32,
+          n_kv_head=4, vocab=64000),
+    _spec("01-ai/Yi-9B", hf_type="llama", family="yi", n_layer=48, hidden=4096, intermediate=11008, n_head=32,
+          n_kv_head=4, vocab=64000),
+    _spec("01-ai/Yi-34B", hf_type="llama", family="yi", n_layer=60, hidden=7168, intermediate=20480, n_head=56,
+          n_kv_head=8, vocab=64000),
+    # Mistral: v0.1 slides a 4096-token window, v0.2 Instruct and v0.3 do not
+    _spec("mistralai/Mistral-7B-v0.1", hf_type="mistral", family="mistral", n_layer=32, hidden=4096,
+          intermediate=14336, n_head=32, n_kv_head=8, vocab=32000, max_position=32768, sliding_window=4096),
+    _spec("mistralai/Mistral-7B-Instruct-v0.2", hf_type="mistral", family="mistral", n_layer=32, hidden=4096,
+          intermediate=14336, n_head=32, n_kv_head=8, vocab=32000, max_position=32768),
+    _spec("mistralai/Mistral-7B-v0.3", hf_type="mistral", family="mistral", n_layer=32, hidden=4096,
+          intermediate=14336, n_head=32, n_kv_head=8, vocab=32768, max_position=32768),
+    _spec("mistralai/Mistral-Nemo-Base-2407", hf_type="mistral", family="mistral", n_layer=40, hidden=5120,
+          intermediate=14336, n_head=32, n_kv_head=8, head_dim=128, vocab=131072, max_position=1024000),
+    # Mixtral: 8 experts, 2 per token; experts are fused 3-D parameters in transformers 5
+    _spec("mistralai/Mixtral-8x7B-v0.1", hf_type="mixtral", family="mixtral", n_layer=32, hidden=4096,
+          intermediate=14336, n_head=32, n_kv_head=8, vocab=32000, max_position=32768, n_experts=8,
+          experts_per_token=2),
+    # Qwen2.5: q/k/v biases; the small ones tie embeddings
+    _spec("Qwen/Qwen2.5-0.5B", _QWEN25, vocab=151936, tied_embeddings=True, max_position=32768,
+          n_layer=24, hidden=896, intermediate=4864, n_head=14, n_kv_head=2),
+    _spec("Qwen/Qwen2.5-1.5B", _QWEN25, vocab=151936, tied_embeddings=True, max_position=32768,
+          n_layer=28, hidden=1536, intermediate=8960, n_head=12, n_kv_head=2),
+    _spec("Qwen/Qwen2.5-3B", _QWEN25, vocab=151936, tied_embeddings=True, max_position=32768,
+          n_layer=36, hidden=2048, intermediate=11008, n_head=16, n_kv_head=2),
+    _spec("Qwen/Qwen2.5-7B", _QWEN25, n_layer=28, hidden=3584, intermediate=18944, n_head=28, n_kv_head=4),
+    _spec("Qwen/Qwen2.5-14B", _QWEN25, n_layer=48, hidden=5120, intermediate=13824, n_head=40, n_kv_head=8),
+    _spec("Qwen/Qwen2.5-32B", _QWEN25, n_layer=64, hidden=5120, intermediate=27648, n_head=40, n_kv_head=8),
+    _spec("Qwen/Qwen2.5-72B", _QWEN25, n_layer=80, hidden=8192, intermediate=29568, n_head=64, n_kv_head=8),
+    # Qwen3: per-head q/k RMSNorm, head_dim 128 regardless of width
+    _spec("Qwen/Qwen3-0.6B", _QWEN3, n_layer=28, hidden=1024, intermediate=3072, n_head=16,
+          tied_embeddings=True),
+    _spec("Qwen/Qwen3-1.7B", _QWEN3, n_layer=28, hidden=2048, intermediate=6144, n_head=16,
+          tied_embeddings=True),
+    _spec("Qwen/Qwen3-4B", _QWEN3, n_layer=36, hidden=2560, intermediate=9728, n_head=32, tied_embeddings=True),
+    _spec("Qwen/Qwen3-8B", _QWEN3, n_layer=36, hidden=4096, intermediate=12288, n_head=32),
+    _spec("Qwen/Qwen3-14B", _QWEN3, n_layer=40, hidden=5120, intermediate=17408, n_head=40),
+    _spec("Qwen/Qwen3-32B", _QWEN3, n_layer=64, hidden=5120, intermediate=25600, n_head=64),
+    # Qwen3-MoE: 128 experts, 8 per token, every layer MoE
+    _spec("Qwen/Qwen3-30B-A3B", _QWEN3, hf_type="qwen3_moe", family="qwen3-moe", n_kv_head=4,
+          n_layer=48, hidden=2048, intermediate=6144, n_head=32, n_experts=128, experts_per_token=8,
+          moe_intermediate=768),
+    _spec("Qwen/Qwen3-235B-A22B", _QWEN3, hf_type="qwen3_moe", family="qwen3-moe", n_kv_head=4,
+          n_layer=94, hidden=4096, intermediate=12288, n_head=64, n_experts=128, experts_per_token=8,
+          moe_intermediate=1536),
+    # Gemma: head_dim 256, GeGLU, tied embeddings; the 2b is multi-query
+    _spec("google/gemma-2b", _GEMMA, n_layer=18, hidden=2048, intermediate=16384, n_head=8, n_kv_head=1),
+    _spec("google/gemma-7b", _GEMMA, n_layer=28, hidden=3072, intermediate=24576, n_head=16),
+    # Gemma 2: pre- and post-norms around attention and MLP, logit soft-capping, alternating sliding window
+    _spec("google/gemma-2-2b", _GEMMA2, n_layer=26, hidden=2304, intermediate=9216, n_head=8, n_kv_head=4),
+    _spec("google/gemma-2-9b", _GEMMA2, n_layer=42, hidden=3584, intermediate=14336, n_head=16, n_kv_head=8),
+    _spec("google/gemma-2-27b", _GEMMA2, n_layer=46, hidden=4608, intermediate=36864, n_head=32, n_kv_head=16,
+          head_dim=128, hf_overrides={"query_pre_attn_scalar": 144}),
+    # Gemma 3: Gemma-2 norms plus per-head q/k norm, 5 local : 1 global layers; 1b is text-only
+    _spec("google/gemma-3-1b-pt", _GEMMA3, vocab=262144, sliding_window=512, max_position=32768,
+          n_layer=26, hidden=1152, intermediate=6912, n_head=4, n_kv_head=1),
+    _spec("google/gemma-3-4b-pt", _GEMMA3, n_layer=34, hidden=2560, intermediate=10240, n_head=8, n_kv_head=4),
+    _spec("google/gemma-3-12b-pt", _GEMMA3, n_layer=48, hidden=3840, intermediate=15360, n_head=16,
+          n_kv_head=8),
+    _spec("google/gemma-3-27b-pt", _GEMMA3, n_layer=62, hidden=5376, intermediate=21504, n_head=32,
+          n_kv_head=16, head_dim=128, hf_overrides={"query_pre_attn_scalar": 168}),
+    # Phi-1.5 / Phi-2: parallel block, one LayerNorm, biases everywhere, partial rotary
+    _spec("microsoft/phi-1_5", _PHI, n_layer=24, hidden=2048, intermediate=8192, n_head=32, partial_rotary=0.5),
+    _spec("microsoft/phi-2", _PHI, n_layer=32, hidden=2560, intermediate=10240, n_head=32, partial_rotary=0.4),
+    # Phi-3 / Phi-4: fused qkv_proj and gate_up_proj
+    _spec("microsoft/Phi-3-mini-4k-instruct", _PHI3, n_layer=32, hidden=3072, intermediate=8192, n_head=32,
+          vocab=32064, sliding_window=2047),
+    _spec("microsoft/Phi-3-medium-4k-instruct", _PHI3, n_layer=40, hidden=5120, intermediate=17920,
+          n_head=40, n_kv_head=10, vocab=32064, sliding_window=2047),
+    _spec("microsoft/phi-4", _PHI3, n_layer=40, hidden=5120, intermediate=17920, n_head=40, n_kv_head=10,
+          vocab=100352, max_position=16384),
+    # Falcon-7B: multi-query, parallel attention, one LayerNorm per layer, no linear biases
+    _spec("tiiuae/falcon-7b", hf_type="falcon", family="falcon", layout="neox", norm="layernorm", norm_bias=True,
+          norms_per_layer=1, parallel_block=True, mlp_gated=False, activation="gelu", tied_embeddings=True,
+          n_layer=32, hidden=4544, intermediate=18176, n_head=71, n_kv_head=1, vocab=65024, max_position=2048),
+    # Pythia (GPT-NeoX): parallel residual, two LayerNorms, quarter rotary, untied head
+    _spec("EleutherAI/pythia-160m", _PYTHIA, n_layer=12, hidden=768, intermediate=3072, n_head=12),
+    _spec("EleutherAI/pythia-410m", _PYTHIA, n_layer=24, hidden=1024, intermediate=4096, n_head=16),
+    _spec("EleutherAI/pythia-1b", _PYTHIA, n_layer=16, hidden=2048, intermediate=8192, n_head=8),
+    _spec("EleutherAI/pythia-1.4b", _PYTHIA, n_layer=24, hidden=2048, intermediate=8192, n_head=16),
+    _spec("EleutherAI/pythia-2.8b", _PYTHIA, n_layer=32, hidden=2560, intermediate=10240, n_head=32),
+    _spec("EleutherAI/pythia-6.9b", _PYTHIA, vocab=50432, n_layer=32, hidden=4096, intermediate=16384,
+          n_head=32),
+    _spec("EleutherAI/pythia-12b", _PYTHIA, vocab=50688, n_layer=36, hidden=5120, intermediate=20480,
+          n_head=40),
+    # StableLM: the alpha models are GPT-NeoX; StableLM-3B-4E1T and StableLM-2 have their own type
+    _spec("stabilityai/stablelm-base-alpha-3b", _NEOX, family="stablelm", n_layer=16, hidden=4096,
+          intermediate=16384, n_head=32, vocab=50688, max_position=4096),
+    _spec("stabilityai/stablelm-3b-4e1t", _STABLELM, n_layer=32, hidden=2560, intermediate=6912, n_head=32,
+          vocab=50304),
+    _spec("stabilityai/stablelm-2-1_6b", _STABLELM, n_layer=24, hidden=2048, intermediate=5632, n_head=32,
+          vocab=100352, qkv_bias=True),
+    # GPT-2: learned positions, Conv1D projections with biases, tied head
+    _spec("openai-community/gpt2", _GPT2, n_layer=12, hidden=768, intermediate=3072, n_head=12),
+    _spec("openai-community/gpt2-medium", _GPT2, n_layer=24, hidden=1024, intermediate=4096, n_head=16),
+    _spec("openai-community/gpt2-large", _GPT2, n_layer=36, hidden=1280, intermediate=5120, n_head=20),
+    _spec("openai-community/gpt2-xl", _GPT2, n_layer=48, hidden=1600, intermediate=6400, n_head=25),
+    # OLMo 2: post-norms only (after attention and MLP), q/k RMSNorm over the whole projection
+    _spec("allenai/OLMo-2-0425-1B", _OLMO2, n_layer=16, hidden=2048, intermediate=8192, n_head=16),
+    _spec("allenai/OLMo-2-1124-7B", _OLMO2, n_layer=32, hidden=4096, intermediate=11008, n_head=32),
+    _spec("allenai/OLMo-2-1124-13B", _OLMO2, n_layer=40, hidden=5120, intermediate=13824, n_head=40),
+    _spec("allenai/OLMo-2-0325-32B", _OLMO2, n_layer=64, hidden=5120, intermediate=27648, n_head=40,
+          n_kv_head=8),
+]
 
-    @property
-    def is_moe(self) -> bool:
-        return self.n_experts > 0
+_BY_NAME = {spec.name: spec for spec in _BASES}
 
-    @property
-    def q_dim(self) -> int:
-        return self.n_head * self.head_dim
+# DeepSeek-R1 distillations: Qwen2.5 / Llama-3 architectures fine-tuned on R1 outputs.
+_R1 = "deepseek-ai/DeepSeek-R1-Distill-"
+_BASES += [
+    # the 1.5B comes from Qwen2.5-Math-1.5B, whose head is untied
+    _like(_BY_NAME["Qwen/Qwen2.5-1.5B"], _R1 + "Qwen-1.5B", family="deepseek-r1-distill", tied_embeddings=False,
+          max_position=131072),
+    _like(_BY_NAME["Qwen/Qwen2.5-7B"], _R1 + "Qwen-7B", family="deepseek-r1-distill"),
+    _like(_BY_NAME["Qwen/Qwen2.5-14B"], _R1 + "Qwen-14B", family="deepseek-r1-distill"),
+    _like(_BY_NAME["Qwen/Qwen2.5-32B"], _R1 + "Qwen-32B", family="deepseek-r1-distill"),
+    _like(_BY_NAME["meta-llama/Llama-3.1-8B"], _R1 + "Llama-8B", family="deepseek-r1-distill"),
+    _like(_BY_NAME["meta-llama/Llama-3.1-70B"], _R1 + "Llama-70B", family="deepseek-r1-distill"),
+]
 
-    @property
-    def kv_dim(self) -> int:
-        return self.n_kv_head * self.head_dim
+# Instruct / chat variants: (base, variant, what its config.json changes, usually nothing).
+_VARIANTS: list[tuple[str, str, dict]] = [
+    *[(f"meta-llama/Llama-2-{s}-hf", f"meta-llama/Llama-2-{s}-chat-hf", {}) for s in ("7b", "13b", "70b")],
+    *[(f"meta-llama/Meta-Llama-3-{s}", f"meta-llama/Meta-Llama-3-{s}-Instruct", {}) for s in ("8B", "70B")],
+    *[(f"meta-llama/Llama-3.1-{s}", f"meta-llama/Llama-3.1-{s}-Instruct", {}) for s in ("8B", "70B", "405B")],
+    ("meta-llama/Llama-3.1-70B", "meta-llama/Llama-3.3-70B-Instruct", {}),
+    *[(f"meta-llama/Llama-3.2-{s}", f"meta-llama/Llama-3.2-{s}-Instruct", {}) for s in ("1B", "3B")],
+    ("TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", {}),
+    *[(f"HuggingFaceTB/SmolLM2-{s}", f"HuggingFaceTB/SmolLM2-{s}-Instruct", {}) for s in ("135M", "360M", "1.7B")],
+    ("01-ai/Yi-6B", "01-ai/Yi-6B-Chat", {}),
+    ("01-ai/Yi-34B", "01-ai/Yi-34B-Chat", {}),
+    ("mistralai/Mistral-7B-v0.1", "mistralai/Mistral-7B-Instruct-v0.1", {}),
+    ("mistralai/Mistral-7B-v0.3", "mistralai/Mistral-7B-Instruct-v0.3", {}),
+    ("mistralai/Mistral-Nemo-Base-2407", "mistralai/Mistral-Nemo-Instruct-2407", {}),
+    ("mistralai/Mixtral-8x7B-v0.1", "mistralai/Mixtral-8x7B-Instruct-v0.1", {}),
+    *[(f"Qwen/Qwen2.5-{s}", f"Qwen/Qwen2.5-{s}-Instruct", {}) for s in ("0.5B", "1.5B", "3B")],
+    # from 7B up the instruct configs declare a 32K context where the bases say 128K
+    *[(f"Qwen/Qwen2.5-{s}", f"Qwen/Qwen2.5-{s}-Instruct", {"max_position": 32768})
+      for s in ("7B", "14B", "32B", "72B")],
+    *[(f"google/gemma-{s}", f"google/gemma-{s}-it", {}) for s in ("2b", "7b")],
+    *[(f"google/gemma-2-{s}", f"google/gemma-2-{s}-it", {}) for s in ("2b", "9b", "27b")],
+    *[(f"google/gemma-3-{s}-pt", f"google/gemma-3-{s}-it", {}) for s in ("1b", "4b", "12b", "27b")],
+    ("tiiuae/falcon-7b", "tiiuae/falcon-7b-instruct", {}),
+    *[(f"allenai/OLMo-2-1124-{s}", f"allenai/OLMo-2-1124-{s}-Instruct", {}) for s in ("7B", "13B")],
+]
 
-    def linears(self) -> list[Linear]:
-        """The linear projections of one layer, with their Hugging Face module names."""
-        names = LAYOUTS[self.layout]
-        out = self._attention_linears(names)
-        out += self._mlp_linears(names)
-        return out
 
-    def _attention_linears(self, names: dict[str, str]) -> list[Linear]:
-        h, qb = self.hidden, self.qkv_bias
-        if "qkv" in names:
-            fused = Linear("qkv", names["qkv"], h, self.q_dim + 2 * self.kv_dim, qb)
-            qkv = [fused]
-        else:
-            qkv = [Linear("q", names["q"], h, self.q_dim, qb), Linear("k", names["k"], h, self.kv_dim, qb),
-                   Linear("v", names["v"], h, self.kv_dim, qb)]
-        return qkv + [Linear("o", names["o"], self.q_dim, h, self.o_bias)]
+def _with_variants(bases: list[ModelSpec], variants: list[tuple[str, str, dict]]) -> list[ModelSpec]:
+    """The presets in family order, each followed by its instruct / chat variants."""
+    after: dict[str, list[ModelSpec]] = {}
+    for base, name, changes in variants:
+        after.setdefault(base, []).append(_like(_BY_NAME[base], name, **changes))
+    return [out for spec in bases for out in (spec, *after.get(spec.name, ()))]
 
-    def _mlp_linears(self, names: dict[str, str]) -> list[Linear]:
-        h, b = self.hidden, self.mlp_bias
-        if self.is_moe:
-            i, e = self.moe_intermediate, self.n_experts
-            return [Linear("router", "gate", h, e, False),
-                    Linear("gate_up", "experts.gate_up_proj", h, 2 * i, b, experts=e),
-                    Linear("down", "experts.down_proj", i, h, b, experts=e)]
-        i = self.intermediate
-        if "gate_up" in names:
-            return [Linear("gate_up", names["gate_up"], h, 2 * i, b), Linear("down", names["down"], i, h, b)]
-        up = [Linear("gate", names["gate"], h, i, b)] if self.mlp_gated else []
-        return up + [Linear("up", names["up"], h, i, b), Linear("down", names["down"], i, h, b)]
 
-    def norm_params(self) -> int:
-        """Parameters of all normalisation layers (per-layer norms, QK norms and the final norm)."""
-        per_norm = self.hidden * (2 if self.norm_bias else 1)
-        qk = {None: 0, "head": 2 * self.head_dim, "full": self.q_dim + self.kv_dim}[self.qk_norm]
-        per_layer = self.norms_per_layer * per_norm + qk
-        return self.n_layer * per_layer + (per_norm if self.final_norm else 0)
-
-    def embedding_params(self) -> int:
-        """Input embedding, learned positions and (when untied) the output head."""
-        embed = self.vocab * self.hidden + self.learned_positions * self.hidden
-        head = 0 if self.tied_embeddings else self.vocab * self.hidden
-        return embed + head + (self.vocab if self.lm_head_bias else 0)
-
-    def layer_linear_params(self) -> int:
-        return sum(lin.params for lin in self.linears())
-
-    @property
-    def params(self) -> int:
-        """Exact parameter count, as `sum(p.numel() for p in model.parameters())` in transformers."""
-        return self.n_layer * self.layer_linear_params() + self.norm_params() + self.embedding_params()
-
-    def to_hf_config(self) -> dict:
-        """A transformers `config.json` dict that builds this architecture (see tests/test_catalog.py)."""
-        from profiles.hf_config import hf_config_dict
-        return hf_config_dict(self)
-
-    @classmethod
-    def from_name(cls, name: str, **overrides) -> "ModelSpec":
-        """A catalog preset by Hugging Face id or short name (case-insensitive), with overrides."""
-        spec = find(name)
-        if spec is None:
-            raise KeyError(name)
-        return replace(spec, **overrides) if overrides else spec
+CATALOG: list[ModelSpec] = _with_variants(_BASES, _VARIANTS)
 
 
 def _index() -> dict[str, ModelSpec]:
-    from profiles.catalog import CATALOG
     index: dict[str, ModelSpec] = {}
     for spec in CATALOG:
         index[spec.name.lower()] = spec
@@ -188,16 +251,21 @@ def _index() -> dict[str, ModelSpec]:
     return index
 
 
-_INDEX: dict[str, ModelSpec] | None = None
+_INDEX = _index()
 
 
 def find(name: str) -> ModelSpec | None:
-    global _INDEX
-    if _INDEX is None:
-        _INDEX = _index()
+    """The catalog entry of a Hugging Face id or short name (any case), or None."""
     return _INDEX.get(name.strip().lower())
 
 
+def from_name(name: str, **overrides) -> ModelSpec:
+    """A catalog preset, with overrides (tests shrink real presets this way); KeyError if unknown."""
+    spec = find(name)
+    if spec is None:
+        raise KeyError(name)
+    return replace(spec, **overrides) if overrides else spec
+
+
 def catalog() -> Iterator[ModelSpec]:
-    from profiles.catalog import CATALOG
     return iter(CATALOG)

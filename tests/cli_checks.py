@@ -18,8 +18,8 @@ def assert_user_error(result: subprocess.CompletedProcess, says: str, as_json: b
 
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """planner.cli.main in this process: the exit status, stdout and stderr a user would see."""
-    from planner.cli import main
+    """cli.main.main in this process: the exit status, stdout and stderr a user would see."""
+    from cli.main import main
     monkeypatch.setattr(sys, "argv", ["fitplan", *args])
     code = 0
     try:

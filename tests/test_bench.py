@@ -18,7 +18,8 @@ from benchmarks.bench import (COMPONENTS, PHASES, cache_key, csv_columns, load_c
 from benchmarks.matrix import HALVES, BenchConfig, family, matrix, select
 from planner.config import TrainConfig
 from planner.memory import estimate
-from profiles.models import ModelSpec
+from profiles.spec import ModelSpec
+from profiles.models import from_name
 
 TOLERANCE = 0.03
 
@@ -62,13 +63,13 @@ CI_CASES = [
 
 def tiny_spec(key: str) -> ModelSpec:
     overrides = dict(SPECS[key])
-    return ModelSpec.from_name(overrides.pop("name"), **{**TINY, **overrides})
+    return from_name(overrides.pop("name"), **{**TINY, **overrides})
 
 
 @pytest.mark.parametrize("key,changes", CI_CASES, ids=[f"{k}-" + "-".join(str(v) for v in c.values())
                                                        for k, c in CI_CASES])
 def test_planner_within_3_percent_of_the_measurement(key, changes):
-    from benchmarks.harness import measure
+    from measure.harness import measure
     spec, cfg = tiny_spec(key), TrainConfig(**changes)
     measured = measure(spec, cfg, steps=2, device="fake")
     predicted = estimate(spec, cfg)
@@ -91,7 +92,7 @@ def test_matrix_size_and_unique_ids(configs):
 
 
 def test_matrix_covers_families_methods_and_settings(configs):
-    specs = {c.model: ModelSpec.from_name(c.model) for c in configs}
+    specs = {c.model: from_name(c.model) for c in configs}
     assert len({s.family for s in specs.values()}) >= 8
     assert any(s.is_moe for s in specs.values()) and any(s.tied_embeddings for s in specs.values())
     sizes = [s.params for s in specs.values()]
@@ -110,13 +111,13 @@ def test_matrix_covers_families_methods_and_settings(configs):
 
 def test_matrix_keeps_70b_full_fine_tuning_short(configs):
     for c in configs:
-        if ModelSpec.from_name(c.model).params > 60e9 and c.method == "full":
+        if from_name(c.model).params > 60e9 and c.method == "full":
             assert c.seq_len <= 512
 
 
 def test_every_config_builds_and_is_predicted(configs):
     for c in configs:
-        e = estimate(ModelSpec.from_name(c.model), c.train_config())
+        e = estimate(from_name(c.model), c.train_config())
         assert e.allocated_peak_bytes > 0
 
 
@@ -232,8 +233,8 @@ def test_report_files_columns_and_summary(tmp_path):
 
 # -- the command, end to end on one real matrix config ------------------------------------------------
 def test_bench_command_measures_once_then_uses_the_cache(tmp_path):
-    from benchmarks.commands.bench import command
-    small = min(matrix(), key=lambda c: (ModelSpec.from_name(c.model).params, c.method != "full"))
+    from cli.commands.bench import command
+    small = min(matrix(), key=lambda c: (from_name(c.model).params, c.method != "full"))
     args = ["--ids", small.id, "--out", str(tmp_path)]
     first = CliRunner().invoke(command, args)
     assert first.exit_code == 0, first.output

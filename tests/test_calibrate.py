@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from planner import calibrate as calib
+from measure import calibrate as calib
 from planner.calibration import SHIPPED, load_profile, overhead_for
-from planner.cli import cli
-from planner.hardware import allocator_reserve_fraction, cuda_context_bytes
+from cli.main import cli
+from planner.calibration import allocator_reserve_fraction, cuda_context_bytes
 from cli_checks import run_main
 
 GiB, MiB = 2**30, 2**20

@@ -8,10 +8,11 @@ from dataclasses import replace
 
 import pytest
 
-from planner.errors import UserError
-from profiles.catalog import CATALOG
+from common.errors import InputError
+from profiles.models import CATALOG, from_name
 from profiles.hf_config import SUPPORTED_TYPES, hf_config_dict, spec_from_hf_config
-from profiles.models import ModelSpec, find
+from profiles.spec import ModelSpec
+from profiles.models import find
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -77,7 +78,7 @@ def test_params_match_transformers(spec):
 
 @pytest.mark.parametrize("name, total", PUBLISHED.items())
 def test_params_match_published_totals(name, total):
-    assert ModelSpec.from_name(name).params == total
+    assert from_name(name).params == total
 
 
 @pytest.mark.parametrize("spec", CATALOG, ids=IDS)
@@ -111,7 +112,7 @@ def test_lora_targets_exist_in_model(spec):
 def test_lora_adapter_shapes_match_peft(spec):
     """peft on a two-layer shrink of the preset adds r * (d_in + d_out) per targeted linear and expert."""
     peft = pytest.importorskip("peft")
-    small = ModelSpec.from_name(spec.name, n_layer=2)
+    small = from_name(spec.name, n_layer=2)
     linears = [lin for lin in small.linears() if lin.role != "router"]
     modules = sorted({lin.module for lin in linears if lin.experts == 1})
     experts = sorted({lin.module for lin in linears if lin.experts > 1})
@@ -144,17 +145,17 @@ def test_every_entry_has_a_source(spec):
 
 
 def test_from_name_is_case_insensitive_and_takes_short_names():
-    full = ModelSpec.from_name("meta-llama/Llama-2-7b-hf")
-    assert ModelSpec.from_name("META-LLAMA/llama-2-7B-HF") is full
-    assert ModelSpec.from_name("llama-2-7b-hf") is full
-    assert ModelSpec.from_name("  GPT2 ").name == "openai-community/gpt2"
+    full = from_name("meta-llama/Llama-2-7b-hf")
+    assert from_name("META-LLAMA/llama-2-7B-HF") is full
+    assert from_name("llama-2-7b-hf") is full
+    assert from_name("  GPT2 ").name == "openai-community/gpt2"
 
 
 def test_from_name_overrides_shrink_a_preset():
-    small = ModelSpec.from_name("Llama-3.1-8B", n_layer=2)
+    small = from_name("Llama-3.1-8B", n_layer=2)
     assert (small.n_layer, small.n_kv_head, small.vocab) == (2, 8, 128256)
     with pytest.raises(KeyError):
-        ModelSpec.from_name("no-such-model")
+        from_name("no-such-model")
 
 
 @pytest.mark.parametrize("bad", [
@@ -174,7 +175,7 @@ def test_spec_missing_a_number_is_rejected():
 
 
 def test_hf_config_refuses_what_the_model_type_cannot_build():
-    llama = ModelSpec.from_name("Llama-2-7b-hf")
+    llama = from_name("Llama-2-7b-hf")
     with pytest.raises(ValueError, match="norm"):
         hf_config_dict(replace(llama, norm="layernorm"))
     with pytest.raises(ValueError):
@@ -190,7 +191,7 @@ def test_gemma3_multimodal_config_reads_its_text_part():
               "vision_config": {"hidden_size": 1152, "model_type": "siglip_vision_model"}}
     spec = spec_from_hf_config(config, "gemma-3-4b-pt")
     assert spec.hf_type == "gemma3_text"
-    assert spec.params == ModelSpec.from_name("google/gemma-3-4b-pt").params
+    assert spec.params == from_name("google/gemma-3-4b-pt").params
 
 
 def test_hub_spellings_are_read():
@@ -200,24 +201,24 @@ def test_hub_spellings_are_read():
     gpt2 = {"model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024,
             "vocab_size": 50257, "n_inner": None, "activation_function": "gelu_new"}
     assert spec_from_hf_config(gpt2, "gpt2").params == PUBLISHED["openai-community/gpt2"]
-    qwen = {**hf_config_dict(ModelSpec.from_name("Qwen2.5-7B")), "use_sliding_window": False,
+    qwen = {**hf_config_dict(from_name("Qwen2.5-7B")), "use_sliding_window": False,
             "sliding_window": 131072}
     assert spec_from_hf_config(qwen, "qwen").sliding_window is None
 
 
 def test_unsupported_configs_raise_one_sentence():
-    with pytest.raises(UserError, match="'bloom', which fitplan does not support") as err:
+    with pytest.raises(InputError, match="'bloom', which fitplan does not support") as err:
         spec_from_hf_config({"model_type": "bloom", "n_layer": 2}, "bigscience/bloom")
     message = str(err.value)
     assert all(t in message for t in SUPPORTED_TYPES) and message.count(". ") == 0
-    with pytest.raises(UserError, match="model_type"):
+    with pytest.raises(InputError, match="model_type"):
         spec_from_hf_config({"hidden_size": 8}, "x")
-    with pytest.raises(UserError, match="mlp_only_layers"):
-        moe = hf_config_dict(ModelSpec.from_name("Qwen3-30B-A3B"))
+    with pytest.raises(InputError, match="mlp_only_layers"):
+        moe = hf_config_dict(from_name("Qwen3-30B-A3B"))
         spec_from_hf_config({**moe, "mlp_only_layers": [0]}, "x")
-    with pytest.raises(UserError, match="num_hidden_layers"):
+    with pytest.raises(InputError, match="num_hidden_layers"):
         spec_from_hf_config({"model_type": "llama", "hidden_size": 64}, "x")
-    with pytest.raises(UserError, match="inconsistent"):
-        llama = hf_config_dict(ModelSpec.from_name("Llama-2-7b-hf"))
+    with pytest.raises(InputError, match="inconsistent"):
+        llama = hf_config_dict(from_name("Llama-2-7b-hf"))
         spec_from_hf_config({**llama, "num_key_value_heads": 5}, "x")
 

@@ -9,7 +9,7 @@ import pytest
 from cli_checks import assert_user_error
 from click.testing import CliRunner
 
-from planner.cli import cli
+from cli.main import cli
 from planner.memory import COMPONENTS
 
 FITPLAN = Path(sys.executable).parent / "fitplan"

@@ -6,17 +6,17 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from planner.api import plan_model
-from planner.cli import cli
-from planner.commands.fits import fits_dict, fits_table
-from planner.commands.models import models_table, select, variant_of
+from cli.commands.plan import plan_json
+from cli.main import cli
+from cli.commands.fits import fits_dict, fits_table
+from cli.commands.models import models_table, select, variant_of
 from planner.config import TrainConfig
 from planner.memory import estimate
 from planner.search import total_bytes, usable_bytes
-from planner.targets import target_from_spec
-from profiles import catalog as catalog_module
+from planner.hardware import catalog_hardware
+from profiles import models as catalog_module
 from profiles.gpus import find_gpu
-from profiles.models import ModelSpec, catalog
+from profiles.models import catalog, from_name
 from test_search import options
 
 CELL_KEYS = {"fits", "micro_batch", "total_bytes", "sharding", "grad_ckpt"}
@@ -69,7 +69,7 @@ def test_models_family_filter():
 
 
 def test_models_table_snapshot():
-    specs = [ModelSpec.from_name(name) for name in ("Llama-2-7b-hf", "gemma-2b", "Qwen3-30B-A3B", "gpt2")]
+    specs = [from_name(name) for name in ("Llama-2-7b-hf", "gemma-2b", "Qwen3-30B-A3B", "gpt2")]
     assert models_table(specs) == "\n".join([
         "Model                     Family     Params  Layers  Hidden  Heads/KV   Vocab  Tied  MoE",
         "meta-llama/Llama-2-7b-hf  llama-2    6.74 B      32    4096     32/32   32000  no    -",
@@ -108,7 +108,7 @@ def test_fits_json_shape(rtx4090_fits):
     assert data["seq_len"] == 2048
     assert [row["model"] for row in data["models"]] == [spec.name for spec in select(catalog(), bases_only=True)]
     for row in data["models"]:
-        assert row["params"] == ModelSpec.from_name(row["model"]).params
+        assert row["params"] == from_name(row["model"]).params
         for method in ("full", "lora", "qlora"):
             cell = row[method]
             assert CELL_KEYS <= set(cell)
@@ -141,8 +141,8 @@ def test_a_bigger_model_never_fits_a_bigger_batch(rtx4090_fits):
 @pytest.mark.parametrize("model", ["meta-llama/Llama-2-7b-hf", "Qwen/Qwen2.5-1.5B", "microsoft/phi-2"])
 def test_fits_agrees_with_the_memory_model(rtx4090_fits, model):
     """Each fitting cell fits in the card less the margin, and one more sequence would not."""
-    spec = ModelSpec.from_name(model)
-    target = target_from_spec(find_gpu("RTX 4090")[0])
+    spec = from_name(model)
+    target = catalog_hardware(find_gpu("RTX 4090")[0])
     budget = usable_bytes(target, 0.10)
     for method in ("full", "lora", "qlora"):
         cell = _cell(rtx4090_fits, model, method)
@@ -150,15 +150,15 @@ def test_fits_agrees_with_the_memory_model(rtx4090_fits, model):
             continue
         cfg = TrainConfig(method=method, precision=cell["precision"], grad_ckpt=cell["grad_ckpt"],
                           micro_batch=cell["micro_batch"])
-        assert total_bytes(estimate(spec, cfg), target.overhead) == cell["total_bytes"] <= budget
-        assert total_bytes(estimate(spec, replace(cfg, micro_batch=cfg.micro_batch + 1)), target.overhead) > budget
+        assert total_bytes(estimate(spec, cfg), target.card.overhead) == cell["total_bytes"] <= budget
+        assert total_bytes(estimate(spec, replace(cfg, micro_batch=cfg.micro_batch + 1)), target.card.overhead) > budget
 
 
 @pytest.mark.parametrize("model", ["meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-13b-hf", "google/gemma-2b"])
 def test_fits_agrees_with_plan(rtx4090_fits, model):
     for method in ("full", "lora", "qlora"):
         cell = _cell(rtx4090_fits, model, method)
-        plans = plan_model(model, options(method=method), gpu="RTX 4090")["plans"]
+        plans = plan_json(model, options(method=method), gpu="RTX 4090")[0]["plans"]
         assert cell["fits"] is bool(plans)
         if plans:
             # plan shows the fastest plan per strategy, not always the one with the largest batch
@@ -200,8 +200,8 @@ def test_shorter_sequences_and_a_smaller_margin_fit_more():
 
 
 def test_fits_table_snapshot():
-    specs = [ModelSpec.from_name(name) for name in ("Llama-2-7b-hf", "Llama-2-70b-hf", "gpt2")]
-    target = target_from_spec(find_gpu("RTX 4090")[0])
+    specs = [from_name(name) for name in ("Llama-2-7b-hf", "Llama-2-70b-hf", "gpt2")]
+    target = catalog_hardware(find_gpu("RTX 4090")[0])
     table = fits_table(fits_dict(specs, target, 2048, 0.10))
     assert table == "\n".join([
         "Catalog models on RTX 4090 (24.0 GiB), 2048 tokens, 10% margin: largest micro-batch per method",
@@ -216,8 +216,8 @@ def test_fits_table_snapshot():
 
 
 def test_fits_table_marks_offload():
-    target = target_from_spec(find_gpu("h100")[0], gpus_per_node=8)
-    table = fits_table(fits_dict([ModelSpec.from_name("Llama-2-70b-hf")], target, 2048, 0.10))
+    target = catalog_hardware(find_gpu("h100")[0], gpus_per_node=8)
+    table = fits_table(fits_dict([from_name("Llama-2-70b-hf")], target, 2048, 0.10))
     row = table.splitlines()[3]
     assert row.startswith("meta-llama/Llama-2-70b-hf  69.0 B  ") and "(ckpt, offload params)" in row
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from planner.cli import cli
-from planner.commands.env import format_env, gather_env
-from planner.commands.gpus import format_catalog, format_probe
+from cli.main import cli
+from cli.commands.env import format_env, gather_env
+from cli.commands.gpus import format_catalog, format_probe
 from planner.nvml import Probe, probe
 from profiles.gpus import CATALOG, find_gpu
 from test_nvml import GiB, FakeNvml, LibraryNotFound, a100_mig, h100, rtx3060, rtx4090
@@ -165,7 +165,7 @@ def test_env_report_without_a_driver():
 @pytest.mark.parametrize("build, driver_cuda, usable", [(None, 12040, False), ("12.4", 12040, True),
                                                          ("12.4", 11080, False), ("11.8", 12020, True)])
 def test_env_judges_cuda_usable(monkeypatch, build, driver_cuda, usable):
-    monkeypatch.setattr("planner.commands.env._torch_build", lambda: {"version": "2.6.0", "cuda_build": build})
+    monkeypatch.setattr("cli.commands.env._torch_build", lambda: {"version": "2.6.0", "cuda_build": build})
     assert gather_env(probe(FakeNvml([rtx3060()], cuda=driver_cuda)))["torch"]["cuda_available"] is usable
 
 

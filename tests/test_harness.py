@@ -8,18 +8,19 @@ import warnings
 import pytest
 import torch
 
-from benchmarks import fake4bit
-from benchmarks.harness import build_model, contiguous_positions, hf_config, main, measure, tag_model
-from benchmarks.tracker import COMPONENTS, PHASES, StorageTracker
+from measure import fake4bit
+from measure.harness import build_model, contiguous_positions, hf_config, main, measure, tag_model
+from measure.tracker import COMPONENTS, PHASES, StorageTracker
 from planner.config import TrainConfig
-from profiles.models import ModelSpec
+from profiles.spec import ModelSpec
+from profiles.models import from_name
 
 TINY = dict(n_layer=2, hidden=256, intermediate=512, n_head=4, n_kv_head=2, head_dim=64, vocab=1000)
 
 
 @pytest.fixture(scope="module")
 def spec() -> ModelSpec:
-    return ModelSpec.from_name("meta-llama/Llama-3.1-8B", **TINY)
+    return from_name("meta-llama/Llama-3.1-8B", **TINY)
 
 
 def cfg(**changes) -> TrainConfig:
@@ -58,7 +59,7 @@ def test_components_sum_to_the_peak(spec, changes):
 @pytest.mark.parametrize("tied", [False, True])
 @pytest.mark.parametrize("method", ["full", "lora", "qlora"])
 def test_params_total_is_the_spec_count(method, tied):
-    spec = ModelSpec.from_name("meta-llama/Llama-3.1-8B", tied_embeddings=tied, **TINY)
+    spec = from_name("meta-llama/Llama-3.1-8B", tied_embeddings=tied, **TINY)
     m = measure(spec, cfg(method=method), steps=1)
     assert m.params_total == spec.params
     if method == "full":   # tied embeddings are one tensor: 2 bytes per parameter plus the rotary buffers
@@ -183,7 +184,7 @@ def run_steps(model, tracker, config, vocab) -> dict[str, int]:
 
 
 def test_checkpointing_lowers_activations(spec):
-    deep = ModelSpec.from_name("meta-llama/Llama-3.1-8B", **{**TINY, "n_layer": 4})
+    deep = from_name("meta-llama/Llama-3.1-8B", **{**TINY, "n_layer": 4})
     plain = measure(deep, cfg(method="lora", seq_len=256), steps=1)
     ckpt = measure(deep, cfg(method="lora", seq_len=256, grad_ckpt=True), steps=1)
     assert ckpt.components["activations"] < plain.components["activations"]
@@ -219,7 +220,7 @@ def adamw8bit_state_bytes(spec) -> int:
 def test_7b_lora_step_on_fake_tensors_through_the_command_line(capsys):
     main(["meta-llama/Llama-2-7b-hf", "--method", "lora", "--lora-targets", "q,v", "--seq-len", "2048", "--json"])
     m = json.loads(capsys.readouterr().out)
-    spec = ModelSpec.from_name("meta-llama/Llama-2-7b-hf")
+    spec = from_name("meta-llama/Llama-2-7b-hf")
     assert m["params_total"] == spec.params == 6738415616
     assert m["params_trainable"] == 32 * 16 * (2 * 4096 + 2 * 4096) == 8388608
     assert m["components"]["weights"] == 2 * spec.params + 2 * 4 * 64   # bf16 weights and rotary inv_freq

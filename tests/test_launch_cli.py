@@ -50,7 +50,6 @@ def test_config_refuses_to_overwrite_without_force(tmp_path):
     (("config", MODEL, "--method", "auto", "--gpu", "rtx3060", "--seq-len", "65536"), "no plan fits on RTX 3060"),
     (("config", MODEL, "--nodes", "2"), "--main-process-ip"),
     (("config", MODEL, "--lora-targets", "q,nope"), "nope"),
-    (("config", MODEL, "--micro-batch", "3", "--global-batch", "8"), "multiple of 3"),
 ])
 def test_user_mistakes_are_one_sentence(tmp_path, args, message):
     done = fitplan(*args, "--out", str(tmp_path / "x"), "--json")
@@ -78,10 +77,10 @@ def test_explicit_options_are_estimated_not_searched(tmp_path):
     assert plan["per_gpu"]["allocated_peak_bytes"] == sum(plan["per_gpu"]["components"].values())
 
 
-def test_dry_run_prints_one_command_per_node(tmp_path):
+def test_dry_run_prints_one_command_per_node_and_writes_nothing(tmp_path):
     out = tmp_path / "run"
-    done = fitplan("launch", MODEL, "--gpus", "8", "--nodes", "2", "--sharding", "zero2",
-                   "--main-process-ip", "10.0.0.1", "--machine-rank", "1", "--out", str(out), "--dry-run")
+    args = ("--gpus", "8", "--nodes", "2", "--sharding", "zero2", "--main-process-ip", "10.0.0.1", "--out", str(out))
+    done = fitplan("launch", MODEL, *args, "--machine-rank", "1", "--dry-run")
     assert done.returncode == 0, done.stderr
     config_file = out / "accelerate_config.yaml"
     plan_file = out / "plan.json"
@@ -91,12 +90,21 @@ def test_dry_run_prints_one_command_per_node(tmp_path):
         "# node 1",
         f"accelerate launch --quiet --config_file {config_file} --machine_rank 1 -m launch.recipe --plan {plan_file}",
     ]
+    assert not out.exists()
+    # the plan remembers where the nodes meet: a launch from it needs only the rank
+    assert fitplan("config", MODEL, *args, "--machine-rank", "1").returncode == 0
     assert "machine_rank: 1" in config_file.read_text() and "main_process_ip: 10.0.0.1" in config_file.read_text()
-    # the plan remembers where the nodes meet: a relaunch from it needs only the rank
     again = fitplan("launch", "--plan", str(plan_file), "--machine-rank", "0", "--dry-run", "--json")
     assert again.returncode == 0, again.stderr
     assert len(json.loads(again.stdout)["commands"]) == 2
-    assert "machine_rank: 0" in config_file.read_text()
+    assert "machine_rank: 1" in config_file.read_text()   # a dry run leaves the folder as it was
+
+
+def test_a_global_batch_that_does_not_split_is_rounded_up_with_a_warning(tmp_path):
+    done = fitplan("config", MODEL, "--micro-batch", "3", "--global-batch", "8", "--out", str(tmp_path / "x"), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["plan"]["config"]["global_batch"] == 9
+    assert "A global batch of 8 does not split over micro-batch 3 x 1 GPUs; the plan uses 9." in done.stderr
 
 
 def test_dry_run_passes_the_users_script_and_its_args(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cli.commands.config import chosen_plan
 from launch import planfile, runner
 from launch.emit import MultiNode
 
@@ -27,12 +28,13 @@ def tiny_llama(tmp_path_factory) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    from profiles.models import ModelSpec
+    from profiles.hf_config import hf_config_dict
+    from profiles.models import from_name
     folder = tmp_path_factory.mktemp("tiny-llama")
-    spec = ModelSpec.from_name("meta-llama/Llama-3.1-8B", n_layer=2, hidden=256, intermediate=512, n_head=4,
+    spec = from_name("meta-llama/Llama-3.1-8B", n_layer=2, hidden=256, intermediate=512, n_head=4,
                                n_kv_head=2, head_dim=64, vocab=1000)
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.to_hf_config())).save_pretrained(folder)
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(**hf_config_dict(spec))).save_pretrained(folder)
     words = Tokenizer(models.WordLevel(unk_token="<unk>"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     words.train_from_iterator(TEXTS, trainers.WordLevelTrainer(special_tokens=["<unk>", "<pad>", "<eos>"]))
@@ -141,7 +143,7 @@ def test_ctrl_c_through_the_cli_saves_and_exits_130(tiny_llama, tmp_path):
 @pytest.fixture
 def recipe_plan(tiny_llama, tmp_path):
     from accelerate.state import AcceleratorState
-    plan = runner.make_plan(str(tiny_llama), {"seq_len": 16, "micro_batch": 2})
+    plan, _ = chosen_plan(str(tiny_llama), None, None, None, False, {"seq_len": 16, "micro_batch": 2})
     runner.write_run_folder(tmp_path, plan, MultiNode(), force=False)
     yield tmp_path / planfile.PLAN_NAME
     AcceleratorState._reset_state(True)
@@ -182,7 +184,7 @@ def test_padded_texts_run_their_longest_batch_first(tiny_llama, tmp_path):
     from launch import recipe
     data = tmp_path / "data.txt"
     data.write_text("short text\nmemory\nadapters train\nthe quick brown fox jumps over the lazy dog\n")
-    plan = runner.make_plan(str(tiny_llama), {"seq_len": 8, "micro_batch": 2})
+    plan, _ = chosen_plan(str(tiny_llama), None, None, None, False, {"seq_len": 8, "micro_batch": 2})
     args = recipe.parse_args(["--plan", "unused", "--data", str(data), "--no-pack", "--steps", "2"])
     steps, batches = recipe.make_batches(recipe.Run(args, plan, planfile.plan_config(plan), tmp_path), 1000)
     first, second = list(batches)

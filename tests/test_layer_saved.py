@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.saved import measure_layer_saved
+from measure.saved import measure_layer_saved
 from planner.activations import layer_saved
 from planner.config import TrainConfig
-from profiles.models import ModelSpec
+from profiles.models import from_name
 
 TINY = dict(n_layer=3, hidden=256, intermediate=512, n_head=4, n_kv_head=2, head_dim=64, vocab=1000)
 SPECS = {
@@ -32,6 +32,6 @@ CASES = [(key, method, precision, attn)
 @pytest.mark.parametrize("key,method,precision,attn", CASES, ids=["-".join(c) for c in CASES])
 def test_layer_saves_what_autograd_saves(key, method, precision, attn):
     name, overrides = SPECS[key]
-    spec = ModelSpec.from_name(name, **{**TINY, **overrides})
+    spec = from_name(name, **{**TINY, **overrides})
     cfg = TrainConfig(method=method, precision=precision, attn=attn, micro_batch=2, seq_len=64)
     assert layer_saved(spec, cfg).bytes(cfg.micro_batch * cfg.seq_len) == measure_layer_saved(spec, cfg)

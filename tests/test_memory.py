@@ -5,13 +5,13 @@ import pytest
 
 from planner.config import TrainConfig
 from planner.enums import Phase
-from planner.errors import UserError
+from common.errors import InputError
 from planner.memory import COMPONENTS, estimate
 from planner.params import count_params, lora_params, numel, trainable_tensors
 from planner.states import model_states, quant_constant_bytes
-from profiles.models import ModelSpec, catalog
+from profiles.models import catalog, from_name
 
-LLAMA2_7B = ModelSpec.from_name("meta-llama/Llama-2-7b-hf")
+LLAMA2_7B = from_name("meta-llama/Llama-2-7b-hf")
 P = 6_738_415_616
 
 
@@ -158,12 +158,12 @@ def test_qlora_needs_far_less_than_lora():
 
 
 def test_rank_larger_than_layer_is_a_user_error():
-    with pytest.raises(UserError, match="rank"):
+    with pytest.raises(InputError, match="rank"):
         estimate(LLAMA2_7B, TrainConfig(method="lora", lora_r=5000))
 
 
 def test_unknown_target_is_a_user_error():
-    with pytest.raises(UserError, match="not a linear layer"):
+    with pytest.raises(InputError, match="not a linear layer"):
         estimate(LLAMA2_7B, TrainConfig(method="lora", lora_targets=("c_attn",)))
 
 
@@ -173,14 +173,14 @@ def test_batch_zero_is_rejected():
 
 
 def test_tied_embeddings_counted_once():
-    spec = ModelSpec.from_name("meta-llama/Llama-3.2-1B")
+    spec = from_name("meta-llama/Llama-3.2-1B")
     assert spec.tied_embeddings
     assert math.isclose(spec.params, 1_235_814_400)
 
 
 def test_moe_with_fp32_experts_is_refused():
-    from planner.support import unsupported
-    moe = ModelSpec.from_name("Qwen/Qwen3-30B-A3B")
+    from planner.rules import unsupported
+    moe = from_name("Qwen/Qwen3-30B-A3B")
     assert unsupported(moe, TrainConfig(method="qlora")) and unsupported(moe, TrainConfig(precision="bf16-mixed"))
     assert unsupported(moe, TrainConfig(method="lora")) is None
     assert unsupported(LLAMA2_7B, TrainConfig(method="qlora")) is None

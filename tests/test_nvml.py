@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from planner.errors import UserError
-from planner.hardware import GpuInfo, hardware_from_probe, resolve_hardware
+from common.errors import InputError
+from planner.hardware import Card, hardware_from_probe, resolve_hardware
 from planner.nvml import MigSlice, Probe, ProbedGpu, probe
 
 MiB, GiB = 2**20, 2**30
@@ -302,44 +302,46 @@ def test_real_pynvml_without_driver():
 def test_hardware_from_healthy_probe():
     hardware = hardware_from_probe(probe(FakeNvml([h100(i) for i in range(2)])))
     assert (hardware.source, hardware.world_size, hardware.driver_version, hardware.warnings) == \
-        ("nvml", 2, "550.54.15", [])
-    assert hardware.gpus[0] == GpuInfo(name="NVIDIA H100 80GB HBM3", memory_bytes=81559 * MiB,
-                                       free_bytes=(81559 - 527) * MiB, bf16=True, tflops=989.5, bandwidth=3350.0,
-                                       price=2.99, compute_capability=(9, 0), key="h100-sxm", index=0)
+        ("nvml", 2, "550.54.15", ())
+    assert hardware.cards[0] == Card(name="NVIDIA H100 80GB HBM3", memory_bytes=81559 * MiB,
+                                     free_bytes=(81559 - 527) * MiB, bf16=True, tflops=989.5, bandwidth_gbs=3350.0,
+                                     price_usd_per_hour=2.99, compute_capability=(9, 0), link="nvlink",
+                                     key="h100-sxm", index=0)
 
 
 def test_mixed_pair_plans_against_the_smallest():
     hardware = hardware_from_probe(probe(FakeNvml([rtx4090(), rtx3060()])))
-    assert hardware.gpu.name == "NVIDIA GeForce RTX 3060" and hardware.gpus_per_node == 2
-    assert hardware.warnings == [
+    assert hardware.card.name == "NVIDIA GeForce RTX 3060" and hardware.gpus_per_node == 2
+    assert hardware.warnings == (
         "This machine has different GPUs (NVIDIA GeForce RTX 4090, NVIDIA GeForce RTX 3060); plans use the one "
-        "with the least free memory, NVIDIA GeForce RTX 3060 (11.7 GiB free), for every GPU."]
+        "with the least free memory, NVIDIA GeForce RTX 3060 (11.7 GiB free), for every GPU.",)
 
 
 def test_unknown_card_has_no_rates():
     hardware = hardware_from_probe(probe(FakeNvml([FakeCard(name="NVIDIA GeForce GTX 1080 Ti", total=11 * GiB,
                                                             used=0, cc=(6, 1))])))
-    assert (hardware.gpu.tflops, hardware.gpu.bandwidth, hardware.gpu.price, hardware.gpu.bf16) == \
-        (None, None, None, False)
-    assert hardware.warnings == [
-        "NVIDIA GeForce GTX 1080 Ti is not in fitplan's catalog, so plans carry no speed or cost for it."]
+    card = hardware.card
+    assert (card.tflops, card.bandwidth_gbs, card.price_usd_per_hour, card.bf16) == (None, None, None, False)
+    assert hardware.warnings == (
+        "NVIDIA GeForce GTX 1080 Ti is not in fitplan's catalog, so plans carry no speed or cost for it.",)
 
 
 def test_mig_slice_is_the_gpu():
     hardware = hardware_from_probe(probe(FakeNvml([a100_mig()])), visible="MIG-bbbb")
-    assert hardware.gpus == [GpuInfo(name="NVIDIA A100-SXM4-80GB MIG 3g.40gb", memory_bytes=40192 * MiB,
-                                     free_bytes=(40192 - 13) * MiB, bf16=True, tflops=133.7, bandwidth=1000.4,
-                                     price=1.79, compute_capability=(8, 0), key="a100-80gb", index=0)]
+    assert hardware.cards == (Card(name="NVIDIA A100-SXM4-80GB MIG 3g.40gb", memory_bytes=40192 * MiB,
+                                   free_bytes=(40192 - 13) * MiB, bf16=True, tflops=133.7, bandwidth_gbs=1000.4,
+                                   price_usd_per_hour=1.79, compute_capability=(8, 0), link="nvlink",
+                                   key="a100-80gb", index=0),)
 
 
 def test_cuda_visible_devices(monkeypatch):
     fake = FakeNvml([h100(i) for i in range(4)])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,GPU-h100-3")
     hardware = resolve_hardware(None, None, 1, nvml=fake)
-    assert [gpu.index for gpu in hardware.gpus] == [2, 3]
-    assert hardware.warnings == ["CUDA_VISIBLE_DEVICES=2,GPU-h100-3 leaves 2 of the 4 GPUs visible."]
+    assert [card.index for card in hardware.cards] == [2, 3]
+    assert hardware.warnings == ("CUDA_VISIBLE_DEVICES=2,GPU-h100-3 leaves 2 of the 4 GPUs visible.",)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    with pytest.raises(UserError, match=r"\(CUDA_VISIBLE_DEVICES hides every GPU\)"):
+    with pytest.raises(InputError, match=r"\(CUDA_VISIBLE_DEVICES hides every GPU\)"):
         resolve_hardware(None, None, 1, nvml=fake)
 
 
@@ -348,7 +350,7 @@ def test_resolve_hardware_probes_and_counts(monkeypatch):
     fake = FakeNvml([h100(i) for i in range(4)])
     assert resolve_hardware(None, None, 2, nvml=fake).world_size == 8
     assert resolve_hardware(None, 2, 1, nvml=fake).gpus_per_node == 2
-    with pytest.raises(UserError) as raised:
+    with pytest.raises(InputError) as raised:
         resolve_hardware(None, 8, 1, nvml=fake)
     assert str(raised.value) == ('--gpus 8 asks for more GPUs than this machine has (4); to plan for another '
                                  'machine name its card, e.g. --gpu "NVIDIA H100 80GB HBM3" --gpus 8.')
@@ -356,7 +358,7 @@ def test_resolve_hardware_probes_and_counts(monkeypatch):
 
 def test_resolve_hardware_without_gpu(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    with pytest.raises(UserError) as raised:
+    with pytest.raises(InputError) as raised:
         resolve_hardware(None, None, 1, nvml=FakeNvml([], init_error=LibraryNotFound()))
     assert str(raised.value) == ('No NVIDIA GPU was found (no NVIDIA driver is installed: libnvidia-ml.so.1 was '
                                  'not found); name a card to plan for with --gpu, e.g. --gpu "RTX 4090".')

@@ -4,16 +4,22 @@ from dataclasses import replace
 
 import pytest
 
-from planner.api import build_request, plan_model
+from cli.commands.plan import plan_json
+from cli.options import request_from_options
 from planner.config import TrainConfig
 from planner.enums import Method, Sharding
 from planner.memory import estimate
 from planner.model_input import resolve_model
 from planner.search import Request, make_plan, max_micro_batch, total_bytes, usable_bytes
-from planner.targets import target_from_spec
+from planner.hardware import catalog_hardware
 from profiles.gpus import find_gpu
-from profiles.models import ModelSpec
+from profiles.models import from_name
 from test_nvml import FakeCard, FakeNvml, MiB
+
+
+def plan_model(model, options, **request) -> dict:
+    return plan_json(model, options, **request)[0]
+
 
 LLAMA2_7B = "meta-llama/Llama-2-7b-hf"
 
@@ -28,7 +34,7 @@ def options(**changes) -> dict:
 
 def card(name: str, count: int = 1):
     spec, _ = find_gpu(name)
-    return target_from_spec(spec, gpus_per_node=count)
+    return catalog_hardware(spec, gpus_per_node=count)
 
 
 def recommended(data: dict) -> dict:
@@ -103,7 +109,7 @@ def test_bisection_finds_the_largest_micro_batch_that_fits(model, gpu, method, c
     budget = usable_bytes(target, req.margin)
 
     def needs(b: int) -> int:
-        return total_bytes(estimate(spec, replace(cfg, micro_batch=b)), target.overhead)
+        return total_bytes(estimate(spec, replace(cfg, micro_batch=b)), target.card.overhead)
 
     assert best >= 1
     assert needs(best) <= budget < needs(best + 1)
@@ -116,7 +122,7 @@ def test_bisection_returns_zero_when_one_sequence_does_not_fit():
 
 
 def test_bisection_respects_its_limit():
-    spec = ModelSpec.from_name("gpt2", n_layer=1)
+    spec = from_name("gpt2", n_layer=1)
     req = Request(spec=spec, base=TrainConfig(), fixed=frozenset())
     assert max_micro_batch(req, TrainConfig(seq_len=16), card("h100"), limit=7) == 7
 
@@ -163,8 +169,8 @@ def test_a_fixed_option_stays_fixed_in_every_plan(gpu, fixed, field, value):
     assert all(plan[field] == value for plan in data["plans"])
 
 
-def test_build_request_marks_only_what_was_given_as_fixed():
-    req = build_request(resolve_model(LLAMA2_7B), options(method="auto", seq_len=1024, grad_ckpt=False))
+def test_request_marks_only_what_was_given_as_fixed():
+    req = request_from_options(resolve_model(LLAMA2_7B), options(method="auto", seq_len=1024, grad_ckpt=False))
     assert req.fixed == {"seq_len", "grad_ckpt"}
     assert req.base.seq_len == 1024 and req.base.grad_ckpt is False
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from planner.config import TrainConfig
 from planner.enums import Attention, Offload, Sharding
-from planner.errors import UserError
+from common.errors import InputError
 
 PROGRESS_DELAY_S = 1.0     # traces shorter than this show no progress
 LORA_ALIASES = ("q", "k", "v", "o", "gate", "up", "down", "attn", "mlp")
@@ -35,73 +35,61 @@ STEPS = 2                  # step 1 creates the optimizer states; step 2 is repo
 
 
 # -- entry points ----------------------------------------------------------------------------------------
-def trace_estimate(model: str, cfg: TrainConfig, gpu: str | None = None, *, progress: bool = True) -> dict:
-    """`estimate --trace --json` for MODEL under cfg (see the module docstring)."""
+def trace_estimate(model: str, cfg: TrainConfig, gpu: str | None = None, *, progress: bool = True,
+                   hardware=None) -> dict:
+    """`estimate --trace --json` for MODEL under cfg (see the module docstring); the card is `hardware`, else
+    the one named by `gpu`, else the probed one, else none."""
+    from planner.api import card_for_estimate
     from planner.model_input import resolve_model
 
+    hardware = hardware or card_for_estimate(gpu)
     try:
         resolved = resolve_model(model)
-    except UserError as err:
+    except InputError as err:
         raw = raw_config(model)
         if raw is None:
             raise
-        return _trace_unknown(raw[0], raw[1], cfg, gpu, str(err), progress)
-    return _trace_known(resolved, cfg, gpu, progress)
+        return _trace_unknown(raw[0], raw[1], cfg, hardware, str(err), progress)
+    return _trace_known(resolved, cfg, hardware, progress)
 
 
-def trace_plan(model: str, options: dict, plan: dict, gpu: str | None = None, *, margin: float = 0.10,
-               progress: bool = True) -> dict | None:
-    """The trace of `plan --json`'s recommended plan, with whether it confirms the plan's fit; None when
-    nothing fits."""
-    from planner.options import config_from_options
+def trace_plan(model: str, plan, hardware, *, margin: float = 0.10, progress: bool = True) -> dict | None:
+    """The trace of a search's recommended `plan` (a `planner.search.Plan`), with whether it confirms the
+    plan's fit on `hardware`; None when nothing fits."""
+    from planner.search import usable_bytes
 
-    index = plan.get("recommended")
-    if index is None:
+    if plan is None:
         return None
-    entry = plan["plans"][index]
-    try:
-        base = config_from_options({**options, "method": None})
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    cfg = base.with_(**{k: entry[k] for k in TrainConfig.__dataclass_fields__ if k in entry})
-    out = trace_estimate(model, cfg, gpu, progress=progress)
-    cards = plan["hardware"]["gpus"]
-    if cards:
-        card = min(cards, key=lambda g: g["free_bytes"])
-        usable = int(card["free_bytes"] - margin * card["memory_bytes"])
-        total = out["per_gpu"]["total_bytes"]
-        out["plan_total_bytes"] = entry["per_gpu"]["total_bytes"]
-        out["headroom_bytes"] = card["memory_bytes"] - total
-        out["confirms_plan"] = total <= usable
+    out = trace_estimate(model, plan.cfg, progress=progress, hardware=hardware)
+    total = out["per_gpu"]["total_bytes"]
+    out["plan_total_bytes"] = plan.total_bytes
+    out["headroom_bytes"] = hardware.card.memory_bytes - total
+    out["confirms_plan"] = total <= usable_bytes(hardware, margin)
     return out
 
 
 # -- a model the analytic model knows ------------------------------------------------------------------
-def _trace_known(resolved, cfg: TrainConfig, gpu: str | None, progress: bool) -> dict:
-    from planner.api import _card
-    from planner.calibration import overhead_for
-    from planner.memory import estimate
-    from planner.report import estimate_dict
+def _trace_known(resolved, cfg: TrainConfig, hardware, progress: bool) -> dict:
+    from planner.api import evaluate
+    from planner.serialize import estimate_dict
 
-    card = _card(gpu)
-    overhead = overhead_for(card["name"] if card else None, card.get("compute_capability") if card else None)
-    gpu_out = {"name": card["name"], "memory_bytes": card["memory_bytes"]} if card else None
-    name = resolved.spec.name
-    analytic = estimate_dict(name, estimate(resolved.spec, cfg, resolved.exact_params), overhead, gpu_out)
+    evaluation = evaluate(resolved, cfg, hardware)
+    analytic = estimate_dict(evaluation)
     why_not = untraceable(cfg)
     if why_not:
         return {**analytic, "source": f"analytic (not traced: {why_not})"}
+    name = resolved.spec.name
 
     def run():
-        from benchmarks.harness import measure
-        return measure(resolved.spec, cfg, steps=STEPS, device="fake")
+        from measure.harness import measure
+        return measure(resolved.spec, evaluation.estimate.cfg, steps=STEPS, device="fake")
 
     try:
         m = _run_trace(run, name, progress)
     except Exception as exc:  # noqa: BLE001 - any failure of the trace falls back to the analytic answer
         why = describe_failure(exc)
         return {**analytic, "source": f"analytic (trace failed: {why})", "trace_error": why}
-    out = traced_dict(name, m, cfg, overhead, gpu_out)
+    out = traced_dict(name, m, evaluation.estimate.cfg, evaluation.overhead, analytic.get("gpu"))
     out["analytic"] = {key: analytic[key] for key in ("params_total", "params_trainable", "per_gpu", "cpu_bytes",
                                                        "fits") if key in analytic}
     out["difference_pct"] = difference_pct(analytic["per_gpu"]["allocated_peak_bytes"],
@@ -132,9 +120,8 @@ def raw_config(model: str) -> tuple[dict, str] | None:
     return data, name
 
 
-def _trace_unknown(config: dict, name: str, cfg: TrainConfig, gpu: str | None, analytic_error: str,
+def _trace_unknown(config: dict, name: str, cfg: TrainConfig, hardware, analytic_error: str,
                    progress: bool) -> dict:
-    from planner.api import _card
     from planner.calibration import overhead_for
 
     model_type = config["model_type"]
@@ -142,23 +129,22 @@ def _trace_unknown(config: dict, name: str, cfg: TrainConfig, gpu: str | None, a
     no_analytic = f"and fitplan's analytic model cannot stand in ({reason[:1].lower() + reason[1:]})"
     why_not = untraceable(cfg)
     if why_not:
-        raise UserError(f"{name} can only be traced, and the trace cannot run this configuration "
+        raise InputError(f"{name} can only be traced, and the trace cannot run this configuration "
                         f"({why_not}); trace it on one GPU without sharding or offload.")
     targets = lora_targets_for_unknown(cfg, model_type)
     notes: list[str] = []
     cfg = _attention_for(config, cfg, notes)
-    card = _card(gpu)
-    overhead = overhead_for(card["name"] if card else None, card.get("compute_capability") if card else None)
-    gpu_out = {"name": card["name"], "memory_bytes": card["memory_bytes"]} if card else None
+    overhead = hardware.card.overhead if hardware else overhead_for(None)
+    gpu_out = {"name": hardware.card.name, "memory_bytes": hardware.card.memory_bytes} if hardware else None
 
     def run():
-        from benchmarks.harness import measure_hf_config
+        from measure.harness import measure_hf_config
         return measure_hf_config(config, cfg, steps=STEPS, device="fake", name=name, target_modules=targets)
 
     try:
         m = _run_trace(run, name, progress)
     except Exception as exc:  # noqa: BLE001 - no fallback exists: say what failed, in one sentence
-        raise UserError(f"Tracing {name} (model_type {model_type!r}) failed ({describe_failure(exc)}), "
+        raise InputError(f"Tracing {name} (model_type {model_type!r}) failed ({describe_failure(exc)}), "
                         f"{no_analytic}; give a complete config.json of a model type transformers builds, "
                         f"or a catalog model.") from None
     out = traced_dict(name, m, cfg, overhead, gpu_out, extra_notes=notes + [
@@ -177,7 +163,7 @@ def lora_targets_for_unknown(cfg: TrainConfig, model_type: str) -> str | list[st
         return "all-linear"
     aliases = [t for t in targets if t in LORA_ALIASES or t == "all-linear"]
     if cfg.uses_adapters and aliases:
-        raise UserError(f"--lora-targets {','.join(aliases)} are aliases fitplan resolves only for the model types it "
+        raise InputError(f"--lora-targets {','.join(aliases)} are aliases fitplan resolves only for the model types it "
                         f"models, not {model_type!r}; give all-linear or the module names of the config's "
                         f"architecture (e.g. --lora-targets query_key_value,dense).")
     return list(targets)
@@ -190,7 +176,7 @@ def _attention_for(config: dict, cfg: TrainConfig, notes: list[str]) -> TrainCon
     try:
         from transformers import AutoModelForCausalLM
 
-        from benchmarks.harness import hf_config_from_dict
+        from measure.harness import hf_config_from_dict
         model_class = AutoModelForCausalLM._model_mapping[type(hf_config_from_dict(config))]
     except Exception:  # noqa: BLE001 - unbuildable: the trace itself reports why
         return cfg
@@ -220,7 +206,7 @@ def traced_dict(name: str, m, cfg: TrainConfig, overhead, gpu: dict | None, extr
     `max_memory_allocated` does not see: as in the analytic model, they leave `allocated_peak_bytes` and the
     components and are counted in `paged_bytes` (and the total)."""
     from planner.memory import COMPONENTS
-    from planner.report import config_dict
+    from planner.serialize import config_dict
 
     paged = m.paged_bytes
     components = {key: m.components.get(key, 0) for key in COMPONENTS}
@@ -412,36 +398,3 @@ class Progress:
             self.stream.flush()
         except (OSError, ValueError):   # a closed stream must not break the trace
             pass
-
-
-# -- text ----------------------------------------------------------------------------------------------
-def trace_table(data: dict) -> str:
-    """What `estimate --trace` prints: the breakdown, where it comes from, and the analytic answer beside it."""
-    from planner.report import estimate_table, gib
-
-    lines = [estimate_table(data), "", f"  source: {data.get('source', 'analytic')}"]
-    analytic = data.get("analytic")
-    if analytic:
-        a = analytic["per_gpu"]
-        lines.append(f"  analytic model: allocated {gib(a['allocated_peak_bytes'])} in {a['peak_phase']}, "
-                     f"total {gib(a['total_bytes'])}; difference {data['difference_pct']:+.2f} % of the trace")
-    for note in data.get("notes", []):
-        lines.append(f"  note: {note}")
-    return "\n".join(lines)
-
-
-def plan_trace_lines(trace: dict | None) -> list[str]:
-    """The lines `plan --trace` adds under the plan table."""
-    from planner.report import gib
-
-    if trace is None:
-        return ["  trace: nothing fits, so there is no recommended plan to trace."]
-    per_gpu = trace["per_gpu"]
-    lines = [f"  trace of the recommended plan ({trace['source']}): allocated "
-             f"{gib(per_gpu['allocated_peak_bytes'])} in {per_gpu['peak_phase']}, total {gib(per_gpu['total_bytes'])}"]
-    if trace.get("difference_pct") is not None:
-        lines[-1] += f", analytic {trace['difference_pct']:+.2f} % off"
-    if "confirms_plan" in trace:
-        lines.append("  the trace confirms the plan fits" if trace["confirms_plan"]
-                     else "  WARNING: the traced total exceeds the plan's usable memory; choose a smaller micro-batch")
-    return lines

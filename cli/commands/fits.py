@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import click
 
-from planner.commands.models import billions, select
-from planner.table import text_table
-from planner.config import TrainConfig
-from planner.enums import Method, Offload, Sharding
-from planner.search import Plan, Request, Target, feasible_plans
-from profiles.models import ModelSpec, catalog
-
-GIB = 2**30
+from cli.commands.models import billions, select
+from cli.table import text_table
+from common.units import GiB
+from planner.api import best_fit
+from planner.enums import Method
+from planner.hardware import Hardware
+from planner.search import Plan
+from profiles.models import catalog
+from profiles.spec import ModelSpec
 
 
 @click.command("fits")
@@ -40,45 +40,21 @@ def command(gpu: str, seq_len: int, margin: float, family: str | None, all_model
       fitplan fits --gpu h100x8 --family llama-3 --seq-len 4096 --json
     """
     from planner.hardware import resolve_hardware
-    from planner.targets import target_from_hardware
 
-    target = target_from_hardware(resolve_hardware(gpu, None, 1))
+    hardware = resolve_hardware(gpu, None, 1)
     specs = select(catalog(), family, bases_only=not all_models)
-    data = fits_dict(specs, target, seq_len, margin)
+    data = fits_dict(specs, hardware, seq_len, margin)
     click.echo(json.dumps(data, indent=2) if as_json else fits_table(data))
 
 
-def fits_dict(specs: list[ModelSpec], target: Target, seq_len: int, margin: float) -> dict:
+def fits_dict(specs: list[ModelSpec], hardware: Hardware, seq_len: int, margin: float) -> dict:
     """The matrix as the JSON of `fits --json`."""
     rows = [{"model": spec.name, "family": spec.family, "params": spec.params,
-             **{method.value: cell_dict(best_plan(spec, method, target, seq_len, margin)) for method in Method}}
+             **{method.value: cell_dict(best_fit(spec, method, hardware, seq_len, margin)) for method in Method}}
             for spec in specs]
-    return {"gpu": {"name": target.name, "memory_bytes": target.memory_bytes, "count": target.gpus_per_node},
+    card = hardware.card
+    return {"gpu": {"name": card.name, "memory_bytes": card.memory_bytes, "count": hardware.gpus_per_node},
             "seq_len": seq_len, "margin": margin, "methods": Method.values(), "models": rows}
-
-
-def best_plan(spec: ModelSpec, method: Method, target: Target, seq_len: int, margin: float) -> Plan | None:
-    """The feasible plan of `method` with the largest micro-batch (the fastest among equals), or None."""
-    plans = []
-    for request in _requests(spec, method, target, seq_len, margin):
-        plans = feasible_plans(request, target)
-        if plans:
-            break
-    if not plans:
-        return None
-    return max(plans, key=lambda p: (p.cfg.micro_batch, p.speed.tokens_per_s))
-
-
-def _requests(spec: ModelSpec, method: Method, target: Target, seq_len: int, margin: float) -> list[Request]:
-    base = TrainConfig(method=method, seq_len=seq_len, gpus=target.gpus_per_node)
-    fixed = {"method", "seq_len", "gpus"}
-    if target.gpus_per_node * target.nodes == 1:
-        return [Request(spec=spec, base=base, fixed=frozenset(fixed), margin=margin)]
-    # Several cards: the full search is ~30 strategies per cell, too slow for a whole catalog.
-    base = replace(base, sharding=Sharding.ZERO3, grad_ckpt=True, offload=Offload.NONE)
-    fixed |= {"sharding", "grad_ckpt"}
-    return [Request(spec=spec, base=base, fixed=frozenset(fixed | {"offload"}), margin=margin),
-            Request(spec=spec, base=base, fixed=frozenset(fixed), margin=margin)]
 
 
 def cell_dict(plan: Plan | None) -> dict:
@@ -95,7 +71,7 @@ def fits_table(data: dict) -> str:
     """The matrix as text: the largest micro-batch per method, N/A where nothing fits."""
     gpu = data["gpu"]
     count = f"{gpu['count']} x " if gpu["count"] > 1 else ""
-    title = (f"Catalog models on {count}{gpu['name']} ({gpu['memory_bytes'] / GIB:.1f} GiB), "
+    title = (f"Catalog models on {count}{gpu['name']} ({gpu['memory_bytes'] / GiB:.1f} GiB), "
              f"{data['seq_len']} tokens, {data['margin']:.0%} margin: largest micro-batch per method")
     headers = ["Model", "Params", *data["methods"]]
     rows = [[row["model"], billions(row["params"]), *(_cell(row[method]) for method in data["methods"])]

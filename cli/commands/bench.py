@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from planner.errors import UserError
+from common.errors import InputError
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -49,7 +49,7 @@ def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s,
 
     chosen = select(matrix(), families=_split(families), methods=methods, ids=_split(ids), half=half, limit=limit)
     if not chosen:
-        raise UserError("no configuration of the benchmark matrix matches these filters "
+        raise InputError("no configuration of the benchmark matrix matches these filters "
                         "(see `fitplan bench --list` for families and ids)")
     if list_only:
         for c in chosen:

@@ -1,13 +1,13 @@
 """Measure the memory of real training steps of a Hugging Face causal LM, on fake tensors, CPU or CUDA.
 
-The model is built from `ModelSpec.to_hf_config()` on the meta device (peft adapters and the QLoRA stand-in
+The model is built from `hf_config_dict(ModelSpec)` on the meta device (peft adapters and the QLoRA stand-in
 applied there), then materialised with `to_empty`: inside `FakeTensorMode` for device="fake" (a 7B model costs
 no memory), on the CPU for device="cpu" and on the GPU for device="cuda". Each step runs forward with labels
 (loss inside the model), backward, `optimizer.step()` and `zero_grad(set_to_none=True)` under
-`benchmarks.tracker.StorageTracker`; the last step is reported (step 1 has no optimizer states yet).
+`measure.tracker.StorageTracker`; the last step is reported (step 1 has no optimizer states yet).
 
 Stand-ins, where the real thing cannot run on fake tensors (each one is named in `Measurement.notes`):
-  - QLoRA: `benchmarks.fake4bit.FakeLinear4bit` in place of bitsandbytes' Linear4bit (same bytes, double
+  - QLoRA: `measure.fake4bit.FakeLinear4bit` in place of bitsandbytes' Linear4bit (same bytes, double
     quantization included, and bitsandbytes' dequantize-then-matmul compute).
   - 8-bit and paged AdamW: bitsandbytes' own optimizer classes, whose `init_state` allocates the state, with
     the update replaced by an in-place one that allocates nothing, as bitsandbytes' fused kernels do.
@@ -17,7 +17,7 @@ Stand-ins, where the real thing cannot run on fake tensors (each one is named in
 `measure_hf_config(config_dict, cfg)` measures the same way from a raw config.json dict of any model_type
 transformers can build (no ModelSpec: LoRA targets are peft's "all-linear" or module names).
 
-Usage: python -m benchmarks.harness meta-llama/Llama-2-7b-hf --method lora --seq-len 2048 --json
+Usage: python -m measure.harness meta-llama/Llama-2-7b-hf --method lora --seq-len 2048 --json
 """
 from __future__ import annotations
 
@@ -31,11 +31,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from benchmarks import fake4bit   # imports bitsandbytes now: its module-level tables must not be made fake
-from benchmarks.tracker import COMPONENTS, PHASES, StorageTracker
+from measure import fake4bit   # imports bitsandbytes now: its module-level tables must not be made fake
+from measure.tracker import COMPONENTS, PHASES, StorageTracker
 from planner.config import TrainConfig
 from planner.enums import Attention, Method, Optimizer, Precision
-from profiles.models import ModelSpec
+from planner.params import target_modules
+from profiles.spec import ModelSpec
+from profiles.hf_config import hf_config_dict
+from profiles.models import from_name
 
 MODEL_DTYPE = {Precision.BF16_TRUE: torch.bfloat16, Precision.BF16_MIXED: torch.float32,
                Precision.FP16_MIXED: torch.float32, Precision.FP32: torch.float32}
@@ -73,14 +76,8 @@ class Measurement:
 
 
 # -- building ------------------------------------------------------------------------------------------
-def lora_target_modules(spec: ModelSpec, targets: tuple[str, ...]) -> list[str]:
-    """peft `target_modules` for `targets`, resolved exactly as the planner resolves them."""
-    from planner.params import resolve_targets
-    return sorted({lin.module for lin in resolve_targets(spec, targets)})
-
-
 def hf_config(spec: ModelSpec):
-    return hf_config_from_dict(spec.to_hf_config())
+    return hf_config_from_dict(hf_config_dict(spec))
 
 
 def hf_config_from_dict(config: dict):
@@ -115,7 +112,7 @@ def config_attn_implementation(cfg: TrainConfig, notes: list[str]) -> str:
 
 def build_model(spec: ModelSpec, cfg: TrainConfig, notes: list[str]) -> tuple[nn.Module, int]:
     """The model on the meta device, ready to train as `cfg` says; returns it and the base parameter count."""
-    targets = lora_target_modules(spec, cfg.lora_targets) if cfg.uses_adapters else None
+    targets = target_modules(spec, cfg.lora_targets) if cfg.uses_adapters else None
     return build_from_config(hf_config(spec), cfg, notes, targets,
                              attn=lambda notes_: attn_implementation(spec, cfg, notes_))
 
@@ -173,7 +170,7 @@ def prepare_qlora(model: nn.Module, cfg: TrainConfig, notes: list[str]) -> None:
 
 
 def apply_lora(model: nn.Module, spec: ModelSpec, cfg: TrainConfig) -> nn.Module:
-    return lora_wrap(model, cfg, lora_target_modules(spec, cfg.lora_targets))
+    return lora_wrap(model, cfg, target_modules(spec, cfg.lora_targets))
 
 
 def lora_wrap(model: nn.Module, cfg: TrainConfig, target_modules: str | list[str]) -> nn.Module:
@@ -454,7 +451,7 @@ def cuda_used_bytes() -> tuple[int, int | None]:
 
 # -- command line --------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.harness", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m measure.harness", description=__doc__.split("\n")[0])
     parser.add_argument("model", help="catalog name or Hugging Face id")
     parser.add_argument("--method", default="lora", choices=[m.value for m in Method])
     parser.add_argument("--precision", default="bf16-true", choices=[p.value for p in Precision])
@@ -476,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
                       attn=args.attn, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
                       lora_targets=tuple(t.strip() for t in args.lora_targets.split(",")),
                       double_quant=not args.no_double_quant)
-    result = measure(ModelSpec.from_name(args.model), cfg, steps=args.steps, device=args.device)
+    result = measure(from_name(args.model), cfg, steps=args.steps, device=args.device)
     print(json.dumps(result.to_dict(), indent=2) if args.json else summary(result))
 
 

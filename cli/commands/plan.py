@@ -5,7 +5,7 @@ import json
 
 import click
 
-from planner.options import train_options
+from cli.options import request_from_options, train_options
 
 
 @click.command("plan")
@@ -37,13 +37,27 @@ def command(model: str, gpu: str | None, as_json: bool, global_batch: int | None
       fitplan plan Llama-3.1-8B --gpu rtx3060 --seq-len 4096 --global-batch 32
       fitplan plan Llama-2-70b-hf --gpu h100x8 --method full --tokens 50000000
     """
-    from planner.api import plan_model
-    from planner.report import plan_table
+    from cli.render import plan_table
 
-    data = plan_model(model, options, gpu=gpu, global_batch=global_batch, margin=margin, prefer=prefer,
-                      tokens=tokens, epochs=epochs)
+    data, hardware, result = plan_json(model, options, gpu=gpu, global_batch=global_batch, margin=margin,
+                                       prefer=prefer, tokens=tokens, epochs=epochs)
     if trace:
-        from planner.trace import plan_trace_lines, trace_plan
-        data["trace"] = trace_plan(model, options, data, gpu, margin=margin)
+        from cli.render import plan_trace_lines
+        from measure.trace import trace_plan
+        chosen = result.plans[result.recommended] if result.recommended is not None else None
+        data["trace"] = trace_plan(model, chosen, hardware, margin=margin)
     text = None if as_json else "\n".join([plan_table(data), *(plan_trace_lines(data["trace"]) if trace else [])])
     click.echo(json.dumps(data, indent=2) if as_json else text)
+
+
+def plan_json(model: str, options: dict, *, gpu: str | None = None, nvml=None, **request) -> tuple:
+    """(`plan --json`, the hardware, the search result) for MODEL and the parsed options; `nvml`: a fake."""
+    from planner.api import search
+    from planner.hardware import resolve_hardware
+    from planner.model_input import resolve_model
+    from planner.serialize import plan_dict
+
+    resolved = resolve_model(model)
+    hardware = resolve_hardware(gpu, options.get("gpus"), options.get("nodes") or 1, nvml=nvml)
+    result = search(request_from_options(resolved, options, **request), hardware)
+    return plan_dict(resolved.spec.name, hardware, result), hardware, result

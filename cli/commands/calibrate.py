@@ -5,7 +5,7 @@ import json
 
 import click
 
-from planner.errors import UserError
+from common.errors import InputError
 
 
 @click.command("calibrate")
@@ -30,14 +30,14 @@ def command(reports: tuple[str, ...], dry_run: bool, show: bool, as_json: bool) 
       fitplan calibrate runs/a runs/b --dry-run
       fitplan calibrate --show
     """
-    from planner import calibrate as calib
+    from measure import calibrate as calib
 
     if show:
         info = calib.show()
         click.echo(json.dumps(info, indent=2) if as_json else calib.show_text(info))
         return
     if not reports:
-        raise UserError("Give the run_report.json files (or run folders) of runs on one GPU model, "
+        raise InputError("Give the run_report.json files (or run folders) of runs on one GPU model, "
                         "e.g. `fitplan calibrate runs/*/run_report.json`, or --show for the calibration in use.")
     result = calib.calibrate(list(reports), dry_run=dry_run)
     click.echo(json.dumps(result, indent=2) if as_json else calib.result_text(result))

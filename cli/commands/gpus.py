@@ -5,7 +5,7 @@ import json
 
 import click
 
-from planner.table import text_table
+from cli.table import text_table
 
 from planner.nvml import GiB, Probe, ProbedGpu, probe
 from profiles.gpus import CATALOG, GpuSpec, match_nvml_name

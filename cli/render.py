@@ -1,57 +1,8 @@
-"""Estimate -> the JSON contract and readable tables. Pure functions returning strings and dicts."""
+"""Readable text of the planner's answers: pure functions from the JSON contract's dicts to strings, so the
+table and `--json` always say the same."""
 from __future__ import annotations
 
-from planner.config import TrainConfig
-from planner.calibration import Overhead
-from planner.memory import COMPONENTS, Estimate
-
-GIB = 2**30
-
-
-def gib(n: int | float | None) -> str:
-    return "N/A" if n is None else f"{n / GIB:.2f} GiB"
-
-
-def per_gpu_dict(est: Estimate, overhead: Overhead) -> dict:
-    allocated = est.allocated_peak_bytes
-    reserved = overhead.reserved(allocated)
-    return {
-        "allocated_peak_bytes": allocated,
-        "reserved_peak_bytes": reserved,
-        "cuda_context_bytes": overhead.context_bytes,
-        "paged_bytes": est.paged_bytes,
-        "total_bytes": reserved + overhead.context_bytes + est.paged_bytes,
-        "peak_phase": est.peak_phase.value,
-        "components": {name: est.components[name] for name in COMPONENTS},
-        "phases": {phase.value: sum(parts.values()) for phase, parts in est.phases.items()},
-    }
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    out = cfg.to_dict()
-    if not cfg.uses_adapters:
-        for key in ("lora_r", "lora_alpha", "lora_targets"):
-            out.pop(key)
-    if cfg.method.value != "qlora":
-        out.pop("double_quant")
-    return out
-
-
-def estimate_dict(model: str, est: Estimate, overhead: Overhead, gpu: dict | None) -> dict:
-    per_gpu = per_gpu_dict(est, overhead)
-    out = {
-        "model": model,
-        "params_total": est.counts.total,
-        "params_trainable": est.counts.trainable,
-        "config": config_dict(est.cfg),
-        "per_gpu": per_gpu,
-        "cpu_bytes": est.cpu_bytes,
-        "calibration": overhead.source,
-    }
-    if gpu is not None:
-        out["fits"] = per_gpu["total_bytes"] <= gpu["memory_bytes"]
-        out["gpu"] = gpu
-    return out
+from common.units import gib
 
 
 def estimate_table(data: dict) -> str:
@@ -77,28 +28,6 @@ def estimate_table(data: dict) -> str:
         verdict = "fits" if data["fits"] else "does NOT fit"
         lines.append(f"  {verdict} on {gpu['name']} ({gib(gpu['memory_bytes'])})")
     return "\n".join(lines)
-
-
-def plan_entry(p, overhead, target, recommended: bool) -> dict:
-    """One plan of `plan --json`."""
-    cfg = p.cfg
-    known = target.rates_known
-    return {
-        "method": cfg.method.value, "precision": cfg.precision.value, "optimizer": cfg.optimizer.value,
-        "micro_batch": cfg.micro_batch, "grad_accum": cfg.grad_accum, "seq_len": cfg.seq_len,
-        "grad_ckpt": cfg.grad_ckpt, "attn": cfg.attn.value, "sharding": cfg.sharding.value,
-        "offload": cfg.offload.value, "gpus": cfg.gpus, "nodes": cfg.nodes,
-        **({"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_targets": list(cfg.lora_targets)}
-           if cfg.uses_adapters else {}),
-        "per_gpu": per_gpu_dict(p.estimate, overhead),
-        "headroom_bytes": target.memory_bytes - p.total_bytes,
-        "cpu_bytes": p.estimate.cpu_bytes,
-        "tokens_per_s": round(p.speed.tokens_per_s, 1) if known else None,
-        "step_time_s": round(p.speed.step_time_s, 4) if known else None,
-        "time_s": round(p.time_s, 1) if known and p.time_s is not None else None,
-        "cost_usd": round(p.cost_usd, 2) if known and p.cost_usd is not None else None,
-        "recommended": recommended,
-    }
 
 
 def plan_table(data: dict) -> str:
@@ -140,3 +69,31 @@ def _hours(s: float | None) -> str:
 
 def _usd(x: float | None) -> str:
     return "N/A" if x is None else f"${x:,.0f}"
+
+
+def trace_table(data: dict) -> str:
+    """What `estimate --trace` prints: the breakdown, where it comes from, and the analytic answer beside it."""
+    lines = [estimate_table(data), "", f"  source: {data.get('source', 'analytic')}"]
+    analytic = data.get("analytic")
+    if analytic:
+        a = analytic["per_gpu"]
+        lines.append(f"  analytic model: allocated {gib(a['allocated_peak_bytes'])} in {a['peak_phase']}, "
+                     f"total {gib(a['total_bytes'])}; difference {data['difference_pct']:+.2f} % of the trace")
+    for note in data.get("notes", []):
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+def plan_trace_lines(trace: dict | None) -> list[str]:
+    """The lines `plan --trace` adds under the plan table."""
+    if trace is None:
+        return ["  trace: nothing fits, so there is no recommended plan to trace."]
+    per_gpu = trace["per_gpu"]
+    lines = [f"  trace of the recommended plan ({trace['source']}): allocated "
+             f"{gib(per_gpu['allocated_peak_bytes'])} in {per_gpu['peak_phase']}, total {gib(per_gpu['total_bytes'])}"]
+    if trace.get("difference_pct") is not None:
+        lines[-1] += f", analytic {trace['difference_pct']:+.2f} % off"
+    if "confirms_plan" in trace:
+        lines.append("  the trace confirms the plan fits" if trace["confirms_plan"]
+                     else "  WARNING: the traced total exceeds the plan's usable memory; choose a smaller micro-batch")
+    return lines

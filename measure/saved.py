@@ -10,12 +10,12 @@ import warnings
 import torch
 
 from planner.config import TrainConfig
-from profiles.models import ModelSpec
+from profiles.spec import ModelSpec
 
 
 def measure_layer_saved(spec: ModelSpec, cfg: TrainConfig, layer: int = 1) -> int:
     """Bytes that layer `layer` saves for backward in one forward pass (no checkpointing)."""
-    from benchmarks.harness import cuda_dropout
+    from measure.harness import cuda_dropout
     model = _materialise(spec, cfg)
     blocks = decoder_layers(model, spec)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -48,7 +48,7 @@ def decoder_layers(model: torch.nn.Module, spec: ModelSpec) -> torch.nn.ModuleLi
 
 
 def _materialise(spec: ModelSpec, cfg: TrainConfig) -> torch.nn.Module:
-    from benchmarks.harness import build_model
+    from measure.harness import build_model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, _ = build_model(spec, cfg, [])
@@ -61,7 +61,7 @@ def _materialise(spec: ModelSpec, cfg: TrainConfig) -> torch.nn.Module:
 
 
 def _autocast(cfg: TrainConfig):
-    from benchmarks.harness import AUTOCAST_DTYPE
+    from measure.harness import AUTOCAST_DTYPE
     dtype = AUTOCAST_DTYPE.get(cfg.precision)
     if dtype is None:
         return torch.autocast("cpu", enabled=False)

@@ -5,8 +5,8 @@ import json
 
 import click
 
-from planner.errors import UserError
-from planner.options import config_from_options, train_options
+from common.errors import InputError, opt
+from cli.options import config_from_options, train_options
 
 
 @click.command("estimate")
@@ -29,28 +29,31 @@ def command(model: str, gpu: str | None, as_json: bool, trace: bool, **options) 
       fitplan estimate Llama-2-70b-hf --method full --gpus 8 --sharding zero3 --gpu h100x8
       fitplan estimate ./my-model/config.json --trace --json
     """
-    from planner.api import estimate_model
+    from cli.render import estimate_table
 
     if (options.get("method") or "").lower() == "auto":
-        raise UserError("estimate takes one configuration: choose --method full, lora or qlora "
-                        "(or use `fitplan plan` to let the planner choose).")
+        raise InputError(f"estimate takes one configuration: choose {opt('method')} full, lora or qlora "
+                         "(or use `fitplan plan` to let the planner choose).")
     cfg = _config(options)
     if trace:
-        from planner.trace import trace_estimate, trace_table
+        from cli.render import trace_table
+        from measure.trace import trace_estimate
         data = trace_estimate(model, cfg, gpu)
         click.echo(json.dumps(data, indent=2) if as_json else trace_table(data))
         return
-    data = estimate_model(model, cfg, gpu)
-    click.echo(json.dumps(data, indent=2) if as_json else _table(data))
+    data = estimate_json(model, cfg, gpu)
+    click.echo(json.dumps(data, indent=2) if as_json else estimate_table(data))
+
+
+def estimate_json(model: str, cfg, gpu: str | None = None) -> dict:
+    """`estimate --json` of MODEL under cfg, on the named or probed card."""
+    from planner.api import card_for_estimate, evaluate
+    from planner.serialize import estimate_dict
+    return estimate_dict(evaluate(model, cfg, card_for_estimate(gpu)))
 
 
 def _config(options: dict):
     try:
         return config_from_options(options)
     except ValueError as err:
-        raise UserError(f"{err}") from None
-
-
-def _table(data: dict) -> str:
-    from planner.report import estimate_table
-    return estimate_table(data)
+        raise InputError(f"{err}") from None

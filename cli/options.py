@@ -1,6 +1,7 @@
-"""The options shared by plan / estimate / config / launch (see design/interface.md), as one decorator.
+"""The options shared by plan / estimate / config / launch (docs/cli.md), as decorators, and the typed
+inputs they describe: a `TrainConfig`, a search `Request`.
 
-Every option defaults to None, so `plan` can tell "search this" from "the user fixed this".
+Every training option defaults to None, so `plan` can tell "search this" from "the user fixed this".
 """
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from typing import Callable
 
 import click
 
+from common.errors import InputError
+from planner.activations import attention_kernel
 from planner.config import TrainConfig
 from planner.enums import Attention, Method, Offload, Optimizer, Precision, Sharding
+from planner.model_input import ResolvedModel
+from planner.search import Request
 
 _CHOICES = [
     ("--method", Method.values() + ["auto"], "Fine-tuning method; `auto` lets the planner choose."),
@@ -49,6 +54,28 @@ def train_options(func: Callable) -> Callable:
     return func
 
 
+LAUNCH_OPTIONS = [
+    click.option("--global-batch", type=click.IntRange(min=1),
+                 help="Sequences per optimizer step, all GPUs (sets grad_accum)."),
+    click.option("--out", "out_dir", type=click.Path(file_okay=False),
+                 help="Folder for plan.json and the launcher configs."),
+    click.option("--force", is_flag=True, help="Overwrite existing files in --out."),
+    click.option("--main-process-ip", help="Address of node 0 (multi-node runs)."),
+    click.option("--main-process-port", type=click.IntRange(1, 65535), help="Port on node 0 (default 29500)."),
+    click.option("--machine-rank", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="This node's rank."),
+]
+# Training fields a user can fix; the rest of TrainConfig (grad_accum) follows from them.
+FIXABLE = ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len",
+           "grad_ckpt", "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus", "nodes")
+
+
+def launch_options(func: Callable) -> Callable:
+    for option in reversed(LAUNCH_OPTIONS):
+        func = option(func)
+    return func
+
+
 def config_from_options(options: dict, **fallback) -> TrainConfig:
     """A TrainConfig from the parsed options; unset ones come from `fallback`, then TrainConfig's defaults."""
     values = dict(fallback)
@@ -63,3 +90,25 @@ def config_from_options(options: dict, **fallback) -> TrainConfig:
     if options.get("lora_r") and not options.get("lora_alpha"):
         values["lora_alpha"] = 2 * options["lora_r"]
     return TrainConfig(**values)
+
+
+def fixed_fields(options: dict) -> frozenset[str]:
+    """The TrainConfig fields the user set ("auto" and the node count leave the choice to the planner)."""
+    fixed = {key for key in FIXABLE if options.get(key) is not None}
+    if (options.get("method") or "").lower() == "auto":
+        fixed.discard("method")
+    if options.get("no_double_quant"):
+        fixed.add("double_quant")
+    return frozenset(fixed - {"nodes"})
+
+
+def request_from_options(model: ResolvedModel, options: dict, **extra) -> Request:
+    """The search request of MODEL: what the user fixed, and the rest on TrainConfig's defaults."""
+    clean = {k: v for k, v in options.items() if not (k == "method" and (v or "").lower() == "auto")}
+    try:
+        base = config_from_options(clean)
+    except ValueError as err:
+        raise InputError(f"{err}.") from None
+    base = base.with_(attn=attention_kernel(model.spec, base))  # what transformers will really run
+    return Request(spec=model.spec, base=base, fixed=fixed_fields(options), exact_params=model.exact_params,
+                   **extra)

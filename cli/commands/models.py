@@ -6,10 +6,11 @@ from typing import Iterable
 
 import click
 
-from planner.table import text_table
+from cli.table import text_table
 
-from planner.errors import UserError
-from profiles.models import ModelSpec, catalog
+from common.errors import InputError
+from profiles.spec import ModelSpec
+from profiles.models import catalog
 
 # Fields that change no byte of memory: an instruct variant may differ from its base only in these.
 _NOT_MEMORY = ("name", "source", "max_position", "hf_overrides")
@@ -37,7 +38,7 @@ def select(specs: Iterable[ModelSpec], family: str | None = None, bases_only: bo
         wanted = family.strip().lower()
         families = list(dict.fromkeys(spec.family for spec in specs))
         if wanted not in families:
-            raise UserError(f"Unknown model family {family!r}; choose one of: {', '.join(families)}.")
+            raise InputError(f"Unknown model family {family!r}; choose one of: {', '.join(families)}.")
         specs = [spec for spec in specs if spec.family == wanted]
     if bases_only:
         variants = variant_of(specs)

@@ -33,7 +33,7 @@ def command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    from planner.calibrate import env_lines
+    from measure.calibrate import env_lines
     click.echo(format_env(info, calibration=env_lines([(g.name, g.compute_capability) for g in result.gpus])))
 
 
@@ -80,7 +80,7 @@ def format_env(info: dict, calibration: list[str] | None = None) -> str:
     else:
         lines.append("- GPUs: none")
     lines += [f"- warning: {line}" for line in nvidia["warnings"]]
-    lines += calibration or []   # the calibration in use (planner/calibrate.py)
+    lines += calibration or []   # the calibration in use (measure/calibrate.py)
     lines += [f"- {name}={value}" for name, value in info["environment"].items()]
     return "\n".join(lines)
 

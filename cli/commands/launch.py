@@ -10,9 +10,10 @@ import click
 from click.core import ParameterSource
 
 from launch import emit, planfile, runner
-from launch.commands.config import describe
-from launch.options import launch_options, train_options
-from planner.errors import UserError
+from cli.commands.config import chosen_plan, describe
+from cli.options import launch_options, train_options
+from common.errors import InputError, opt
+from common.files import regular_file
 
 
 class ScriptAfterDashes(click.Command):
@@ -41,20 +42,35 @@ class ScriptAfterDashes(click.Command):
 def command(ctx: click.Context, model: str | None, plan_file: str | None, out_dir: str | None, force: bool,
             main_process_ip: str | None, main_process_port: int | None, machine_rank: int, model_path: str | None,
             data: str | None, steps: int | None, lr: float | None, oom_retries: int, dry_run: bool,
-            as_json: bool, **options) -> None:
-    """Train MODEL (or --plan) with the built-in recipe, or `-- script.py args` with your own."""
+            as_json: bool, global_batch: int | None, gpu: str | None, **options) -> None:
+    """Train MODEL (or --plan) with the built-in recipe, or `-- script.py args` with your own.
+
+    Options you set stay fixed; the others are chosen by the same search as `fitplan plan` (see `fitplan
+    config`). --dry-run prints the command(s) and writes nothing.
+
+    \b
+    Examples:
+      fitplan launch Llama-3.2-1B --gpu "RTX 4090" --model-path ./Llama-3.2-1B --data train.jsonl
+      fitplan launch --plan runs/llama1b/plan.json
+      fitplan launch Llama-3.2-1B --gpu "RTX 4090" --dry-run -- train.py --epochs 1
+    """
     if plan_file:
         reject_fixed_options(ctx, model)
+    check_inputs(model_path, data)
     saved = planfile.read_plan(plan_file) if plan_file else None
     if saved and saved["launcher"] != "accelerate":
-        raise UserError(f"{plan_file} asks for the {saved['launcher']} launcher; fitplan launches through "
-                        "accelerate only, so write the plan again with `fitplan config`.")
+        raise InputError(f"{plan_file} asks for the {saved['launcher']} launcher; fitplan launches through "
+                         "accelerate only, so write the plan again with `fitplan config`.")
     nodes = runner.multi_node(saved, main_process_ip, main_process_port, machine_rank)
-    plan, run_dir = prepare(model, saved, plan_file, model_path, out_dir, force, nodes, options)
+    plan, warnings = (saved, ()) if saved else chosen_plan(model, model_path, gpu, global_batch, force, options)
+    run_dir = Path(out_dir or (Path(plan_file).parent if plan_file else runner.default_run_dir(plan))).resolve()
     job = runner.Launch(run_dir, plan, nodes, list(ctx.meta.get("script", [])),
                         recipe_args(model_path, data, steps, lr), oom_retries)
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     if dry_run:
         return print_commands(job, as_json)
+    write_run_folder(job, plan_file, force)
     if job.config.nodes > 1:
         click.echo("Run on each node (this one is rank %d):\n%s" % (machine_rank, "\n".join(runner.all_node_commands(job))), err=True)
     click.echo(f"{describe(plan)}\nrun folder: {run_dir}", err=True)
@@ -63,22 +79,21 @@ def command(ctx: click.Context, model: str | None, plan_file: str | None, out_di
     finish(job, result, as_json)
 
 
-def prepare(model, plan, plan_file, model_path, out_dir, force, nodes, options) -> tuple[dict, Path]:
-    """The plan and the run folder holding it with fresh launcher configs."""
-    if plan_file:
-        run_dir = Path(out_dir or Path(plan_file).parent).resolve()
-        same = run_dir == Path(plan_file).resolve().parent
-        if same:  # the launcher configs derive from the plan: refresh them
-            emit.write_configs(run_dir, planfile.plan_config(plan), nodes, force=True)
-            return plan, run_dir
-        runner.write_run_folder(run_dir, plan, nodes, force)
-        return plan, run_dir
-    if not (model or model_path):
-        raise UserError("name a MODEL (catalog name, HF id or local folder) or pass --plan plan.json.")
-    plan = runner.make_plan(model or model_path, options, model_path)
-    run_dir = Path(out_dir or runner.default_run_dir(plan)).resolve()
-    runner.write_run_folder(run_dir, plan, nodes, force)
-    return plan, run_dir
+def check_inputs(model_path: str | None, data: str | None) -> None:
+    """The weights folder and the data must be there before anything starts."""
+    if model_path and not (Path(model_path) / "config.json").is_file():
+        raise InputError(f"{opt('model_path')} {model_path} is not a model folder (it has no config.json); "
+                         "give the folder you downloaded the model into.")
+    if data:
+        regular_file(data, "data file")
+
+
+def write_run_folder(job: runner.Launch, plan_file: str | None, force: bool) -> None:
+    """plan.json and fresh launcher configs in the run folder (a plan's own folder is refreshed in place)."""
+    if plan_file and job.run_dir == Path(plan_file).resolve().parent:
+        emit.write_configs(job.run_dir, job.config, job.nodes, force=True)  # the configs derive from the plan
+        return
+    runner.write_run_folder(job.run_dir, job.plan, job.nodes, force)
 
 
 def reject_fixed_options(ctx: click.Context, model: str | None) -> None:
@@ -87,7 +102,7 @@ def reject_fixed_options(ctx: click.Context, model: str | None) -> None:
     given = [p.opts[0] if p.opts[0].startswith("-") else p.name.upper() for p in ctx.command.params
              if p.name in fixed and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
     if given:
-        raise UserError(f"--plan already fixes the model and training options; drop {', '.join(given)}.")
+        raise InputError(f"--plan already fixes the model and training options; drop {', '.join(given)}.")
 
 
 def recipe_args(model_path, data, steps, lr) -> list[str]:

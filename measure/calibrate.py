@@ -34,14 +34,13 @@ import datetime as dt
 import hashlib
 import json
 import math
-import os
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from planner.calibration import SHIPPED, gpu_key, load_profile, user_profile_path
-from planner.errors import UserError
+from common.errors import InputError
+from common.files import write_text
 
 PROFILE_VERSION = 1
 REPORT_NAME = "run_report.json"
@@ -91,28 +90,28 @@ def report_paths(args: list[str]) -> list[Path]:
         if path.is_dir():
             path = path / REPORT_NAME
         if not path.is_file():
-            raise UserError(f"{arg} is neither a run report file nor a run folder with a {REPORT_NAME}; "
+            raise InputError(f"{arg} is neither a run report file nor a run folder with a {REPORT_NAME}; "
                             f"give the run_report.json files that `fitplan launch` wrote.")
         out.append(path)
     return out
 
 
 def read_runs(paths: list[Path]) -> list[Run]:
-    """Every report validated; the first problem raises a UserError naming the file (nothing is kept)."""
+    """Every report validated; the first problem raises a InputError naming the file (nothing is kept)."""
     runs, seen = [], {}
     for path in paths:
         try:
             raw = path.read_bytes()
         except OSError as err:
-            raise UserError(f"Cannot read {path} ({err.strerror or err}); check the path.") from None
+            raise InputError(f"Cannot read {path} ({err.strerror or err}); check the path.") from None
         digest = hashlib.sha256(raw).hexdigest()
         if digest in seen:
-            raise UserError(f"{seen[digest]} and {path} are the same run report; give each run once.")
+            raise InputError(f"{seen[digest]} and {path} are the same run report; give each run once.")
         seen[digest] = path
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as err:
-            raise UserError(f"{path} is not valid JSON ({err}); give the run_report.json that "
+            raise InputError(f"{path} is not valid JSON ({err}); give the run_report.json that "
                             f"`fitplan launch` wrote.") from None
         runs.append(parse_run(data, str(path)))
     check_one_gpu(runs)
@@ -122,37 +121,37 @@ def read_runs(paths: list[Path]) -> list[Run]:
 def parse_run(data, path: str) -> Run:
     """One run report, validated (see the module docstring for the fields)."""
     if not isinstance(data, dict) or not isinstance(data.get("measured"), dict):
-        raise UserError(f"{path} is not a fitplan run report (it has no \"measured\" object); give the "
+        raise InputError(f"{path} is not a fitplan run report (it has no \"measured\" object); give the "
                         f"run_report.json that `fitplan launch` wrote.")
     status = data.get("status")
     if status not in GOOD_STATUSES:
-        raise UserError(f"{path} is from a run that ended with status {status!r}, whose peaks are not those of "
+        raise InputError(f"{path} is from a run that ended with status {status!r}, whose peaks are not those of "
                         f"completed training steps; calibrate only from runs with status \"ok\".")
     measured = data["measured"]
     if measured.get("device") != "cuda":
-        raise UserError(f"{path} was measured on {measured.get('device')!r}, not on a CUDA GPU; only runs on a "
+        raise InputError(f"{path} was measured on {measured.get('device')!r}, not on a CUDA GPU; only runs on a "
                         f"real GPU can calibrate its memory constants.")
     steps = measured.get("after_steps")
     if not _positive_int(steps):
-        raise UserError(f"{path} has no training step measured (measured.after_steps is {steps!r}); calibrate "
+        raise InputError(f"{path} has no training step measured (measured.after_steps is {steps!r}); calibrate "
                         f"from runs that completed their first steps.")
     versions = data.get("versions")
     if not isinstance(versions, dict) or not isinstance(versions.get("torch"), str) or not versions["torch"]:
-        raise UserError(f"{path} does not record the torch version (versions.torch); a calibration is only "
+        raise InputError(f"{path} does not record the torch version (versions.torch); a calibration is only "
                         f"meaningful with its library versions.")
     date = _date(data.get("date"), path)
     ranks = measured.get("per_rank")
     if ranks is None:
         ranks, where = [measured], "measured"
     elif not isinstance(ranks, list) or not ranks:
-        raise UserError(f"{path} has an empty or malformed measured.per_rank; the report is incomplete.")
+        raise InputError(f"{path} has an empty or malformed measured.per_rank; the report is incomplete.")
     else:
         where = "measured.per_rank"
     samples = [_sample(rank, path, f"{where}[{i}]" if where != "measured" else where, i)
                for i, rank in enumerate(ranks)]
     gpus = sorted({s.gpu for s in samples})
     if len(gpus) > 1:
-        raise UserError(f"{path} has ranks on different GPUs ({', '.join(gpus)}); calibrate from runs on one "
+        raise InputError(f"{path} has ranks on different GPUs ({', '.join(gpus)}); calibrate from runs on one "
                         f"GPU model.")
     driver = data.get("driver_version") or measured.get("driver_version")
     return Run(path=path, gpu=gpus[0], date=date, versions=versions,
@@ -161,29 +160,29 @@ def parse_run(data, path: str) -> Run:
 
 def _sample(rank, path: str, where: str, index: int) -> Sample:
     if not isinstance(rank, dict):
-        raise UserError(f"{path}: {where} is not an object; the report is malformed.")
+        raise InputError(f"{path}: {where} is not an object; the report is malformed.")
     if rank.get("device", "cuda") != "cuda":
-        raise UserError(f"{path}: {where} was measured on {rank.get('device')!r}, not on a CUDA GPU; only runs "
+        raise InputError(f"{path}: {where} was measured on {rank.get('device')!r}, not on a CUDA GPU; only runs "
                         f"on a real GPU can calibrate it.")
     gpu = rank.get("gpu")
     if not isinstance(gpu, str) or not gpu.strip():
-        raise UserError(f"{path}: {where} does not name its GPU (\"gpu\"); the report is incomplete.")
+        raise InputError(f"{path}: {where} does not name its GPU (\"gpu\"); the report is incomplete.")
     values = {}
     for key in ("allocated_peak_bytes", "reserved_peak_bytes", "nvml_used_bytes"):
         value = rank.get(key)
         if not _positive_int(value):
             hint = (" (NVML did not answer on the run's machine: install nvidia-ml-py there)"
                     if key == "nvml_used_bytes" and value is None else "")
-            raise UserError(f"{path}: {where}.{key} is {value!r}, not a positive number of bytes{hint}; "
+            raise InputError(f"{path}: {where}.{key} is {value!r}, not a positive number of bytes{hint}; "
                             f"the report cannot calibrate.")
         values[key] = value
     allocated, reserved, used = (values[k] for k in ("allocated_peak_bytes", "reserved_peak_bytes",
                                                      "nvml_used_bytes"))
     if reserved < allocated:
-        raise UserError(f"{path}: {where} has a reserved peak ({reserved} B) below its allocated peak "
+        raise InputError(f"{path}: {where} has a reserved peak ({reserved} B) below its allocated peak "
                         f"({allocated} B), which torch's caching allocator never reports; the report is corrupt.")
     if used <= reserved:
-        raise UserError(f"{path}: {where} has NVML used memory ({used} B) not above the reserved peak "
+        raise InputError(f"{path}: {where} has NVML used memory ({used} B) not above the reserved peak "
                         f"({reserved} B), so it was not read on the card that trained; the report cannot calibrate.")
     return Sample(path=path, rank=int(rank.get("rank", index)), gpu=gpu.strip(), allocated=allocated,
                   reserved=reserved, nvml_used=used)
@@ -197,7 +196,7 @@ def _date(value, path: str) -> dt.datetime:
     try:
         date = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
-        raise UserError(f"{path} has no valid date ({value!r}); give the run_report.json that "
+        raise InputError(f"{path} has no valid date ({value!r}); give the run_report.json that "
                         f"`fitplan launch` wrote.") from None
     return date if date.tzinfo else date.replace(tzinfo=dt.timezone.utc)
 
@@ -207,7 +206,7 @@ def check_one_gpu(runs: list[Run]) -> None:
     first = runs[0] if runs else None
     for run in runs[1:]:
         if gpu_key(run.gpu) != gpu_key(first.gpu):
-            raise UserError(f"{first.path} is from {first.gpu} but {run.path} is from {run.gpu}; calibrate one "
+            raise InputError(f"{first.path} is from {first.gpu} but {run.path} is from {run.gpu}; calibrate one "
                             f"GPU model at a time.")
 
 
@@ -215,7 +214,7 @@ def check_one_gpu(runs: list[Run]) -> None:
 def fit(runs: list[Run], now: dt.datetime | None = None) -> dict:
     """The profile entry of the runs' GPU model (see the module docstring)."""
     if not runs:
-        raise UserError("No run reports given; pass the run_report.json files of runs on one GPU model.")
+        raise InputError("No run reports given; pass the run_report.json files of runs on one GPU model.")
     samples = [s for run in runs for s in run.samples]
     contexts = [s.context for s in samples]
     fractions = [s.reserve_fraction for s in samples]
@@ -275,10 +274,10 @@ def read_profile_document(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise UserError(f"The calibration profile {path} is not readable JSON ({err}); fix or remove it, "
+        raise InputError(f"The calibration profile {path} is not readable JSON ({err}); fix or remove it, "
                         f"then calibrate again.") from None
     if not isinstance(data, dict) or not isinstance(data.get("gpus", {}), dict):
-        raise UserError(f"The calibration profile {path} is not a fitplan profile ({{\"version\": 1, \"gpus\": "
+        raise InputError(f"The calibration profile {path} is not a fitplan profile ({{\"version\": 1, \"gpus\": "
                         f"{{...}}}}); fix or remove it, then calibrate again.")
     return data
 
@@ -294,27 +293,9 @@ def merged(document: dict, entry: dict) -> tuple[dict, dict]:
     return {**document, "version": PROFILE_VERSION, "gpus": gpus}, replaced
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder and os.replace: readers see the old or new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def calibrate(args: list[str], dry_run: bool = False, profile: Path | None = None) -> dict:
     """Validate the reports, fit, and (unless dry_run) write the user profile. Returns what was done."""
-    from planner.hardware import allocator_reserve_fraction, cuda_context_bytes
+    from planner.calibration import allocator_reserve_fraction, cuda_context_bytes
 
     path = profile or user_profile_path()
     runs = read_runs(report_paths(args))
@@ -323,7 +304,7 @@ def calibrate(args: list[str], dry_run: bool = False, profile: Path | None = Non
     new_document, replaced = merged(document, entry)
     card = catalog_card(entry["gpu"])
     if not dry_run:
-        write_atomic(path, json.dumps(new_document, indent=2) + "\n")
+        write_text(path, json.dumps(new_document, indent=2) + "\n", force=True)
     return {
         "profile": str(path),
         "written": not dry_run,

@@ -1,5 +1,6 @@
-"""`fitplan`: the command group. Each subcommand lives in `planner/commands/<name>.py` and is
-imported only when it runs, so `fitplan plan` never pays for the heavy libraries of `launch`."""
+"""`fitplan`: the command group. Each subcommand lives in `cli/commands/<name>.py` and is imported only
+when it runs, so `fitplan plan` never pays for the heavy libraries of `launch`. Every `FitplanError` becomes
+one sentence on stderr (options spelled as flags), `{"error": ...}` on stdout with --json, and exit 2."""
 from __future__ import annotations
 
 import importlib
@@ -10,20 +11,20 @@ from typing import NoReturn
 
 import click
 
-from planner.errors import UserError
+from common.errors import FitplanError
 
 # command name -> module that defines `command` (a click.Command)
 COMMANDS = {
-    "plan": "planner.commands.plan",
-    "estimate": "planner.commands.estimate",
-    "fits": "planner.commands.fits",
-    "gpus": "planner.commands.gpus",
-    "models": "planner.commands.models",
-    "config": "launch.commands.config",
-    "launch": "launch.commands.launch",
-    "bench": "benchmarks.commands.bench",
-    "env": "planner.commands.env",
-    "calibrate": "planner.commands.calibrate",
+    "plan": "cli.commands.plan",
+    "estimate": "cli.commands.estimate",
+    "fits": "cli.commands.fits",
+    "gpus": "cli.commands.gpus",
+    "models": "cli.commands.models",
+    "config": "cli.commands.config",
+    "launch": "cli.commands.launch",
+    "bench": "cli.commands.bench",
+    "env": "cli.commands.env",
+    "calibrate": "cli.commands.calibrate",
 }
 
 
@@ -75,7 +76,7 @@ def main() -> None:
         sys.exit(done.exit_code)
     except click.ClickException as err:
         fail(err.format_message().rstrip(".") + ".", as_json)
-    except UserError as err:
+    except FitplanError as err:
         fail(str(err), as_json)
     except KeyboardInterrupt:
         fail("interrupted.", as_json)

@@ -1,1 +1,0 @@
-"""CLI commands of the benchmarks package (`fitplan bench`)."""

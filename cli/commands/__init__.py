@@ -1,0 +1,1 @@
+"""One module per `fitplan` subcommand, each defining `command` (registered in cli/main.py)."""

@@ -1,0 +1,48 @@
+"""The errors a user can act on. Each message is one sentence: what is wrong and what to do.
+
+Messages name options through `opt("lora_r")`; each front end spells them its own way when it shows the
+sentence (`render`): the command line as --lora-r (the default), the web page as its field names.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+_OPTION = re.compile(r"\u27e6([a-z0-9_]+)\u27e7")
+
+
+def opt(name: str) -> str:
+    """A reference to the option `name` inside an error message."""
+    return f"\u27e6{name}\u27e7"
+
+
+def flag(name: str) -> str:
+    """The command line's spelling of an option: --lora-r."""
+    return "--" + name.replace("_", "-")
+
+
+class FitplanError(Exception):
+    """A mistake in the input or an impossible request; never a bug."""
+
+    def render(self, spell: Callable[[str], str] = None) -> str:
+        spell = spell or flag
+        return _OPTION.sub(lambda m: spell(m.group(1)), str(self.args[0]) if self.args else "")
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class InputError(FitplanError):
+    """Bad input: an unknown model or card, a malformed file, a value out of range."""
+
+
+class UnsupportedError(FitplanError):
+    """A combination the libraries cannot run (MoE experts in fp32, QLoRA under ZeRO-3, bf16 on a V100, ...)."""
+
+
+class DoesNotFitError(FitplanError):
+    """A plan that needs more memory than the card has, refused where it would be written or launched."""
+
+
+class EnvironmentProblem(FitplanError):
+    """Something missing on this machine: a package, a driver, a GPU."""

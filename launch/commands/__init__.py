@@ -1,1 +1,0 @@
-"""The `config` and `launch` subcommands (registered lazily in planner/cli.py)."""

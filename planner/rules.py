@@ -1,0 +1,43 @@
+"""What can run, said before anyone tries: one set of rules that the search, the estimate, the configs and
+the launcher all apply. Each rule returns the sentence that says why not, or None."""
+from __future__ import annotations
+
+from planner.config import TrainConfig
+from planner.enums import Method, Offload, Precision, Sharding
+from profiles.spec import ModelSpec
+from common.errors import opt
+
+ZERO = (Sharding.ZERO1, Sharding.ZERO2, Sharding.ZERO3)
+PARAM_SHARDING = (Sharding.ZERO3, Sharding.FSDP)
+
+
+def unsupported(spec: ModelSpec, cfg: TrainConfig) -> str | None:
+    """Why the libraries cannot train `cfg` on `spec`, or None."""
+    return _moe_precision(spec, cfg) or layout_problem(cfg)
+
+
+def _moe_precision(spec: ModelSpec, cfg: TrainConfig) -> str | None:
+    fp32_experts = cfg.method is Method.QLORA or cfg.precision is not Precision.BF16_TRUE
+    if spec.is_moe and fp32_experts:
+        # transformers 5 runs experts with torch._grouped_mm, which takes bf16 only; QLoRA's
+        # prepare_model_for_kbit_training and the *-mixed / fp32 precisions leave expert weights in fp32
+        return (f"unsupported: {spec.short_name} is a mixture-of-experts model whose grouped expert matmuls run "
+                f"in bf16 only; use {opt('precision')} bf16-true with {opt('method')} full or lora.")
+    return None
+
+
+def layout_problem(cfg: TrainConfig) -> str | None:
+    """Sharding and offload that no engine runs together."""
+    if cfg.offload is not Offload.NONE and cfg.sharding not in (*ZERO, Sharding.FSDP):
+        return (f"unsupported: {opt('offload')} {cfg.offload.value} needs DeepSpeed ZeRO or FSDP; add "
+                f"{opt('sharding')} zero2 (zero3 to offload parameters), which runs on one GPU too.")
+    if cfg.offload is Offload.OPTIMIZER and cfg.sharding is Sharding.FSDP:
+        return (f"unsupported: FSDP offloads parameters and optimizer together; use {opt('offload')} params "
+                f"with {opt('sharding')} fsdp.")
+    if cfg.offload is Offload.PARAMS and cfg.sharding in (Sharding.ZERO1, Sharding.ZERO2):
+        return (f"unsupported: offloading parameters needs {opt('sharding')} zero3 or fsdp; zero1 and zero2 "
+                "offload the optimizer only.")
+    if cfg.method is Method.QLORA and cfg.sharding in PARAM_SHARDING:
+        return (f"unsupported: QLoRA with {opt('sharding')} {cfg.sharding.value} is not supported by the "
+                "built-in launcher; use ddp or zero2.")
+    return None

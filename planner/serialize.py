@@ -1,0 +1,93 @@
+"""The JSON contract (docs/json.md) of the planner's typed answers: pure functions from results to dicts,
+called only where output is printed or written. All sizes are bytes per GPU."""
+from __future__ import annotations
+
+from planner.calibration import Overhead
+from planner.config import TrainConfig
+from planner.hardware import Hardware
+from planner.memory import COMPONENTS, Estimate
+from planner.search import Plan, SearchResult
+
+
+def per_gpu_dict(est: Estimate, overhead: Overhead) -> dict:
+    allocated = est.allocated_peak_bytes
+    return {
+        "allocated_peak_bytes": allocated,
+        "reserved_peak_bytes": overhead.reserved(allocated),
+        "cuda_context_bytes": overhead.context_bytes,
+        "paged_bytes": est.paged_bytes,
+        "total_bytes": overhead.total(allocated, est.paged_bytes),
+        "peak_phase": est.peak_phase.value,
+        "components": {name: est.components[name] for name in COMPONENTS},
+        "phases": {phase.value: sum(parts.values()) for phase, parts in est.phases.items()},
+    }
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    out = cfg.to_dict()
+    if not cfg.uses_adapters:
+        for key in ("lora_r", "lora_alpha", "lora_targets"):
+            out.pop(key)
+    if cfg.method.value != "qlora":
+        out.pop("double_quant")
+    return out
+
+
+def estimate_dict(evaluation) -> dict:
+    """`estimate --json` of a `planner.api.Evaluation`."""
+    est = evaluation.estimate
+    out = {
+        "model": evaluation.model.spec.name,
+        "params_total": est.counts.total,
+        "params_trainable": est.counts.trainable,
+        "config": config_dict(est.cfg),
+        "per_gpu": per_gpu_dict(est, evaluation.overhead),
+        "cpu_bytes": est.cpu_bytes,
+        "calibration": evaluation.overhead.source,
+    }
+    if evaluation.hardware is not None:
+        card = evaluation.hardware.card
+        out["fits"] = evaluation.fits
+        out["gpu"] = {"name": card.name, "memory_bytes": card.memory_bytes}
+    return out
+
+
+def plan_entry(p: Plan, hw: Hardware, recommended: bool) -> dict:
+    """One plan of `plan --json`."""
+    cfg, known = p.cfg, hw.card.rates_known
+    return {
+        "method": cfg.method.value, "precision": cfg.precision.value, "optimizer": cfg.optimizer.value,
+        "micro_batch": cfg.micro_batch, "grad_accum": cfg.grad_accum, "seq_len": cfg.seq_len,
+        "grad_ckpt": cfg.grad_ckpt, "attn": cfg.attn.value, "sharding": cfg.sharding.value,
+        "offload": cfg.offload.value, "gpus": cfg.gpus, "nodes": cfg.nodes,
+        **({"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_targets": list(cfg.lora_targets)}
+           if cfg.uses_adapters else {}),
+        "per_gpu": per_gpu_dict(p.estimate, hw.card.overhead),
+        "headroom_bytes": hw.card.memory_bytes - p.total_bytes,
+        "cpu_bytes": p.estimate.cpu_bytes,
+        "tokens_per_s": round(p.speed.tokens_per_s, 1) if known else None,
+        "step_time_s": round(p.speed.step_time_s, 4) if known else None,
+        "time_s": round(p.time_s, 1) if known and p.time_s is not None else None,
+        "cost_usd": round(p.cost_usd, 2) if known and p.cost_usd is not None else None,
+        "recommended": recommended,
+    }
+
+
+def hardware_dict(hw: Hardware) -> dict:
+    cards = hw.cards or (hw.card,) * hw.gpus_per_node
+    return {"source": hw.source, "nodes": hw.nodes,
+            "gpus": [{"name": c.name, "memory_bytes": c.memory_bytes, "free_bytes": c.free_bytes} for c in cards]}
+
+
+def plan_dict(model: str, hw: Hardware, result: SearchResult) -> dict:
+    """`plan --json`."""
+    return {
+        "model": model,
+        "hardware": hardware_dict(hw),
+        "plans": [plan_entry(p, hw, i == result.recommended) for i, p in enumerate(result.plans)],
+        "recommended": result.recommended,
+        "reason": result.reason,
+        "nothing_fits": result.nothing_fits,
+        "calibration": hw.card.overhead.source,
+        "warnings": list(hw.warnings) + result.warnings,
+    }

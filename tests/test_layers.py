@@ -1,0 +1,105 @@
+"""The architecture holds (docs/architecture.md): planning imports nothing heavy, the packages import only
+downwards, modules form no cycle and import no private names of other modules."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Lowest first: a package may import only itself and the packages before it.
+LAYERS = ["common", "profiles", "planner", "measure", "launch", "benchmarks", "cli"]
+HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "deepspeed", "accelerate", "pynvml", "safetensors",
+         "matplotlib", "pandas")
+
+LIGHT = {
+    "planning a catalog model": "from planner.api import search, evaluate\n"
+                                "from planner.hardware import hardware_from_catalog\n"
+                                "from planner.config import TrainConfig\n"
+                                "from cli.options import request_from_options\n"
+                                "from planner.model_input import resolve_model\n"
+                                "m = resolve_model('meta-llama/Llama-2-7b-hf'); hw = hardware_from_catalog('RTX 4090')\n"
+                                "search(request_from_options(m, {'nodes': 1}), hw); evaluate(m, TrainConfig(), hw)",
+    "the plan, estimate, fits, models, gpus and env commands":
+        "import cli.main, cli.commands.plan, cli.commands.estimate, cli.commands.fits, cli.commands.models, "
+        "cli.commands.gpus, cli.commands.env, cli.commands.calibrate",
+    "the config and launch commands and the runner": "import cli.commands.config, cli.commands.launch, launch.runner, "
+                                                    "launch.emit, launch.planfile",
+    "exact mode and calibration until they run": "import measure, measure.trace, measure.calibrate",
+    "reading configs and model folders": "import planner.model_input, profiles.hf_config, profiles.models, "
+                                         "profiles.gpus, planner.nvml, planner.hardware",
+}
+
+
+@pytest.mark.parametrize("what", LIGHT)
+def test_imports_nothing_heavy(what):
+    code = LIGHT[what] + f"\nimport sys\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "", f"{what} imports {done.stdout.strip()}"
+
+
+def modules() -> dict[str, ast.Module]:
+    out = {}
+    for layer in LAYERS:
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            out[name] = ast.parse(path.read_text(), str(path))
+    return out
+
+
+def imports_of(tree: ast.Module) -> list[tuple[str, list[str]]]:
+    """(module, names) of every import, at any depth (imports inside functions count too)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, [alias.name for alias in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+    return found
+
+
+MODULES = modules()
+
+
+def test_packages_import_only_downwards():
+    wrong = []
+    for name, tree in MODULES.items():
+        layer = LAYERS.index(name.split(".")[0])
+        for target, _ in imports_of(tree):
+            top = target.split(".")[0]
+            if top in LAYERS and LAYERS.index(top) > layer:
+                wrong.append(f"{name} imports {target}")
+    assert not wrong
+
+
+def test_no_private_names_across_modules():
+    wrong = [f"{name} imports {target}.{n}" for name, tree in MODULES.items()
+             for target, names in imports_of(tree) if target.split(".")[0] in LAYERS and target != name
+             for n in names if n.startswith("_")]
+    assert not wrong
+
+
+def test_no_import_cycles():
+    graph = {name: {t for t, _ in imports_of(tree) if t in MODULES and t != name} for name, tree in MODULES.items()}
+    for name, names in graph.items():   # `from package import module` names a module too
+        for target, imported in imports_of(MODULES[name]):
+            names |= {f"{target}.{n}" for n in imported if f"{target}.{n}" in MODULES}
+    seen, stack = set(), []
+
+    def visit(node: str) -> None:
+        if node in stack:
+            raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(node):] + [node]))
+        if node in seen:
+            return
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            visit(nxt)
+        stack.pop()
+        seen.add(node)
+
+    for node in sorted(graph):
+        visit(node)
