@@ -19,6 +19,7 @@ import yaml
 
 from planner.config import TrainConfig
 from planner.enums import Method, Offload, Optimizer, Precision, Sharding
+from planner.optimizers import record
 from common.errors import InputError, UnsupportedError, opt
 from planner.rules import layout_problem
 
@@ -104,7 +105,7 @@ def fsdp_config(config: TrainConfig) -> dict:
 def deepspeed_owns_optimizer(config: TrainConfig) -> bool:
     """ZeRO-Offload with AdamW: DeepSpeed builds its CPU Adam from the JSON (the recipe passes DummyOptim)."""
     return (config.sharding in ZERO_STAGES and config.offload != Offload.NONE
-            and config.optimizer == Optimizer.ADAMW)
+            and record(config.optimizer).deepspeed_type is not None)
 
 
 def deepspeed_config(config: TrainConfig, gradient_clipping: float = GRADIENT_CLIPPING) -> dict:
@@ -123,7 +124,7 @@ def deepspeed_config(config: TrainConfig, gradient_clipping: float = GRADIENT_CL
         "wall_clock_breakdown": False,
     }
     if deepspeed_owns_optimizer(config):
-        out["optimizer"] = {"type": "AdamW", "params": {"lr": "auto", "weight_decay": "auto",
+        out["optimizer"] = {"type": record(config.optimizer).deepspeed_type, "params": {"lr": "auto", "weight_decay": "auto",
                                                         "betas": [0.9, 0.999], "eps": 1e-8}}
     elif config.optimizer != Optimizer.ADAMW:  # bitsandbytes / Adafactor / SGD: ZeRO accepts them when told to
         out["zero_allow_untested_optimizer"] = True

@@ -27,7 +27,8 @@ from launch.runner import OOM_EXIT, OOM_SIGNAL, REPORT_NAME
 from planner.config import TrainConfig
 from planner.model_input import resolve_model
 from planner.params import target_modules
-from planner.enums import Method, Optimizer, Precision, Sharding
+from planner.enums import Method, Precision, Sharding
+from planner.optimizers import record
 from common.errors import InputError
 
 FIRST_STEPS = 3          # steps whose memory peaks the report records (and where an OOM is "early")
@@ -233,24 +234,12 @@ def model_spec(run: Run, model):
 
 
 def make_optimizer(config: TrainConfig, model, args: argparse.Namespace):
-    import torch
     params = [p for p in model.parameters() if p.requires_grad]
     lr = args.lr or (2e-4 if config.uses_adapters else 1e-5)
-    wd = args.weight_decay
     if emit.deepspeed_owns_optimizer(config):  # DeepSpeed builds its CPU Adam from the JSON
         from accelerate.utils import DummyOptim
-        return DummyOptim(params, lr=lr, weight_decay=wd)
-    if config.optimizer == Optimizer.ADAMW:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    if config.optimizer == Optimizer.SGD:
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd)
-    if config.optimizer == Optimizer.ADAFACTOR:
-        from transformers.optimization import Adafactor
-        return Adafactor(params, lr=lr, weight_decay=wd, scale_parameter=False, relative_step=False)
-    import bitsandbytes as bnb
-    kinds = {Optimizer.ADAMW_8BIT: bnb.optim.AdamW8bit, Optimizer.PAGED_ADAMW: bnb.optim.PagedAdamW,
-             Optimizer.PAGED_ADAMW_8BIT: bnb.optim.PagedAdamW8bit}
-    return kinds[config.optimizer](params, lr=lr, weight_decay=wd)
+        return DummyOptim(params, lr=lr, weight_decay=args.weight_decay)
+    return record(config.optimizer).build(params, lr=lr, weight_decay=args.weight_decay)
 
 
 def vocab_size(model) -> int:

@@ -35,6 +35,7 @@ from measure import fake4bit   # imports bitsandbytes now: its module-level tabl
 from measure.tracker import COMPONENTS, PHASES, StorageTracker
 from planner.config import TrainConfig
 from planner.enums import Attention, Method, Optimizer, Precision
+from planner.optimizers import PAGED_MIN_NUMEL, record
 from planner.params import target_modules
 from profiles.spec import ModelSpec
 from profiles.hf_config import hf_config_dict
@@ -45,7 +46,6 @@ MODEL_DTYPE = {Precision.BF16_TRUE: torch.bfloat16, Precision.BF16_MIXED: torch.
 AUTOCAST_DTYPE = {Precision.BF16_MIXED: torch.bfloat16, Precision.FP16_MIXED: torch.float16}
 QLORA_COMPUTE_DTYPE = {Precision.FP16_MIXED: torch.float16, Precision.FP32: torch.float32}  # else bf16
 LR = 1e-4
-PAGED_MIN_NUMEL = 1e5   # bitsandbytes pages a state buffer only for tensors this large (get_state_buffer)
 
 
 @dataclass
@@ -206,25 +206,16 @@ def bnb_standin(base: type) -> type:
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: str, notes: list[str]) -> torch.optim.Optimizer:
     """Build outside FakeTensorMode: bitsandbytes fills its quantile maps with real data here."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = cfg.optimizer
-    if opt is Optimizer.ADAMW:
-        return torch.optim.AdamW(params, lr=LR, foreach=True)
-    if opt is Optimizer.SGD:
-        return torch.optim.SGD(params, lr=LR, momentum=0.9, foreach=True)
-    if opt is Optimizer.ADAFACTOR:
-        from transformers.optimization import Adafactor
-        return Adafactor(params, lr=LR, scale_parameter=False, relative_step=False)
+    optimizer = record(cfg.optimizer)
+    if not optimizer.cls.startswith("bitsandbytes") or device == "cuda":
+        return optimizer.build(params, lr=LR)
+    notes.append(f"{cfg.optimizer.value}: bitsandbytes {optimizer.cls.split(':')[1]} allocates its state (init_state), "
+                 "the update is an in-place stand-in" + ("; states it would page (numel >= 1e5) are in paged_bytes"
+                                                        if optimizer.paged else ""))
     import bitsandbytes as bnb
-    base = {Optimizer.ADAMW_8BIT: bnb.optim.AdamW8bit, Optimizer.PAGED_ADAMW: bnb.optim.PagedAdamW,
-            Optimizer.PAGED_ADAMW_8BIT: bnb.optim.PagedAdamW8bit}[opt]
-    if device == "cuda":
-        return base(params, lr=LR)
-    notes.append(f"{opt.value}: bitsandbytes {base.__name__} allocates its state (init_state), the update "
-                 "is an in-place stand-in" + ("; states it would page (numel >= 1e5) are in paged_bytes"
-                                             if "paged" in opt.value else ""))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return bnb_standin(base)(params, lr=LR)
+        return bnb_standin(getattr(bnb.optim, optimizer.cls.split(":")[1]))(params, lr=LR)
 
 
 def state_tensors(opt: torch.optim.Optimizer):

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from planner.activations import (LayerSaved, attention_kernel, head_saved, head_walk_cache, layer_saved,
                                   layer_walk_cache, sdpa_needs_mask, stream_bytes)
 from planner.config import TrainConfig
-from planner.enums import Attention, Method, Optimizer, Phase, Precision, Sharding
+from planner.enums import Attention, Method, Offload, Phase, Precision, Sharding
+from planner.optimizers import record
 from planner.params import ParamCounts, count_params, numel, trainable_tensors
 from planner.states import ModelStates, deepspeed_16bit, model_states, trainable_bytes
 from profiles.spec import ModelSpec
@@ -217,10 +218,11 @@ def _optimizer_step(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts
 
 
 def _step_temporaries(spec: ModelSpec, cfg: TrainConfig, states: ModelStates) -> int:
-    """torch's foreach AdamW allocates sqrt(exp_avg_sq) for every parameter at once: one state's worth."""
-    if cfg.optimizer is Optimizer.ADAMW and not deepspeed_16bit(cfg) and cfg.offload.value == "none":
-        return states.optimizer_states // 2
-    if cfg.optimizer is Optimizer.ADAFACTOR:
+    """What the optimizer's step allocates beside its states (`OptimizerRecord.step_temporary`)."""
+    kind = record(cfg.optimizer).step_temporary
+    if kind == "foreach" and not deepspeed_16bit(cfg) and cfg.offload is Offload.NONE:
+        return states.optimizer_states // 2   # sqrt(exp_avg_sq) of every parameter at once: one state's worth
+    if kind == "per_tensor":
         # one tensor at a time: the update and its successor (the factored estimate, then -update), fp32,
         # plus fp32 copies of a 16-bit gradient and parameter
         largest = max(numel(shape) for shape, _ in trainable_tensors(spec, cfg))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from planner.config import TrainConfig
 from planner.enums import Method, Offload, Sharding
+from planner.optimizers import record
 from planner.params import ParamCounts
 from planner.states import trainable_bytes
 from profiles.spec import ModelSpec
@@ -72,7 +73,7 @@ def _optimizer_seconds(cfg: TrainConfig, counts: ParamCounts, bandwidth_gbs: flo
     params = counts.trainable / shards
     if cfg.offload is not Offload.NONE:
         return params / CPU_ADAM_PARAMS_PER_S + 2 * params * trainable_bytes(cfg) / (PCIE_GBS * 1e9)
-    return params * 16 / (bandwidth_gbs * 1e9)  # read grad, param, two states; write param, two states
+    return params * record(cfg.optimizer).step_bytes_per_param / (bandwidth_gbs * 1e9)
 
 
 def _comm_seconds(cfg: TrainConfig, counts: ParamCounts, link: str) -> float:

@@ -6,15 +6,14 @@ import math
 from dataclasses import dataclass
 
 from planner.config import TrainConfig
-from planner.enums import Method, Offload, Optimizer, Precision, Sharding
-from planner.params import ParamCounts, numel, trainable_tensors
+from planner.enums import Method, Offload, Precision, Sharding
+from planner.optimizers import record
+from planner.params import ParamCounts, trainable_tensors
 from profiles.spec import ModelSpec
 
 NF4_BLOCK = 64              # bitsandbytes 4-bit blocksize (params per absmax)
 NESTED_BLOCK = 256          # double quantization: absmax values per second-level fp32 absmax
 NF4_CODE_BYTES = 16 * 4     # each quantized tensor keeps its own 16-entry fp32 NF4 code table
-ADAM8_BLOCK = 256           # bitsandbytes 8-bit optimizer blocksize
-ADAM8_MIN_NUMEL = 4096      # bitsandbytes `min_8bit_size`: smaller tensors keep 32-bit states
 ADAPTER_BYTES = 4           # peft casts bf16/fp16 adapters to fp32 (autocast_adapter_dtype=True)
 
 
@@ -81,30 +80,8 @@ def _nf4_state(numel: int, double_quant: bool) -> int:
 def optimizer_state_bytes(spec: ModelSpec, cfg: TrainConfig) -> int:
     """Unsharded optimizer state bytes of all trainable tensors."""
     dtype = 4 if deepspeed_16bit(cfg) else trainable_bytes(cfg)  # DeepSpeed steps its fp32 masters
-    return sum(count * _state_bytes(shape, dtype, cfg.optimizer) for shape, count in trainable_tensors(spec, cfg))
-
-
-def _state_bytes(shape: tuple[int, ...], dtype: int, optimizer: Optimizer) -> int:
-    n = numel(shape)
-    if optimizer is Optimizer.ADAMW:
-        return 2 * n * dtype                 # torch AdamW: exp_avg, exp_avg_sq like the param
-    if optimizer is Optimizer.PAGED_ADAMW:
-        return 2 * n * 4                         # bitsandbytes 32-bit optimizers keep fp32 states
-    if optimizer in (Optimizer.ADAMW_8BIT, Optimizer.PAGED_ADAMW_8BIT):
-        if n < ADAM8_MIN_NUMEL:
-            return 2 * n * 4
-        return 2 * n + 2 * 4 * math.ceil(n / ADAM8_BLOCK)  # two uint8 states + fp32 absmax each
-    if optimizer is Optimizer.SGD:
-        return n * dtype                         # momentum buffer
-    return _adafactor_state(shape)
-
-
-def _adafactor_state(shape: tuple[int, ...]) -> int:
-    """transformers Adafactor (beta1=None): the second moment of a matrix factored into its row and column
-    means, of a vector kept whole; in fp32, since it works on grad.float()."""
-    if len(shape) < 2:
-        return 4 * numel(shape)
-    return 4 * (numel(shape[:-1]) + numel(shape[:-2] + shape[-1:]))
+    optimizer = record(cfg.optimizer)
+    return sum(count * optimizer.state_bytes(shape, dtype) for shape, count in trainable_tensors(spec, cfg))
 
 
 def model_states(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts) -> ModelStates:
@@ -116,7 +93,7 @@ def model_states(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts) -> Mode
     adapters = counts.adapters * trainable_bytes(cfg)
     grads = counts.trainable * trainable_bytes(cfg)
     states = optimizer_state_bytes(spec, cfg)
-    paged = cfg.optimizer in (Optimizer.PAGED_ADAMW, Optimizer.PAGED_ADAMW_8BIT)
+    paged = record(cfg.optimizer).paged
     sharded = _shard(cfg, world, weights=weights, adapters=adapters, grads=grads, states=states,
                      trainable=counts.trainable)
     gathered = _gathered(spec, cfg, counts, world)
