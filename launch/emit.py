@@ -7,7 +7,8 @@ in a folder. Choices worth knowing:
 - With DeepSpeed the JSON decides precision; the YAML names no `mixed_precision`, because Accelerate
   refuses a `deepspeed_config_file` next to one. Both bf16 precisions enable DeepSpeed's bf16 mode,
   which keeps fp32 master weights and optimizer states (as planner/states.py counts them).
-- FSDP is emitted as FSDP2 (`fsdp_version: 2`); `fsdp_reshard_after_forward: true` is FULL_SHARD.
+- `--sharding fsdp` is emitted as FSDP2 (`fsdp_version: 2`), `fsdp1` as FSDP1 with flat parameters; every
+  key that changes memory is written (`planner.sharding.EngineSettings`), so Accelerate's defaults never decide.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def check_layout(config: TrainConfig, nodes: MultiNode) -> None:
 def distributed_type(config: TrainConfig) -> str:
     if config.sharding in ZERO_STAGES:
         return "DEEPSPEED"
-    if config.sharding == Sharding.FSDP:
+    if config.sharding.is_fsdp:
         return "FSDP"
     return "NO" if config.world_size == 1 else "MULTI_GPU"
 
@@ -90,16 +91,24 @@ def _accelerate_deepspeed_section(config: TrainConfig, deepspeed_file: str | Pat
 
 
 def fsdp_config(config: TrainConfig) -> dict:
-    """FSDP2 settings; the wrapped layer classes come from the model's `_no_split_modules`."""
-    return {
-        "fsdp_version": 2,
-        "fsdp_reshard_after_forward": True,
+    """FSDP settings (version 2 for `fsdp`, 1 for `fsdp1`); the wrapped layer classes come from the model's
+    `_no_split_modules`. Every memory-relevant key is written, so Accelerate's defaults never decide."""
+    engine = config.engine
+    common = {
         "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
         "fsdp_offload_params": config.offload == Offload.PARAMS,
         "fsdp_state_dict_type": "FULL_STATE_DICT",
         "fsdp_cpu_ram_efficient_loading": config.method == Method.FULL,
         "fsdp_activation_checkpointing": config.grad_ckpt,
     }
+    if config.sharding is Sharding.FSDP:
+        return {"fsdp_version": 2, "fsdp_reshard_after_forward": engine.fsdp_reshard_after_forward, **common}
+    strategy = "FULL_SHARD" if engine.fsdp_reshard_after_forward else "SHARD_GRAD_OP"
+    # `accelerate launch` reads the strategy from fsdp_sharding_strategy (it overrides reshard_after_forward)
+    return {"fsdp_version": 1, "fsdp_sharding_strategy": strategy, "fsdp_reshard_after_forward": strategy,
+            "fsdp_backward_prefetch": engine.fsdp_backward_prefetch, "fsdp_forward_prefetch": engine.fsdp_forward_prefetch,
+            "fsdp_use_orig_params": engine.fsdp_use_orig_params,
+            "fsdp_sync_module_states": config.method == Method.FULL, **common}  # with RAM-efficient loading
 
 
 def deepspeed_owns_optimizer(config: TrainConfig) -> bool:
@@ -134,17 +143,19 @@ def deepspeed_config(config: TrainConfig, gradient_clipping: float = GRADIENT_CL
 
 
 def zero_section(config: TrainConfig) -> dict:
-    stage = ZERO_STAGES[config.sharding]
-    out = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True,
-           "reduce_bucket_size": 5e8, "allgather_bucket_size": 5e8}
+    stage, engine = ZERO_STAGES[config.sharding], config.engine
+    out = {"stage": stage, "overlap_comm": engine.overlap_comm, "contiguous_gradients": engine.contiguous_gradients,
+           "reduce_bucket_size": engine.reduce_bucket_size, "allgather_bucket_size": engine.allgather_bucket_size}
     if config.offload != Offload.NONE:
         out["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
     if config.offload == Offload.PARAMS:
         out["offload_param"] = {"device": "cpu", "pin_memory": True}
     if stage == 3:
         del out["allgather_bucket_size"]  # stage 3 prefetches by its own sizes
-        out |= {"stage3_prefetch_bucket_size": 5e7, "stage3_param_persistence_threshold": 1e5,
-                "stage3_max_live_parameters": 1e9, "stage3_max_reuse_distance": 1e9,
+        out |= {"stage3_prefetch_bucket_size": engine.prefetch_bucket_size,
+                "stage3_param_persistence_threshold": engine.param_persistence_threshold,
+                "stage3_max_live_parameters": engine.max_live_parameters,
+                "stage3_max_reuse_distance": engine.max_reuse_distance,
                 "stage3_gather_16bit_weights_on_model_save": True}
     return out
 

@@ -22,7 +22,8 @@ LAUNCHERS = ("accelerate", "deepspeed")
 SOURCE_KINDS = ("catalog", "folder", "config", "hub")
 REQUIRED = ("version", "fitplan_version", "created", "model", "model_source", "config", "hardware", "launcher")
 HARDWARE_KEYS = ("gpu", "memory_bytes", "gpus_per_node", "nodes")
-CONFIG_KEYS = (*TrainConfig.__dataclass_fields__, "global_batch")
+OPTIONAL_CONFIG_KEYS = ("engine",)   # plans written before engine settings were recorded take the defaults
+CONFIG_KEYS = (*(k for k in TrainConfig.__dataclass_fields__ if k not in OPTIONAL_CONFIG_KEYS), "global_batch")
 
 
 def fitplan_version() -> str:

@@ -27,7 +27,7 @@ from launch.runner import OOM_EXIT, OOM_SIGNAL, REPORT_NAME
 from planner.config import TrainConfig
 from planner.model_input import resolve_model
 from planner.params import target_modules
-from planner.enums import Method, Precision, Sharding
+from planner.enums import Method, Precision
 from planner.optimizers import record
 from common.errors import InputError
 
@@ -205,7 +205,7 @@ def bnb_config(config: TrainConfig):
 def adapt(model, run: Run):
     """Gradient checkpointing, k-bit preparation and the LoRA adapter, as the plan says."""
     config = run.config
-    ckpt = config.grad_ckpt and config.sharding != Sharding.FSDP  # FSDP checkpoints layers itself
+    ckpt = config.grad_ckpt and not config.sharding.is_fsdp  # FSDP checkpoints layers itself
     if config.method == Method.QLORA:
         from peft import prepare_model_for_kbit_training
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=ckpt,

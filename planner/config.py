@@ -1,9 +1,10 @@
 """One training configuration: every input the memory model and the launchers need, resolved."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from planner.enums import Attention, Method, Offload, Optimizer, Precision, Sharding
+from planner.sharding import EngineSettings
 
 # Aliases accepted by --lora-targets, expanded to roles of `profiles.models.Linear`.
 TARGET_ALIASES = {
@@ -32,6 +33,7 @@ class TrainConfig:
     sharding: Sharding = Sharding.NONE
     offload: Offload = Offload.NONE
     grad_accum: int = 1
+    engine: EngineSettings = field(default_factory=EngineSettings)
 
     def __post_init__(self) -> None:
         for name, enum in (("method", Method), ("precision", Precision), ("optimizer", Optimizer),
@@ -39,6 +41,8 @@ class TrainConfig:
             if not isinstance(getattr(self, name), enum):
                 object.__setattr__(self, name, enum(getattr(self, name)))
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        if isinstance(self.engine, dict):
+            object.__setattr__(self, "engine", EngineSettings.from_dict(self.engine))
         for name in ("micro_batch", "seq_len", "gpus", "nodes", "grad_accum", "lora_r"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

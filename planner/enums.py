@@ -42,7 +42,28 @@ class Sharding(Choice):
     ZERO1 = "zero1"
     ZERO2 = "zero2"
     ZERO3 = "zero3"
-    FSDP = "fsdp"
+    FSDP = "fsdp"      # FSDP2 (fully_shard), what fitplan emits
+    FSDP1 = "fsdp1"    # FSDP1 (flat parameters), still Accelerate's default
+
+    @property
+    def is_zero(self) -> bool:
+        return self in (Sharding.ZERO1, Sharding.ZERO2, Sharding.ZERO3)
+
+    @property
+    def is_fsdp(self) -> bool:
+        return self in (Sharding.FSDP, Sharding.FSDP1)
+
+    @property
+    def shards_states(self) -> bool:
+        return self.is_zero or self.is_fsdp
+
+    @property
+    def shards_grads(self) -> bool:
+        return self in (Sharding.ZERO2, Sharding.ZERO3) or self.is_fsdp
+
+    @property
+    def shards_params(self) -> bool:
+        return self is Sharding.ZERO3 or self.is_fsdp
 
 
 class Offload(Choice):

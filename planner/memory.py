@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from planner.activations import (LayerSaved, attention_kernel, head_saved, head_walk_cache, layer_saved,
                                   layer_walk_cache, sdpa_needs_mask, stream_bytes)
 from planner.config import TrainConfig
-from planner.enums import Attention, Method, Offload, Phase, Precision, Sharding
+from planner.enums import Attention, Method, Offload, Phase, Precision
 from planner.optimizers import record
 from planner.params import ParamCounts, count_params, numel, trainable_tensors
 from planner.states import ModelStates, deepspeed_16bit, model_states, trainable_bytes
@@ -199,8 +199,7 @@ def _embedding_grad(spec: ModelSpec, cfg: TrainConfig) -> int:
 
 
 def _shards(cfg: TrainConfig) -> int:
-    sharded = cfg.sharding in (Sharding.ZERO2, Sharding.ZERO3, Sharding.FSDP)
-    return cfg.world_size if sharded else 1
+    return cfg.world_size if cfg.sharding.shards_grads else 1
 
 
 def _layer_grad_bytes(spec: ModelSpec, counts: ParamCounts, states: ModelStates) -> int:

@@ -84,7 +84,7 @@ def _comm_seconds(cfg: TrainConfig, counts: ParamCounts, link: str) -> float:
     ring = 2 * (world - 1) / world
     grads = counts.trainable * trainable_bytes(cfg) * ring
     gathered = 0.0
-    if cfg.sharding in (Sharding.ZERO3, Sharding.FSDP):
+    if cfg.sharding.shards_params:
         passes = 2 * cfg.grad_accum  # all-gather for forward and for backward, every micro-batch
         gathered = passes * counts.total * 2 * (world - 1) / world
     offload = 0.0

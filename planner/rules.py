@@ -7,9 +7,6 @@ from planner.enums import Method, Offload, Precision, Sharding
 from profiles.spec import ModelSpec
 from common.errors import opt
 
-ZERO = (Sharding.ZERO1, Sharding.ZERO2, Sharding.ZERO3)
-PARAM_SHARDING = (Sharding.ZERO3, Sharding.FSDP)
-
 
 def unsupported(spec: ModelSpec, cfg: TrainConfig) -> str | None:
     """Why the libraries cannot train `cfg` on `spec`, or None."""
@@ -28,16 +25,16 @@ def _moe_precision(spec: ModelSpec, cfg: TrainConfig) -> str | None:
 
 def layout_problem(cfg: TrainConfig) -> str | None:
     """Sharding and offload that no engine runs together."""
-    if cfg.offload is not Offload.NONE and cfg.sharding not in (*ZERO, Sharding.FSDP):
+    if cfg.offload is not Offload.NONE and not cfg.sharding.shards_states:
         return (f"unsupported: {opt('offload')} {cfg.offload.value} needs DeepSpeed ZeRO or FSDP; add "
                 f"{opt('sharding')} zero2 (zero3 to offload parameters), which runs on one GPU too.")
-    if cfg.offload is Offload.OPTIMIZER and cfg.sharding is Sharding.FSDP:
+    if cfg.offload is Offload.OPTIMIZER and cfg.sharding.is_fsdp:
         return (f"unsupported: FSDP offloads parameters and optimizer together; use {opt('offload')} params "
                 f"with {opt('sharding')} fsdp.")
     if cfg.offload is Offload.PARAMS and cfg.sharding in (Sharding.ZERO1, Sharding.ZERO2):
         return (f"unsupported: offloading parameters needs {opt('sharding')} zero3 or fsdp; zero1 and zero2 "
                 "offload the optimizer only.")
-    if cfg.method is Method.QLORA and cfg.sharding in PARAM_SHARDING:
+    if cfg.method is Method.QLORA and cfg.sharding.shards_params:
         return (f"unsupported: QLoRA with {opt('sharding')} {cfg.sharding.value} is not supported by the "
                 "built-in launcher; use ddp or zero2.")
     return None

@@ -121,9 +121,9 @@ def _shardings(world: int, offload_asked: bool) -> list[Sharding]:
 
 
 def _offloads(sharding: Sharding) -> list[Offload]:
-    if sharding in (Sharding.ZERO3, Sharding.FSDP):
+    if sharding.shards_params:
         return [Offload.NONE, Offload.OPTIMIZER, Offload.PARAMS]
-    if sharding in (Sharding.ZERO1, Sharding.ZERO2):
+    if sharding.is_zero:
         return [Offload.NONE, Offload.OPTIMIZER]
     return [Offload.NONE]
 

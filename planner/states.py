@@ -35,12 +35,9 @@ class ModelStates:
                 "master_weights": self.master_weights}
 
 
-ZERO = (Sharding.ZERO1, Sharding.ZERO2, Sharding.ZERO3)
-
-
 def deepspeed_16bit(cfg: TrainConfig) -> bool:
     """DeepSpeed's bf16/fp16 mode casts the whole module to 16 bit and keeps fp32 masters itself."""
-    return cfg.sharding in ZERO and cfg.precision is not Precision.FP32
+    return cfg.sharding.is_zero and cfg.precision is not Precision.FP32
 
 
 def weight_bytes(cfg: TrainConfig) -> int:
@@ -109,7 +106,7 @@ def _packed_nf4(counts: ParamCounts) -> int:
 
 
 def _param_shards(cfg: TrainConfig, world: int) -> int:
-    return world if cfg.sharding in (Sharding.ZERO3, Sharding.FSDP) else 1
+    return world if cfg.sharding.shards_params else 1
 
 
 def _shard(cfg: TrainConfig, world: int, *, weights: int, adapters: int, grads: int, states: int,
@@ -122,8 +119,7 @@ def _shard(cfg: TrainConfig, world: int, *, weights: int, adapters: int, grads: 
     extra_fp32_grads = trainable * 4 if master else 0  # and fp32 gradient partitions for the optimizer (stage_1_and_2.py)
     if s is Sharding.DDP and world > 1:
         grads *= 2                      # DDP's reducer keeps bucket copies of all gradients
-    shard_states = s in ZERO or s is Sharding.FSDP
-    shard_grads = s in (Sharding.ZERO2, Sharding.ZERO3, Sharding.FSDP)
+    shard_states, shard_grads = s.shards_states, s.shards_grads
     n_param = _param_shards(cfg, world)
     out = {
         "weights": weights // n_param,

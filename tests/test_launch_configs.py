@@ -11,6 +11,8 @@ from planner.api import with_global_batch
 from planner.params import count_params, target_modules
 from launch.runner import smaller_micro_batch
 from planner.config import TrainConfig
+from planner.enums import Sharding
+from planner.sharding import EngineSettings
 from common.errors import FitplanError, InputError
 from profiles.models import from_name
 
@@ -26,9 +28,12 @@ CASES = {
     "2node-zero2": (TrainConfig(gpus=8, nodes=2, sharding="zero2", micro_batch=2, grad_accum=2,
                                 precision="fp16-mixed"), TWO_NODES),
     "ddp": (TrainConfig(gpus=2, sharding="ddp", precision="bf16-mixed", micro_batch=8), emit.MultiNode()),
+    "fsdp1-lora": (TrainConfig(method="lora", gpus=4, sharding="fsdp1", precision="bf16-mixed"), emit.MultiNode()),
+    "fsdp1-shard-grad-op": (TrainConfig(method="lora", gpus=2, sharding="fsdp1", engine=EngineSettings(
+        fsdp_reshard_after_forward=False, fsdp_backward_prefetch="BACKWARD_POST")), emit.MultiNode()),
 }
 DISTRIBUTED = {"single-gpu-lora": "NO", "8gpu-zero3-offload": "DEEPSPEED", "fsdp": "FSDP",
-               "2node-zero2": "DEEPSPEED", "ddp": "MULTI_GPU"}
+               "2node-zero2": "DEEPSPEED", "ddp": "MULTI_GPU", "fsdp1-lora": "FSDP", "fsdp1-shard-grad-op": "FSDP"}
 
 
 def plan_dict(config: TrainConfig | None = None) -> dict:
@@ -177,11 +182,17 @@ def test_launcher_plugins_accept_the_environment_accelerate_launch_builds(tmp_pa
         plugin = DeepSpeedPlugin()
         assert plugin.zero_stage == emit.ZERO_STAGES[config.sharding]
         assert plugin.gradient_accumulation_steps == config.grad_accum
-    elif DISTRIBUTED[case] == "FSDP":
+    elif config.sharding is Sharding.FSDP:
         plugin = FullyShardedDataParallelPlugin()
         assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True  # FULL_SHARD
         assert type(plugin.cpu_offload).__name__ == "CPUOffloadPolicy"
         assert plugin.activation_checkpointing and plugin.state_dict_type.name == "FULL_STATE_DICT"
+    elif config.sharding is Sharding.FSDP1:   # the plugin runs what the planner models, not Accelerate's defaults
+        plugin, engine = FullyShardedDataParallelPlugin(), config.engine
+        strategy = "FULL_SHARD" if engine.fsdp_reshard_after_forward else "SHARD_GRAD_OP"
+        assert plugin.fsdp_version == 1 and plugin.sharding_strategy.name == strategy
+        assert plugin.backward_prefetch.name == engine.fsdp_backward_prefetch
+        assert plugin.use_orig_params is engine.fsdp_use_orig_params and plugin.auto_wrap_policy is not None
     else:
         assert env["ACCELERATE_MIXED_PRECISION"] == emit.MIXED_PRECISION[config.precision]
 
