@@ -484,7 +484,7 @@ def normalise_notes(notes: list[str]) -> list[str]:
 BENCH_NOTES = [
     "Measured on fake tensors (`device=\"fake\"`): exact live tensor bytes of the second training step, what "
     "`torch.cuda.max_memory_allocated()` would report; no CUDA context, allocator reserve or library workspaces "
-    "(those need a GPU, see design/measurement.md). The comparison is on `allocated_peak_bytes` only.",
+    "(those need a GPU, see docs/measurement.md). The comparison is on `allocated_peak_bytes` only.",
     "QLoRA double quantization: the NF4 stand-in (benchmarks/fake4bit.py) holds the double-quantized constants at "
     "their real shapes and dtypes (uint8 absmax, fp32 absmax2 per 256 blocks, the 256-entry code2 and the offset), "
     "checked byte for byte against bitsandbytes in tests/test_harness.py; no analytic correction is applied, and the "

@@ -21,12 +21,16 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def spelled(text: str, spell: Callable[[str], str] = flag) -> str:
+    """`text` with its option references spelled for a reader (as flags by default)."""
+    return _OPTION.sub(lambda m: spell(m.group(1)), text)
+
+
 class FitplanError(Exception):
     """A mistake in the input or an impossible request; never a bug."""
 
-    def render(self, spell: Callable[[str], str] = None) -> str:
-        spell = spell or flag
-        return _OPTION.sub(lambda m: spell(m.group(1)), str(self.args[0]) if self.args else "")
+    def render(self, spell: Callable[[str], str] = flag) -> str:
+        return spelled(str(self.args[0]) if self.args else "", spell)
 
     def __str__(self) -> str:
         return self.render()

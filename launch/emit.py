@@ -22,6 +22,7 @@ from planner.config import TrainConfig
 from planner.enums import Method, Offload, Optimizer, Precision, Sharding
 from planner.optimizers import record
 from common.errors import InputError, UnsupportedError, opt
+from common.files import write_files
 from planner.rules import layout_problem
 
 ACCELERATE_NAME = "accelerate_config.yaml"
@@ -177,7 +178,6 @@ def render_configs(out_dir: str | Path, config: TrainConfig, nodes: MultiNode = 
 def write_configs(out_dir: str | Path, config: TrainConfig, nodes: MultiNode = MultiNode(),
                   force: bool = False) -> dict[str, Path]:
     """Write the Accelerate YAML (and DeepSpeed JSON) into `out_dir`; returns their paths by name."""
-    from launch.planfile import refuse_existing, write_text
     files = render_configs(out_dir, config, nodes)
-    refuse_existing([path for path, _ in files.values()], force)
-    return {name: write_text(path, text, force=True) for name, (path, text) in files.items()}
+    write_files({path: text for path, text in files.values()}, force)
+    return {name: path for name, (path, _) in files.items()}

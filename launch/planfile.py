@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from planner.config import TrainConfig
 from common.errors import InputError
+from common.files import read_json, write_text
 
 PLAN_VERSION = 1
 PLAN_NAME = "plan.json"
@@ -96,41 +95,12 @@ def _check_values(plan: dict, where: str) -> None:
 
 
 def read_plan(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"cannot read the plan {path}: {err.strerror or err}.") from None
-    try:
-        plan = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path} is not valid JSON (line {err.lineno}): {err.msg}.") from None
-    return validate_plan(plan, str(path))
+    return validate_plan(read_json(path, "plan"), str(path))
+
+
+def plan_text(plan: dict, where: str = "plan.json") -> str:
+    return json.dumps(validate_plan(plan, where), indent=2) + "\n"
 
 
 def write_plan(path: str | Path, plan: dict, force: bool = False) -> Path:
-    validate_plan(plan, str(path))
-    return write_text(path, json.dumps(plan, indent=2) + "\n", force)
-
-
-def write_text(path: str | Path, text: str, force: bool = False) -> Path:
-    """Write atomically (a temp file in the same folder, then os.replace); refuse to overwrite unless forced."""
-    path = Path(path)
-    refuse_existing([path], force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def refuse_existing(paths: list[Path], force: bool) -> None:
-    """Existing files are only replaced when the user passed --force."""
-    taken = [str(p) for p in paths if Path(p).exists()]
-    if taken and not force:
-        raise InputError(f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; pass --force to overwrite.")
+    return write_text(path, plan_text(plan, str(path)), force)

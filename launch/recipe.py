@@ -29,7 +29,7 @@ from planner.model_input import resolve_model
 from planner.params import target_modules
 from planner.enums import Method, Precision
 from planner.optimizers import record
-from common.errors import InputError
+from common.errors import InputError, opt
 
 FIRST_STEPS = 3          # steps whose memory peaks the report records (and where an OOM is "early")
 DEFAULT_STEPS = 10       # synthetic data: steps when --steps is not given
@@ -188,7 +188,7 @@ def load_model(run: Run, accelerator):
     except OSError as err:
         hint = f"cannot load the model from {where}" if local else (
             f"{where} is not in the local Hugging Face cache and fitplan never downloads; download it "
-            f"(`huggingface-cli download {where}`) or pass --model-path DIR")
+            f"(`huggingface-cli download {where}`) or pass {opt('model_path')} DIR")
         raise InputError(f"{hint} ({str(err).splitlines()[0]}).") from None
     model.config.use_cache = False  # the KV cache only costs memory in training
     return adapt(model, run)
@@ -283,7 +283,7 @@ def text_rows(run: Run, vocab: int) -> list[dict]:
     seq = run.config.seq_len
     encoded = [ids for ids in (tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts) if ids]
     if not encoded:
-        raise InputError(f"--data {run.args.data} holds no text to train on.")
+        raise InputError(f"{opt('data')} {run.args.data} holds no text to train on.")
     if run.args.pack:
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         stream = [tok for ids in encoded for tok in ids + eos]
@@ -308,7 +308,7 @@ def load_tokenizer(run: Run):
     try:
         return AutoTokenizer.from_pretrained(where, local_files_only=True)
     except (OSError, ValueError) as err:
-        raise InputError(f"--data needs the model's tokenizer, and none loads from {where} "
+        raise InputError(f"{opt('data')} needs the model's tokenizer, and none loads from {where} "
                         f"({str(err).splitlines()[0]}).") from None
 
 
@@ -317,7 +317,7 @@ def read_texts(path: Path) -> list[str]:
     try:
         lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except OSError as err:
-        raise InputError(f"cannot read --data {path}: {err.strerror or err}.") from None
+        raise InputError(f"cannot read {opt('data')} {path}: {err.strerror or err}.") from None
     if path.suffix not in (".jsonl", ".json"):
         return lines
     try:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.files import write_files
 from launch import emit, planfile
 from planner.api import Choice, card_for_estimate, evaluate
 from planner.config import TrainConfig
@@ -70,10 +71,9 @@ def write_run_folder(out_dir: str | Path, plan: dict, nodes: emit.MultiNode, for
     if config.nodes > 1:  # so `fitplan launch --plan` on every node needs only --machine-rank
         plan = {**plan, "multi_node": {"main_process_ip": nodes.main_process_ip,
                                        "main_process_port": nodes.main_process_port}}
-    plan_path = out_dir / planfile.PLAN_NAME
-    planfile.refuse_existing([plan_path, *(path for path, _ in files.values())], force)
-    paths = {"plan": planfile.write_plan(plan_path, plan, force=True)}
-    return paths | {name: planfile.write_text(path, text, force=True) for name, (path, text) in files.items()}
+    named = {"plan": (out_dir / planfile.PLAN_NAME, planfile.plan_text(plan)), **files}
+    write_files({path: text for path, text in named.values()}, force)
+    return {name: path for name, (path, _) in named.items()}
 
 
 @dataclass

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from planner.config import TrainConfig
 from planner.enums import Attention, Offload, Sharding
-from common.errors import InputError
+from common.errors import InputError, opt
 
 PROGRESS_DELAY_S = 1.0     # traces shorter than this show no progress
 LORA_ALIASES = ("q", "k", "v", "o", "gate", "up", "down", "attn", "mlp")
@@ -163,9 +163,9 @@ def lora_targets_for_unknown(cfg: TrainConfig, model_type: str) -> str | list[st
         return "all-linear"
     aliases = [t for t in targets if t in LORA_ALIASES or t == "all-linear"]
     if cfg.uses_adapters and aliases:
-        raise InputError(f"--lora-targets {','.join(aliases)} are aliases fitplan resolves only for the model types it "
+        raise InputError(f"{opt('lora_targets')} {','.join(aliases)} are aliases fitplan resolves only for the model types it "
                         f"models, not {model_type!r}; give all-linear or the module names of the config's "
-                        f"architecture (e.g. --lora-targets query_key_value,dense).")
+                        f"architecture (e.g. {opt('lora_targets')} query_key_value,dense).")
     return list(targets)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from planner.config import TARGET_ALIASES, TrainConfig
 from planner.enums import Method
-from common.errors import InputError
+from common.errors import InputError, opt
 from profiles.spec import FUSED_ROLES, Linear, ModelSpec
 
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
@@ -74,7 +74,7 @@ def lora_params(spec: ModelSpec, cfg: TrainConfig) -> int:
     for lin in targets:
         if cfg.lora_r > min(lin.d_in, lin.d_out):
             raise InputError(f"LoRA rank {cfg.lora_r} is larger than {lin.module} ({lin.d_in}x{lin.d_out}) "
-                            f"of {spec.short_name}; choose --lora-r at most {min(lin.d_in, lin.d_out)}.")
+                            f"of {spec.short_name}; choose {opt('lora_r')} at most {min(lin.d_in, lin.d_out)}.")
     return spec.n_layer * sum(cfg.lora_r * (lin.d_in + lin.d_out) for lin in targets)
 
 

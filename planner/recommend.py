@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from common.errors import opt
 from common.units import GiB
 from planner.enums import Method, Offload, Sharding
 from planner.hardware import Hardware, catalog_hardware
@@ -59,13 +60,13 @@ def choose(plans: list[Plan], prefer: str, hw: Hardware) -> tuple[Plan, str]:
     by_method = {m: [p for p in plans if p.cfg.method is m] for m in Method}
     fastest = max(plans, key=lambda p: p.speed.tokens_per_s)
     if prefer == "speed":
-        return fastest, "Fastest plan that fits (--prefer speed)."
+        return fastest, f"Fastest plan that fits ({opt('prefer')} speed)."
     if prefer == "memory":
         small = min(plans, key=lambda p: p.total_bytes)
-        return small, f"Smallest memory footprint (--prefer memory): {small.total_bytes / GiB:.1f} GiB per GPU."
+        return small, f"Smallest memory footprint ({opt('prefer')} memory): {small.total_bytes / GiB:.1f} GiB per GPU."
     if prefer == "quality" and by_method[Method.FULL]:
         best = max(by_method[Method.FULL], key=lambda p: p.speed.tokens_per_s)
-        return best, "Full fine-tuning fits, and it has the highest quality ceiling (--prefer quality)."
+        return best, f"Full fine-tuning fits, and it has the highest quality ceiling ({opt('prefer')} quality)."
     for method, why in ((Method.LORA, "LoRA fits with headroom and is faster than QLoRA at near full "
                                       "fine-tuning quality."),
                         (Method.QLORA, "Memory binds: only QLoRA's 4-bit base weights fit."),
@@ -103,7 +104,7 @@ def _shorter_sequence(req: Request, hw: Hardware) -> str | None:
     while seq >= 128:
         trial = replace(req, base=replace(req.base, seq_len=seq), fixed=req.fixed | {"seq_len"})
         if _fits_any(trial, hw):
-            return f"A sequence length of {seq} tokens fits (--seq-len {seq})."
+            return f"A sequence length of {seq} tokens fits ({opt('seq_len')} {seq})."
         seq //= 2
     return None
 
@@ -112,7 +113,7 @@ def _try_qlora(req: Request, hw: Hardware) -> str | None:
     if "method" not in req.fixed or req.base.method is Method.QLORA:
         return None
     trial = replace(req, base=replace(req.base, method=Method.QLORA), fixed=req.fixed)
-    return "QLoRA fits (--method qlora)." if _fits_any(trial, hw) else None
+    return f"QLoRA fits ({opt('method')} qlora)." if _fits_any(trial, hw) else None
 
 
 def _more_gpus(req: Request, hw: Hardware) -> str | None:
@@ -125,7 +126,7 @@ def _more_gpus(req: Request, hw: Hardware) -> str | None:
                             fixed=req.fixed | {"sharding", "gpus"})
             if count * nodes > hw.world_size and _fits_any(trial, bigger):
                 where = f"{count} GPUs" if nodes == 1 else f"{nodes} nodes of {count} GPUs"
-                return f"{where} of this card with ZeRO-3 fit (--gpus {count} --nodes {nodes} --sharding zero3)."
+                return f"{where} of this card with ZeRO-3 fit ({opt('gpus')} {count} {opt('nodes')} {nodes} {opt('sharding')} zero3)."
     return None
 
 
@@ -139,12 +140,12 @@ def _offload(req: Request, hw: Hardware) -> str | None:
         return None
     host = min(p.estimate.cpu_bytes for p in plans) * hw.gpus_per_node  # per node
     return (f"ZeRO-3 with parameters and optimizer states offloaded to CPU fits, if each node has "
-            f"{host / GiB:.0f} GiB of host memory to spare (--sharding zero3 --offload params).")
+            f"{host / GiB:.0f} GiB of host memory to spare ({opt('sharding')} zero3 {opt('offload')} params).")
 
 
 def _bigger_card(req: Request, hw: Hardware) -> str | None:
     for spec in sorted(GPU_CATALOG, key=lambda g: (g.memory_bytes, g.price_usd_per_hour)):
         bigger = catalog_hardware(spec, hw.gpus_per_node, hw.nodes)
         if spec.memory_bytes > hw.card.memory_bytes and _fits_any(req, bigger):
-            return f"A bigger card fits: {spec.name}, {spec.memory_bytes / GiB:.0f} GiB (--gpu \"{spec.name}\")."
+            return f"A bigger card fits: {spec.name}, {spec.memory_bytes / GiB:.0f} GiB ({opt('gpu')} \"{spec.name}\")."
     return None

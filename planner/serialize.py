@@ -2,6 +2,7 @@
 called only where output is printed or written. All sizes are bytes per GPU."""
 from __future__ import annotations
 
+from common.errors import spelled
 from planner.calibration import Overhead
 from planner.config import TrainConfig
 from planner.hardware import Hardware
@@ -86,8 +87,9 @@ def plan_dict(model: str, hw: Hardware, result: SearchResult) -> dict:
         "hardware": hardware_dict(hw),
         "plans": [plan_entry(p, hw, i == result.recommended) for i, p in enumerate(result.plans)],
         "recommended": result.recommended,
-        "reason": result.reason,
-        "nothing_fits": result.nothing_fits,
+        "reason": spelled(result.reason),
+        "nothing_fits": result.nothing_fits and {**result.nothing_fits,
+                                                 "suggestions": [spelled(s) for s in result.nothing_fits["suggestions"]]},
         "calibration": hw.card.overhead.source,
         "warnings": list(hw.warnings) + result.warnings,
     }

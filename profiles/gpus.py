@@ -21,7 +21,7 @@ import difflib
 import re
 from dataclasses import asdict, dataclass
 
-from common.errors import InputError
+from common.errors import InputError, opt
 from common.units import GiB, MiB
 
 
@@ -254,7 +254,7 @@ def find_gpu(text: str) -> tuple[GpuSpec, int]:
 def _find_one(name: str, text: str) -> GpuSpec:
     query = _tokens(name)
     if not query:
-        raise InputError(f'"{text}" names no GPU; try e.g. --gpu "RTX 4090" '
+        raise InputError(f'"{text}" names no GPU; try e.g. {opt("gpu")} "RTX 4090" '
                         "(`fitplan gpus --catalog` lists them).")
     if query in _BY_TOKENS:
         return _BY_TOKENS[query]
@@ -292,7 +292,7 @@ def _pick_one(text: str, ranked: list[tuple[int, GpuSpec]]) -> GpuSpec:
     if len(best) == 1:
         return best[0]
     raise InputError(f'GPU "{text}" could be {_or([spec.name for spec in best])}; '
-                    f'name one, e.g. --gpu "{best[-1].name}".')
+                    f'name one, e.g. {opt("gpu")} "{best[-1].name}".')
 
 
 def _match_contained(query: tuple[str, ...], memory_bytes: int | None) -> GpuSpec | None:

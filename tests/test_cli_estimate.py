@@ -1,4 +1,4 @@
-"""`fitplan estimate`: the JSON contract of design/interface.md, exact counts, and user mistakes that end
+"""`fitplan estimate`: the JSON contract of docs/cli.md and docs/json.md, exact counts, and user mistakes that end
 in one sentence on stderr (and {"error": ...} with --json), never a traceback."""
 import json
 import subprocess
