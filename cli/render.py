@@ -2,6 +2,7 @@
 table and `--json` always say the same."""
 from __future__ import annotations
 
+from cli.table import text_table
 from common.units import gib
 
 
@@ -9,7 +10,8 @@ def estimate_table(data: dict) -> str:
     """The readable breakdown `fitplan estimate` prints."""
     per_gpu, cfg = data["per_gpu"], data["config"]
     lines = [f"{data['model']}: {data['params_total']:,} parameters, {data['params_trainable']:,} trainable",
-             "  " + ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in ("lora_targets",)),
+             *(f"  note: {warning}" for warning in data.get("warnings", [])),
+             "  " + ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in ("lora_targets", "engine")),
              "", f"  {'component':<22}{'per GPU':>14}"]
     for name, value in per_gpu["components"].items():
         lines.append(f"  {name:<22}{gib(value):>14}")
@@ -24,39 +26,55 @@ def estimate_table(data: dict) -> str:
     phases = "  ".join(f"{p} {gib(v)}" for p, v in per_gpu["phases"].items())
     lines += ["", f"  phases: {phases}"]
     if "gpu" in data:
-        gpu = data["gpu"]
-        verdict = "fits" if data["fits"] else "does NOT fit"
-        lines.append(f"  {verdict} on {gpu['name']} ({gib(gpu['memory_bytes'])})")
+        lines.append("  " + fit_sentence(data))
     return "\n".join(lines)
+
+
+def fit_sentence(data: dict) -> str:
+    """The one wording of "fits" (estimate's line, and the same test plan and config apply)."""
+    gpu, total, usable = data["gpu"], data["per_gpu"]["total_bytes"], data.get("usable_bytes")
+    kept = f"{data['margin']:.0%} of {gib(gpu['memory_bytes'])} kept free"
+    if usable is None:   # a trace of an older shape: no margin known
+        return f"{'fits' if data['fits'] else 'does NOT fit'} on {gpu['name']}"
+    if data["fits"]:
+        return f"fits on {gpu['name']}: needs {gib(total)} of {gib(usable)} usable ({kept})"
+    return f"does NOT fit on {gpu['name']}: needs {gib(total)}, {gib(usable)} is usable ({kept}), {gib(total - usable)} over"
 
 
 def plan_table(data: dict) -> str:
-    """The readable table `fitplan plan` prints."""
-    hw = data["hardware"]
-    gpu = hw["gpus"][0] if hw["gpus"] else {"name": "?", "memory_bytes": 0}
-    lines = [f"{data['model']} on {len(hw['gpus'])} x {gpu['name']} ({gib(gpu['memory_bytes'])})"
-             + (f" x {hw['nodes']} nodes" if hw["nodes"] > 1 else "") + f", {hw['source']}"]
-    for warning in data.get("warnings", []):
-        lines.append(f"  note: {warning}")
-    header = f"  {'':2}{'method':<7}{'precision':<11}{'shard':<7}{'offload':<10}{'ckpt':<5}{'mb':>4}{'accum':>6}" \
-             f"{'peak/GPU':>12}{'headroom':>12}{'tok/s':>10}{'time':>9}{'cost':>9}"
+    """The readable table `fitplan plan` prints: the hardware, the plans, and the recommendation or why none."""
+    lines = [_hardware_line(data)] + [f"  note: {warning}" for warning in data.get("warnings", [])]
     if data["plans"]:
-        lines += ["", header]
-    for p in data["plans"]:
-        mark = "*" if p["recommended"] else ""
-        lines.append(f"  {mark:<2}{p['method']:<7}{p['precision']:<11}{p['sharding']:<7}{p['offload']:<10}"
-                     f"{'yes' if p['grad_ckpt'] else 'no':<5}{p['micro_batch']:>4}{p['grad_accum']:>6}"
-                     f"{gib(p['per_gpu']['total_bytes']):>12}{gib(p['headroom_bytes']):>12}"
-                     f"{_num(p['tokens_per_s']):>10}{_hours(p['time_s']):>9}{_usd(p['cost_usd']):>9}")
+        headers = ["", "method", "precision", "GPUs", "shard", "offload", "ckpt", "seq", "mb", "accum", "batch",
+                   "need/GPU", "headroom", "tok/s", "time", "cost"]
+        rows = [_plan_row(p) for p in data["plans"]]
+        table = text_table(headers, rows, right=set(headers[7:]))
+        lines += ["", *("  " + line for line in table.splitlines())]
+        if all(p["time_s"] is None for p in data["plans"]):
+            lines.append("  time and cost: give the dataset size, e.g. --tokens 20M (and --epochs).")
     lines.append("")
     if data["recommended"] is not None:
-        lines.append(f"  * recommended: {data['reason']}")
-    else:
-        nf = data["nothing_fits"]
-        lines.append(f"  Nothing fits: the smallest plan needs {gib(nf['min_total_bytes'])} per GPU, "
-                     f"{gib(nf['usable_bytes'])} is usable.")
-        lines += [f"  - {s}" for s in nf["suggestions"]]
-    return "\n".join(lines)
+        return "\n".join(lines + [f"  * recommended: {data['reason']}"])
+    nothing = data["nothing_fits"]
+    if nothing.get("unsupported"):
+        return "\n".join(lines + [f"  {nothing['unsupported'][0].upper()}{nothing['unsupported'][1:]}"])
+    lines.append(f"  Nothing fits: the smallest plan needs {gib(nothing['min_total_bytes'])} per GPU, "
+                 f"{gib(nothing['usable_bytes'])} is usable.")
+    return "\n".join(lines + [f"  - {s}" for s in nothing["suggestions"]])
+
+
+def _hardware_line(data: dict) -> str:
+    hw = data["hardware"]
+    gpu = hw["gpus"][0] if hw["gpus"] else {"name": "?", "memory_bytes": 0}
+    nodes = f" x {hw['nodes']} nodes" if hw["nodes"] > 1 else ""
+    return f"{data['model']} on {len(hw['gpus'])} x {gpu['name']} ({gib(gpu['memory_bytes'])}){nodes}, {hw['source']}"
+
+
+def _plan_row(p: dict) -> list[str]:
+    return ["*" if p["recommended"] else "", p["method"], p["precision"], str(p["gpus"] * p["nodes"]), p["sharding"],
+            p["offload"], "yes" if p["grad_ckpt"] else "no", str(p["seq_len"]), str(p["micro_batch"]),
+            str(p["grad_accum"]), str(p["global_batch"]), gib(p["per_gpu"]["total_bytes"]), gib(p["headroom_bytes"]),
+            _num(p["tokens_per_s"]), _hours(p["time_s"]), _usd(p["cost_usd"])]
 
 
 def _num(x: float | None) -> str:
@@ -64,11 +82,15 @@ def _num(x: float | None) -> str:
 
 
 def _hours(s: float | None) -> str:
-    return "N/A" if s is None else f"{s / 3600:.1f} h"
+    if s is None:
+        return "N/A"
+    return f"{s / 60:.0f} min" if s < 3600 else f"{s / 3600:,.1f} h"
 
 
 def _usd(x: float | None) -> str:
-    return "N/A" if x is None else f"${x:,.0f}"
+    if x is None:
+        return "N/A"
+    return f"${x:,.2f}" if x < 1 else f"${x:,.0f}"
 
 
 def trace_table(data: dict) -> str:

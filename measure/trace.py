@@ -36,7 +36,7 @@ STEPS = 2                  # step 1 creates the optimizer states; step 2 is repo
 
 # -- entry points ----------------------------------------------------------------------------------------
 def trace_estimate(model: str, cfg: TrainConfig, gpu: str | None = None, *, progress: bool = True,
-                   hardware=None) -> dict:
+                   hardware=None, margin: float = 0.10) -> dict:
     """`estimate --trace --json` for MODEL under cfg (see the module docstring); the card is `hardware`, else
     the one named by `gpu`, else the probed one, else none."""
     from planner.api import card_for_estimate
@@ -49,8 +49,8 @@ def trace_estimate(model: str, cfg: TrainConfig, gpu: str | None = None, *, prog
         raw = raw_config(model)
         if raw is None:
             raise
-        return _trace_unknown(raw[0], raw[1], cfg, hardware, str(err), progress)
-    return _trace_known(resolved, cfg, hardware, progress)
+        return _trace_unknown(raw[0], raw[1], cfg, hardware, str(err), progress, margin)
+    return _trace_known(resolved, cfg, hardware, progress, margin)
 
 
 def trace_plan(model: str, plan, hardware, *, margin: float = 0.10, progress: bool = True) -> dict | None:
@@ -60,7 +60,7 @@ def trace_plan(model: str, plan, hardware, *, margin: float = 0.10, progress: bo
 
     if plan is None:
         return None
-    out = trace_estimate(model, plan.cfg, progress=progress, hardware=hardware)
+    out = trace_estimate(model, plan.cfg, progress=progress, hardware=hardware, margin=margin)
     total = out["per_gpu"]["total_bytes"]
     out["plan_total_bytes"] = plan.total_bytes
     out["headroom_bytes"] = hardware.card.memory_bytes - total
@@ -69,11 +69,11 @@ def trace_plan(model: str, plan, hardware, *, margin: float = 0.10, progress: bo
 
 
 # -- a model the analytic model knows ------------------------------------------------------------------
-def _trace_known(resolved, cfg: TrainConfig, hardware, progress: bool) -> dict:
+def _trace_known(resolved, cfg: TrainConfig, hardware, progress: bool, margin: float) -> dict:
     from planner.api import evaluate
     from planner.serialize import estimate_dict
 
-    evaluation = evaluate(resolved, cfg, hardware)
+    evaluation = evaluate(resolved, cfg, hardware, margin)
     analytic = estimate_dict(evaluation)
     why_not = untraceable(cfg)
     if why_not:
@@ -89,7 +89,8 @@ def _trace_known(resolved, cfg: TrainConfig, hardware, progress: bool) -> dict:
     except Exception as exc:  # noqa: BLE001 - any failure of the trace falls back to the analytic answer
         why = describe_failure(exc)
         return {**analytic, "source": f"analytic (trace failed: {why})", "trace_error": why}
-    out = traced_dict(name, m, evaluation.estimate.cfg, evaluation.overhead, analytic.get("gpu"))
+    out = traced_dict(name, m, evaluation.estimate.cfg, evaluation.overhead, analytic.get("gpu"),
+                      usable=evaluation.usable_bytes)
     out["analytic"] = {key: analytic[key] for key in ("params_total", "params_trainable", "per_gpu", "cpu_bytes",
                                                        "fits") if key in analytic}
     out["difference_pct"] = difference_pct(analytic["per_gpu"]["allocated_peak_bytes"],
@@ -121,8 +122,9 @@ def raw_config(model: str) -> tuple[dict, str] | None:
 
 
 def _trace_unknown(config: dict, name: str, cfg: TrainConfig, hardware, analytic_error: str,
-                   progress: bool) -> dict:
+                   progress: bool, margin: float) -> dict:
     from planner.calibration import overhead_for
+    from planner.search import usable_bytes
 
     model_type = config["model_type"]
     reason = analytic_error.split("; ")[0].rstrip(".")
@@ -147,7 +149,8 @@ def _trace_unknown(config: dict, name: str, cfg: TrainConfig, hardware, analytic
         raise InputError(f"Tracing {name} (model_type {model_type!r}) failed ({describe_failure(exc)}), "
                         f"{no_analytic}; give a complete config.json of a model type transformers builds, "
                         f"or a catalog model.") from None
-    out = traced_dict(name, m, cfg, overhead, gpu_out, extra_notes=notes + [
+    usable = usable_bytes(hardware, margin) if hardware else None
+    out = traced_dict(name, m, cfg, overhead, gpu_out, usable=usable, extra_notes=notes + [
         f"model_type {model_type!r} is not in fitplan's analytic model: built from the config.json by "
         f"transformers and traced only (no analytic comparison); LoRA targets: "
         f"{targets if isinstance(targets, str) else ','.join(targets)}"])
@@ -199,7 +202,8 @@ def untraceable(cfg: TrainConfig) -> str | None:
 
 
 # -- shaping the result ---------------------------------------------------------------------------------
-def traced_dict(name: str, m, cfg: TrainConfig, overhead, gpu: dict | None, extra_notes=()) -> dict:
+def traced_dict(name: str, m, cfg: TrainConfig, overhead, gpu: dict | None, usable: int | None = None,
+                extra_notes=()) -> dict:
     """A harness Measurement in the shape of `estimate --json`.
 
     Paged optimizer states (bitsandbytes' paged optimizers) live in CUDA managed memory, which
@@ -240,8 +244,7 @@ def traced_dict(name: str, m, cfg: TrainConfig, overhead, gpu: dict | None, extr
         "notes": notes + list(extra_notes) + list(m.notes),
     }
     if gpu is not None:
-        out["fits"] = per_gpu["total_bytes"] <= gpu["memory_bytes"]
-        out["gpu"] = gpu
+        out |= {"fits": per_gpu["total_bytes"] <= usable, "gpu": gpu, "usable_bytes": usable}
     return out
 
 

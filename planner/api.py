@@ -2,6 +2,7 @@
 argument on some hardware. No printing and no JSON here: `planner.serialize` shapes answers at the edge."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 from common.errors import DoesNotFitError, UnsupportedError
@@ -9,14 +10,14 @@ from common.units import GiB
 from planner.activations import attention_kernel
 from planner.calibration import Overhead, overhead_for
 from planner.config import TrainConfig
-from planner.enums import Method, Offload, Sharding
-from planner.hardware import Hardware, hardware_from_catalog, hardware_from_probe
+from planner.enums import Attention, Method, Offload, Precision, Sharding
+from planner.hardware import Card, Hardware, hardware_from_catalog, hardware_from_probe
 from planner.memory import Estimate, estimate
 from planner.model_input import ResolvedModel, resolve_model
 from planner.nvml import probe
-from planner.recommend import plan
+from planner.recommend import plan, unsupported_everywhere
 from planner.search import Plan, Request, SearchResult, feasible_plans, usable_bytes
-from planner.rules import unsupported
+from planner.rules import card_problem, unsupported
 from profiles.spec import ModelSpec
 
 DEFAULT_MARGIN = 0.10   # the share of each card kept free: one margin for every command
@@ -31,6 +32,7 @@ class Evaluation:
     overhead: Overhead
     hardware: Hardware | None = None
     margin: float = DEFAULT_MARGIN
+    warnings: tuple[str, ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -42,38 +44,63 @@ class Evaluation:
 
     @property
     def fits(self) -> bool | None:
-        return None if self.hardware is None else self.total_bytes <= self.hardware.card.memory_bytes
+        """The one test of fitting, everywhere: the total within the card's free memory less the margin."""
+        return None if self.hardware is None else self.total_bytes <= self.usable_bytes
 
 
-def runnable(model: ResolvedModel, cfg: TrainConfig) -> TrainConfig:
-    """cfg as transformers will really run it (attention kernel), or UnsupportedError saying why it cannot."""
+def runnable(model: ResolvedModel, cfg: TrainConfig, card: Card | None = None) -> TrainConfig:
+    """cfg as it will really run (the attention kernel transformers picks; several GPUs without sharding are
+    DDP, which is what Accelerate launches), or UnsupportedError saying why it cannot."""
     cfg = cfg.with_(attn=attention_kernel(model.spec, cfg))
-    reason = unsupported(model.spec, cfg)
+    if cfg.world_size > 1 and cfg.sharding is Sharding.NONE:
+        cfg = cfg.with_(sharding=Sharding.DDP)
+    reason = unsupported(model.spec, cfg) or (card_problem(cfg, card) if card else None)
     if reason:
         raise UnsupportedError(reason)
     return cfg
 
 
+def adapted(spec: ModelSpec, cfg: TrainConfig, card: Card | None, fixed=frozenset()) -> tuple[TrainConfig, list[str]]:
+    """cfg switched to what the card can run, with a word for each switch, and warnings about the sequence."""
+    notes = []
+    if card and cfg.attn is Attention.FLASH and not card.flash_attention:
+        cfg = cfg.with_(attn=Attention.SDPA)
+        notes.append(f"{card.name} cannot run FlashAttention-2 (it needs Ampere or newer): planned with SDPA.")
+    if card and not card.bf16 and "precision" not in fixed and cfg.precision.value.startswith("bf16"):
+        cfg = cfg.with_(precision=Precision.FP16_MIXED)
+        notes.append(f"{card.name} has no bf16: planned with fp16-mixed.")
+    if cfg.seq_len > spec.max_position:
+        notes.append(f"{cfg.seq_len:,} tokens is longer than the {spec.max_position:,} positions {spec.short_name} "
+                     "was trained for; quality degrades past them unless its rotary scaling is extended.")
+    return cfg, notes
+
+
 def evaluate(model: ResolvedModel | str, cfg: TrainConfig, hardware: Hardware | None = None,
-             margin: float = DEFAULT_MARGIN) -> Evaluation:
-    """The per-GPU memory of one configuration, and with hardware whether it fits."""
+             margin: float = DEFAULT_MARGIN, fixed: frozenset[str] = frozenset({"precision"})) -> Evaluation:
+    """The per-GPU memory of one configuration, and with hardware whether it fits. `fixed`: the fields the
+    user set; the others may be switched to what the card runs (with a word)."""
     model = resolve_model(model) if isinstance(model, str) else model
-    cfg = runnable(model, cfg)
-    overhead = hardware.card.overhead if hardware else overhead_for(None)
-    return Evaluation(model, estimate(model.spec, cfg, model.exact_params), overhead, hardware, margin)
+    card = hardware.card if hardware else None
+    cfg, notes = adapted(model.spec, cfg, card, fixed)
+    cfg = runnable(model, cfg, card)
+    overhead = card.overhead if card else overhead_for(None)
+    return Evaluation(model, estimate(model.spec, cfg, model.exact_params), overhead, hardware, margin, tuple(notes))
 
 
-def card_for_estimate(gpu: str | None) -> Hardware | None:
+def card_for_estimate(gpu: str | None, gpus: int | None = None, nodes: int = 1) -> Hardware | None:
     """A named catalog card, else the GPUs NVML finds, else None: an estimate needs no GPU."""
     if gpu:
-        return hardware_from_catalog(gpu)
+        return hardware_from_catalog(gpu, nodes, gpus)
     found = probe()
-    return hardware_from_probe(found) if found.gpus else None
+    return hardware_from_probe(found, nodes, os.environ.get("CUDA_VISIBLE_DEVICES"), gpus) if found.gpus else None
 
 
 def search(request: Request, hardware: Hardware) -> SearchResult:
     """The plans that fit, the recommended one and why, or what would fit."""
-    return plan(request, hardware)
+    base, notes = adapted(request.spec, request.base, hardware.card, request.fixed)
+    result = plan(replace(request, base=base), hardware)
+    result.warnings = notes + result.warnings
+    return result
 
 
 @dataclass(frozen=True)
@@ -101,14 +128,15 @@ def choose(model: ResolvedModel, request: Request, hardware: Hardware | None, fo
     if result.recommended is not None:
         chosen = result.plans[result.recommended]
         evaluation = Evaluation(model, chosen.estimate, hardware.card.overhead, hardware, request.margin)
-        return Choice(evaluation, tuple(_batch_warnings(request, chosen.cfg)))
+        return Choice(evaluation, tuple(result.warnings + _batch_warnings(request, chosen.cfg)))
     message = does_not_fit_sentence(hardware, result.nothing_fits or {})
     if not force:
         raise DoesNotFitError(message)
     cfg = with_global_batch(request.base.with_(gpus=request.base.gpus if "gpus" in request.fixed
                                                else hardware.gpus_per_node, nodes=hardware.nodes),
                             request.global_batch)
-    return Choice(evaluate(model, cfg, hardware, request.margin), (f"Written anyway (forced): {message}",))
+    forced = evaluate(model, cfg, hardware, request.margin)
+    return Choice(forced, (*forced.warnings, f"Written anyway (forced): {message}"))
 
 
 def with_global_batch(cfg: TrainConfig, global_batch: int | None) -> TrainConfig:
@@ -130,21 +158,20 @@ def does_not_fit_sentence(hardware: Hardware, nothing: dict) -> str:
     """Nothing fits: how much the smallest plan needs, how far over that is, and the nearest way out."""
     needs, usable = nothing.get("min_total_bytes") or 0, nothing.get("usable_bytes") or 0
     ways = nothing.get("suggestions") or []
-    hint = f"; {ways[0][0].lower()}{ways[0][1:].rstrip('.')}" if ways else ""
+    hint = f"; nearest way out: {ways[0].rstrip('.')}" if ways else ""
     return (f"no plan fits on {hardware.card.name}: the smallest needs {needs / GiB:.1f} GiB per GPU, "
             f"{usable / GiB:.1f} GiB is usable ({(needs - usable) / GiB:.1f} GiB over){hint}.")
 
 
-def best_fit(spec: ModelSpec, method: Method, hw: Hardware, seq_len: int, margin: float) -> Plan | None:
-    """The feasible plan of `method` with the largest micro-batch (the fastest among equals), or None."""
-    plans = []
-    for request in _fit_requests(spec, method, hw, seq_len, margin):
+def best_fit(spec: ModelSpec, method: Method, hw: Hardware, seq_len: int, margin: float) -> tuple[Plan | None, str | None]:
+    """The feasible plan of `method` with the largest micro-batch (the fastest among equals), or None and, when
+    the libraries cannot run the method on this model or card at all, why."""
+    requests = _fit_requests(spec, method, hw, seq_len, margin)
+    for request in requests:
         plans = feasible_plans(request, hw)
         if plans:
-            break
-    if not plans:
-        return None
-    return max(plans, key=lambda p: (p.cfg.micro_batch, p.speed.tokens_per_s))
+            return max(plans, key=lambda p: (p.cfg.micro_batch, p.speed.tokens_per_s)), None
+    return None, unsupported_everywhere(requests[-1], hw)
 
 
 def _fit_requests(spec: ModelSpec, method: Method, hw: Hardware, seq_len: int, margin: float) -> list[Request]:

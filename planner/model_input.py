@@ -6,13 +6,13 @@ struct only (8-byte little-endian header length, then a JSON header), so no tens
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common.errors import InputError
+from common.files import parse_json, read_json, regular_file
 from profiles.hf_config import spec_from_hf_config
 from profiles.spec import ModelSpec
 from profiles.models import catalog, find
@@ -35,18 +35,41 @@ class ResolvedModel:
 
 def resolve_model(arg: str) -> ResolvedModel:
     """A catalog name or short name (any case), a path to a config.json, or a local model folder."""
+    if not isinstance(arg, str) or not arg.strip():
+        raise InputError("Name a model: a catalog name (`fitplan models` lists them), or the path of a local "
+                         "config.json or model folder.")
     path = Path(arg.strip()).expanduser()
-    if path.is_dir():
+    kind = _path_kind(path)
+    if kind == "folder":
         return _from_folder(path)
-    if path.is_file():
+    if kind == "file":
         return ResolvedModel(read_config(path, _config_name(path)), "config")
     spec = find(arg)
     if spec is not None:
         return ResolvedModel(spec, "catalog")
+    if kind == "other":
+        raise InputError(f"{_short(arg)} is neither a regular file nor a folder; give the path of a config.json "
+                         "or of a model folder.")
     if _looks_like_path(arg.strip()):
-        raise InputError(f"No such file or folder: {path}; check the path, or give a catalog name "
-                        f"(`fitplan models` lists them).")
+        raise InputError(f"No such file or folder: {_short(str(path))}; check the path, or give a catalog name "
+                         f"(`fitplan models` lists them).")
     raise InputError(_unknown_model_message(arg.strip()))
+
+
+def _path_kind(path: Path) -> str | None:
+    """folder, file (regular), other (a FIFO, a device...), or None when nothing is there (or it cannot be)."""
+    try:
+        if path.is_dir():
+            return "folder"
+        if path.is_file():
+            return "file"
+        return "other" if path.exists() else None
+    except (OSError, ValueError):   # a name too long for the file system, or with a NUL: not a path
+        return None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _looks_like_path(arg: str) -> bool:
@@ -62,7 +85,7 @@ def _unknown_model_message(arg: str) -> str:
     close = difflib.get_close_matches(arg.lower(), names, n=6, cutoff=0.6)
     suggestions = list(dict.fromkeys(names[c] for c in close))[:3]
     hint = f" (closest catalog names: {', '.join(suggestions)})" if suggestions else ""
-    return (f"Unknown model {arg!r}{hint}: it is neither a catalog name nor an existing local path; "
+    return (f"Unknown model {_short(arg)!r}{hint}: it is neither a catalog name nor an existing local path; "
             f"run `fitplan models` for the catalog, or give the path of a local config.json or model folder.")
 
 
@@ -73,19 +96,10 @@ def _config_name(path: Path) -> str:
 
 def read_config(path: Path, name: str) -> ModelSpec:
     """The ModelSpec of one config.json file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"Cannot read {path} ({err.__class__.__name__}: {err}); "
-                        f"check that the path points at a readable config.json.") from None
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
-                        f"fix the file or download the model's config.json again.") from None
+    config = read_json(path, "config.json")
     if not isinstance(config, dict):
-        raise InputError(f"{path} holds a JSON {type(config).__name__}, not an object; "
-                        f"give the model's config.json.")
+        raise InputError(f"{_short(str(path))} holds a JSON {type(config).__name__}, not an object; "
+                         f"give the model's config.json.")
     return replace(spec_from_hf_config(config, name), source=str(path))
 
 
@@ -113,13 +127,12 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 def _read_index(index: Path) -> dict[str, str]:
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise InputError(f"Cannot read the shard index {index} ({err.__class__.__name__}); "
-                        f"download it again or remove it.") from None
-    if not isinstance(weight_map, dict):
-        raise InputError(f"The shard index {index} has no weight_map object; download it again or remove it.")
+    data = read_json(index, "shard index")
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise InputError(f"The shard index {index} has no weight_map of file names; download it again or remove it.")
+    if any(Path(v).name != v for v in weight_map.values()):   # a shard is a file of this folder, nothing else
+        raise InputError(f"The shard index {index} names files outside its folder; download it again or remove it.")
     return weight_map
 
 
@@ -128,15 +141,22 @@ def safetensors_dtypes(files: list[Path]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for path in files:
         for name, info in read_safetensors_header(path).items():
-            try:
-                dtype, shape = info["dtype"], list(info["shape"])
-                numel = math.prod(shape)
-            except (KeyError, TypeError):
-                raise InputError(f"Tensor {name!r} in {path} has no dtype/shape in the header; "
-                                f"download the file again.") from None
+            dtype, shape = _dtype_and_shape(name, info, path)
             if not _is_buffer(name, shape):
-                counts[dtype] = counts.get(dtype, 0) + numel
+                counts[dtype] = counts.get(dtype, 0) + math.prod(shape)
     return counts
+
+
+def _dtype_and_shape(name: str, info, path: Path) -> tuple[str, list[int]]:
+    """A tensor entry's dtype and shape, when they are what safetensors writes (a short string, whole sizes)."""
+    dtype = info.get("dtype") if isinstance(info, dict) else None
+    shape = info.get("shape") if isinstance(info, dict) else None
+    sizes_ok = isinstance(shape, list) and len(shape) <= 8 and all(
+        isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 2**40 for n in shape)
+    if not (isinstance(dtype, str) and len(dtype) <= 16 and sizes_ok):
+        raise InputError(f"Tensor {str(name)[:60]!r} in {path} has no valid dtype/shape in its header; "
+                         f"download the file again.")
+    return dtype, shape
 
 
 def _is_buffer(name: str, shape: list[int]) -> bool:
@@ -146,19 +166,21 @@ def _is_buffer(name: str, shape: list[int]) -> bool:
 
 def read_safetensors_header(path: Path) -> dict[str, dict]:
     """The tensors' {name: {"dtype", "shape", "data_offsets"}} of one safetensors file."""
+    if not path.exists():
+        raise InputError(f"The weights file {path} is missing although the shard index lists it; "
+                         f"download the missing shard or point at the config.json instead.")
+    regular_file(path, "weights file")
     try:
         with path.open("rb") as f:
             size_bytes = f.read(8)
             size = struct.unpack("<Q", size_bytes)[0] if len(size_bytes) == 8 else -1
             if not 0 < size <= MAX_HEADER_BYTES:
                 raise ValueError("bad header length")
-            header = json.loads(f.read(size))
-    except FileNotFoundError:
-        raise InputError(f"The weights file {path} is missing although the shard index lists it; "
-                        f"download the missing shard or point at the config.json instead.") from None
-    except (OSError, ValueError) as err:
+            text = f.read(size).decode("utf-8")
+    except (OSError, ValueError) as err:   # UnicodeDecodeError is a ValueError
         raise InputError(f"{path} is not a readable safetensors file ({err.__class__.__name__}); "
-                        f"download it again or point at the config.json instead.") from None
+                         f"download it again or point at the config.json instead.") from None
+    header = parse_json(text, f"The safetensors header of {path}")
     if not isinstance(header, dict):
         raise InputError(f"{path} has a malformed safetensors header; download it again.")
     header.pop("__metadata__", None)

@@ -5,20 +5,32 @@ from dataclasses import replace
 
 from common.errors import opt
 from common.units import GiB
-from planner.enums import Method, Offload, Sharding
+from planner.enums import Method, Offload, Optimizer, Precision, Sharding
 from planner.hardware import Hardware, catalog_hardware
-from planner.search import Plan, Request, SearchResult, cached_estimate, candidates, feasible_plans, total_bytes, usable_bytes
+from planner.rules import card_problem, unsupported
+from planner.search import (Plan, Request, SearchResult, cached_estimate, candidates, feasible_plans, total_bytes,
+                            usable_bytes)
 from profiles.gpus import CATALOG as GPU_CATALOG
 
 
 def _plan(req: Request, hw: Hardware) -> SearchResult:
     plans = feasible_plans(req, hw)
     if not plans:
-        return SearchResult(plans=[], recommended=None, reason="Nothing fits.",
-                            nothing_fits=nothing_fits(req, hw))
+        why = unsupported_everywhere(req, hw)
+        if why:
+            return SearchResult(plans=[], recommended=None, reason=why,
+                                nothing_fits={"unsupported": why, "min_total_bytes": None,
+                                              "usable_bytes": usable_bytes(hw, req.margin), "suggestions": []})
+        return SearchResult(plans=[], recommended=None, reason="Nothing fits.", nothing_fits=nothing_fits(req, hw))
     shown = _shown(plans)
-    best, reason = choose(shown, req.prefer, hw)
+    best, reason = choose(shown, req)
     return SearchResult(plans=shown, recommended=shown.index(best), reason=reason)
+
+
+def unsupported_everywhere(req: Request, hw: Hardware) -> str | None:
+    """When every configuration the request allows is one the libraries cannot run: the first reason why."""
+    reasons = [unsupported(req.spec, cfg) or card_problem(cfg, hw.card) for cfg in candidates(req, hw)]
+    return reasons[0] if reasons and all(reasons) else None
 
 
 def _shown(plans: list[Plan]) -> list[Plan]:
@@ -37,7 +49,7 @@ def _faster(a: Plan, b: Plan) -> bool:
 
 
 def plan(req: Request, hw: Hardware) -> SearchResult:
-    """The plans shown for `req` on `target`, the recommended one and why, or what would fit."""
+    """The plans shown for `req` on `hw`, the recommended one and why, or what would fit."""
     result = _plan(req, hw)
     if result.recommended is not None:
         result.reason = f"{result.reason} {needs(result.plans[result.recommended])}"
@@ -54,34 +66,50 @@ def needs(p: Plan) -> str:
     return f"It needs {p.total_bytes / GiB:.1f} GiB {where}{how}."
 
 
-def choose(plans: list[Plan], prefer: str, hw: Hardware) -> tuple[Plan, str]:
-    """The field's rule of thumb: LoRA when it fits (faster than QLoRA, near full fine-tuning quality),
-    QLoRA when memory binds, full fine-tuning when asked for the quality ceiling and it fits."""
+def choose(plans: list[Plan], req: Request) -> tuple[Plan, str]:
+    """The field's rule of thumb: LoRA when it fits (16-bit base weights, near full fine-tuning quality),
+    QLoRA when memory binds, full fine-tuning when asked for the quality ceiling. The reason quotes the plans
+    it compares, so it never contradicts the table."""
     by_method = {m: [p for p in plans if p.cfg.method is m] for m in Method}
-    fastest = max(plans, key=lambda p: p.speed.tokens_per_s)
-    if prefer == "speed":
+    fastest = max(plans, key=_speed)
+    if req.prefer == "speed":
         return fastest, f"Fastest plan that fits ({opt('prefer')} speed)."
-    if prefer == "memory":
+    if req.prefer == "memory":
         small = min(plans, key=lambda p: p.total_bytes)
         return small, f"Smallest memory footprint ({opt('prefer')} memory): {small.total_bytes / GiB:.1f} GiB per GPU."
-    if prefer == "quality" and by_method[Method.FULL]:
-        best = max(by_method[Method.FULL], key=lambda p: p.speed.tokens_per_s)
+    if req.prefer == "quality" and by_method[Method.FULL]:
+        best = max(by_method[Method.FULL], key=_speed)
         return best, f"Full fine-tuning fits, and it has the highest quality ceiling ({opt('prefer')} quality)."
-    for method, why in ((Method.LORA, "LoRA fits with headroom and is faster than QLoRA at near full "
-                                      "fine-tuning quality."),
-                        (Method.QLORA, "Memory binds: only QLoRA's 4-bit base weights fit."),
-                        (Method.FULL, "Full fine-tuning, as asked.")):
-        if by_method[method]:
-            return max(by_method[method], key=lambda p: p.speed.tokens_per_s), why
-    return fastest, "Fastest plan that fits."
+    if "method" in req.fixed:
+        return fastest, f"The fastest {req.base.method.value.upper().replace('FULL', 'full fine-tuning')} plan, as asked."
+    if by_method[Method.LORA]:
+        return _lora_reason(max(by_method[Method.LORA], key=_speed), by_method[Method.QLORA])
+    if by_method[Method.QLORA]:
+        return max(by_method[Method.QLORA], key=_speed), "Memory binds: LoRA does not fit, QLoRA's 4-bit base weights do."
+    return fastest, "Only full fine-tuning fits."
+
+
+def _lora_reason(lora: Plan, qloras: list[Plan]) -> tuple[Plan, str]:
+    why = "LoRA fits and keeps the base weights in 16 bit (no 4-bit quantization error)"
+    if not qloras:
+        return lora, why + "."
+    qlora = max(qloras, key=_speed)
+    if _speed(lora) >= _speed(qlora):
+        return lora, f"{why}, and it is faster than QLoRA here ({_speed(lora):,.0f} against {_speed(qlora):,.0f} tokens/s)."
+    return lora, (f"{why}; QLoRA would be {_speed(qlora) / _speed(lora) - 1:.0%} faster here "
+                  f"({_speed(qlora):,.0f} against {_speed(lora):,.0f} tokens/s) at that cost in quality.")
+
+
+def _speed(p: Plan) -> float:
+    return p.speed.tokens_per_s
 
 
 def nothing_fits(req: Request, hw: Hardware) -> dict:
     """What the smallest plan needs, and the nearest ways out."""
     smallest = _smallest_total(req, hw)
-    suggestions = [s for s in (_shorter_sequence(req, hw), _try_qlora(req, hw),
-                               _more_gpus(req, hw), _offload(req, hw), _bigger_card(req, hw)) if s]
-    return {"min_total_bytes": smallest,
+    ways = (_shorter_sequence, _try_qlora, _cheaper_optimizer, _lighter_precision, _more_gpus, _offload, _bigger_card)
+    suggestions = [s for s in (way(req, hw) for way in ways) if s]
+    return {"unsupported": None, "min_total_bytes": smallest,
             "usable_bytes": usable_bytes(hw, req.margin),
             "suggestions": suggestions or ["No catalog card or GPU count fits this model: "
                                            "try a smaller model of the same family."]}
@@ -116,6 +144,25 @@ def _try_qlora(req: Request, hw: Hardware) -> str | None:
     return f"QLoRA fits ({opt('method')} qlora)." if _fits_any(trial, hw) else None
 
 
+def _cheaper_optimizer(req: Request, hw: Hardware) -> str | None:
+    """8-bit AdamW keeps 2 bytes of state per trained parameter instead of 4 to 8."""
+    if req.base.optimizer is not Optimizer.ADAMW:
+        return None
+    for optimizer in (Optimizer.ADAMW_8BIT, Optimizer.PAGED_ADAMW_8BIT):
+        trial = replace(req, base=replace(req.base, optimizer=optimizer), fixed=req.fixed | {"optimizer"})
+        if _fits_any(trial, hw):
+            return f"8-bit AdamW states fit ({opt('optimizer')} {optimizer.value})."
+    return None
+
+
+def _lighter_precision(req: Request, hw: Hardware) -> str | None:
+    """bf16-true keeps weights, gradients and states in 16 bit, where *-mixed and fp32 keep fp32 copies."""
+    if "precision" not in req.fixed or req.base.precision is Precision.BF16_TRUE or not hw.card.bf16:
+        return None
+    trial = replace(req, base=replace(req.base, precision=Precision.BF16_TRUE))
+    return f"bf16-true fits ({opt('precision')} bf16-true)." if _fits_any(trial, hw) else None
+
+
 def _more_gpus(req: Request, hw: Hardware) -> str | None:
     per_node = max(hw.gpus_per_node, 8) if hw.gpus_per_node > 1 else 8
     for nodes in (1, 2, 4, 8, 16):
@@ -144,8 +191,10 @@ def _offload(req: Request, hw: Hardware) -> str | None:
 
 
 def _bigger_card(req: Request, hw: Hardware) -> str | None:
-    for spec in sorted(GPU_CATALOG, key=lambda g: (g.memory_bytes, g.price_usd_per_hour)):
+    """The cheapest catalog card with more memory on which the request fits."""
+    for spec in sorted(GPU_CATALOG, key=lambda g: (g.price_usd_per_hour, g.memory_bytes)):
         bigger = catalog_hardware(spec, hw.gpus_per_node, hw.nodes)
         if spec.memory_bytes > hw.card.memory_bytes and _fits_any(req, bigger):
-            return f"A bigger card fits: {spec.name}, {spec.memory_bytes / GiB:.0f} GiB ({opt('gpu')} \"{spec.name}\")."
+            return (f"The cheapest bigger card that fits: {spec.name}, {spec.memory_bytes / GiB:.0f} GiB at about "
+                    f"${spec.price_usd_per_hour:.2f}/h ({opt('gpu')} \"{spec.name}\").")
     return None

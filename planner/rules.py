@@ -38,3 +38,11 @@ def layout_problem(cfg: TrainConfig) -> str | None:
         return (f"unsupported: QLoRA with {opt('sharding')} {cfg.sharding.value} is not supported by the "
                 "built-in launcher; use ddp or zero2.")
     return None
+
+
+def card_problem(cfg: TrainConfig, card) -> str | None:
+    """What the card itself cannot do (a `planner.hardware.Card`): bf16 needs Ampere or newer."""
+    if cfg.precision in (Precision.BF16_TRUE, Precision.BF16_MIXED) and not card.bf16:
+        return (f"unsupported: {card.name} has no bf16; use {opt('precision')} fp16-mixed (or fp32), or a card "
+                "from the Ampere generation on.")
+    return None

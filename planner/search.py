@@ -13,7 +13,7 @@ from planner.enums import Method, Offload, Precision, Sharding
 from planner.hardware import Hardware
 from planner.memory import Estimate, estimate
 from planner.perf import Speed, step_speed
-from planner.rules import unsupported
+from planner.rules import card_problem, unsupported
 from profiles.spec import ModelSpec
 
 MAX_MICRO_BATCH = 1024
@@ -148,7 +148,7 @@ def make_plan(req: Request, cfg: TrainConfig, hw: Hardware) -> Plan:
 def feasible_plans(req: Request, hw: Hardware) -> list[Plan]:
     plans = []
     for cfg in candidates(req, hw):
-        if unsupported(req.spec, cfg):
+        if unsupported(req.spec, cfg) or card_problem(cfg, hw.card):
             continue
         limit = MAX_MICRO_BATCH
         if req.global_batch:

@@ -31,6 +31,8 @@ def config_dict(cfg: TrainConfig) -> dict:
             out.pop(key)
     if cfg.method.value != "qlora":
         out.pop("double_quant")
+    if cfg.world_size == 1 and not cfg.sharding.is_zero:   # the engines' settings matter only where they run
+        out.pop("engine")
     return out
 
 
@@ -45,11 +47,14 @@ def estimate_dict(evaluation) -> dict:
         "per_gpu": per_gpu_dict(est, evaluation.overhead),
         "cpu_bytes": est.cpu_bytes,
         "calibration": evaluation.overhead.source,
+        "warnings": [spelled(w) for w in evaluation.warnings],
     }
     if evaluation.hardware is not None:
         card = evaluation.hardware.card
         out["fits"] = evaluation.fits
-        out["gpu"] = {"name": card.name, "memory_bytes": card.memory_bytes}
+        out["gpu"] = {"name": card.name, "memory_bytes": card.memory_bytes, "count": evaluation.hardware.world_size}
+        out["usable_bytes"] = evaluation.usable_bytes
+        out["margin"] = evaluation.margin
     return out
 
 
@@ -59,6 +64,7 @@ def plan_entry(p: Plan, hw: Hardware, recommended: bool) -> dict:
     return {
         "method": cfg.method.value, "precision": cfg.precision.value, "optimizer": cfg.optimizer.value,
         "micro_batch": cfg.micro_batch, "grad_accum": cfg.grad_accum, "seq_len": cfg.seq_len,
+        "global_batch": cfg.micro_batch * cfg.grad_accum * cfg.world_size,
         "grad_ckpt": cfg.grad_ckpt, "attn": cfg.attn.value, "sharding": cfg.sharding.value,
         "offload": cfg.offload.value, "gpus": cfg.gpus, "nodes": cfg.nodes,
         **({"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_targets": list(cfg.lora_targets)}
@@ -88,8 +94,12 @@ def plan_dict(model: str, hw: Hardware, result: SearchResult) -> dict:
         "plans": [plan_entry(p, hw, i == result.recommended) for i, p in enumerate(result.plans)],
         "recommended": result.recommended,
         "reason": spelled(result.reason),
-        "nothing_fits": result.nothing_fits and {**result.nothing_fits,
-                                                 "suggestions": [spelled(s) for s in result.nothing_fits["suggestions"]]},
+        "nothing_fits": result.nothing_fits and _spelled_nothing_fits(result.nothing_fits),
         "calibration": hw.card.overhead.source,
-        "warnings": list(hw.warnings) + result.warnings,
+        "warnings": [spelled(w) for w in [*hw.warnings, *result.warnings]],
     }
+
+
+def _spelled_nothing_fits(nothing: dict) -> dict:
+    return {**nothing, "unsupported": nothing.get("unsupported") and spelled(nothing["unsupported"]),
+            "suggestions": [spelled(s) for s in nothing["suggestions"]]}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from common.errors import InputError
+from profiles.limits import checked_fields
 from profiles.spec import ModelSpec
 
 # ModelSpec field -> config.json key, as the Llama-like types spell them.
@@ -241,31 +242,48 @@ def _round_trip_losses(spec: ModelSpec, d: dict) -> list[str]:
 
 
 def spec_from_hf_config(d: dict, name: str) -> ModelSpec:
-    """Read a config.json dict of any supported model_type into a ModelSpec."""
-    if not isinstance(d, dict) or not d.get("model_type"):
-        raise InputError(f"The config of {name} has no model_type; give the config.json of a Hugging Face model.")
-    model_type = d["model_type"]
-    if model_type in _TEXT_PART:
-        model_type = _TEXT_PART[model_type]
-        d = {**(d.get("text_config") or {}), "model_type": model_type}
+    """Read a config.json dict of any supported model_type into a ModelSpec; every number is checked for its
+    type and a sane range first (`profiles.limits`), so a malformed config is one sentence, never a crash."""
+    model_type, d = _typed_config(d, name)
     arch = ARCHS.get(model_type)
     if arch is None:
-        raise InputError(f"The config of {name} has model_type {model_type!r}, which fitplan does not support; "
-                        f"give a catalog name or a config of one of these model types: "
-                        f"{', '.join(SUPPORTED_TYPES)}.")
+        raise InputError(f"The config of {name} has model_type {model_type[:60]!r}, which fitplan does not support; "
+                         f"give a catalog name or a config of one of these model types: "
+                         f"{', '.join(SUPPORTED_TYPES)}.")
     d = _unalias(d, model_type)
     got = dict(arch.traits)
     for name_, key in arch.keys.items():
         value = d[key] if key in d else arch.defaults.get(key)
         if value is not None:
             got[name_] = value
+    got = checked_fields(got, name, arch.keys)
     if arch.read_extra:
-        got.update(arch.read_extra(d, got))
+        try:
+            extra = arch.read_extra(d, got)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            raise InputError(f"The config of {name} has a field of the wrong type; check its config.json "
+                             f"against the {model_type} model's.") from None
+        got.update(checked_fields(extra, name, arch.keys))
     missing = [arch.keys.get(f, f) for f in _REQUIRED if f not in got]
     if missing:
         raise InputError(f"The config of {name} lacks {', '.join(missing)}; "
-                        f"give a complete {model_type} config.json.")
+                         f"give a complete {model_type} config.json.")
     return _build(name, model_type, got)
+
+
+def _typed_config(d, name: str) -> tuple[str, dict]:
+    """(model_type, the dict to read): a multimodal config's text part for the types fitplan reads that way."""
+    if not isinstance(d, dict) or not isinstance(d.get("model_type"), str) or not d["model_type"]:
+        raise InputError(f"The config of {name} has no model_type (a string); give the config.json of a "
+                         "Hugging Face model.")
+    model_type = d["model_type"]
+    if model_type not in _TEXT_PART:
+        return model_type, d
+    text = d.get("text_config") or {}
+    if not isinstance(text, dict):
+        raise InputError(f"The config of {name} has a text_config that is not an object; give the model's "
+                         "config.json as it was published.")
+    return _TEXT_PART[model_type], {**text, "model_type": _TEXT_PART[model_type]}
 
 
 def _unalias(d: dict, model_type: str) -> dict:

@@ -20,7 +20,7 @@ PER_GPU_KEYS = {"allocated_peak_bytes", "reserved_peak_bytes", "cuda_context_byt
                 "components"}
 # Added to the contract (which allows additions): where the overheads come from, paged optimizer memory,
 # and the total of each phase.
-TOP_EXTRA = {"calibration"}
+TOP_EXTRA = {"calibration", "warnings"}
 PER_GPU_EXTRA = {"paged_bytes", "phases"}
 
 
@@ -38,7 +38,7 @@ def fitplan(*args: str) -> subprocess.CompletedProcess:
 # --- The JSON contract -----------------------------------------------------------------------------
 def test_estimate_json_has_the_contract_keys():
     data = estimate_json(LLAMA2_7B)
-    assert set(data) - {"fits", "gpu"} == TOP_KEYS | TOP_EXTRA
+    assert set(data) - {"fits", "gpu", "usable_bytes", "margin"} == TOP_KEYS | TOP_EXTRA
     assert set(data["per_gpu"]) == PER_GPU_KEYS | PER_GPU_EXTRA
     assert set(data["per_gpu"]["components"]) == set(COMPONENTS)
     assert len(COMPONENTS) == 9
@@ -91,11 +91,12 @@ def test_full_fine_tuning_config_has_no_lora_fields():
 
 def test_a_named_gpu_adds_fits_and_gpu():
     data = estimate_json(LLAMA2_7B, "--method", "qlora", "--grad-ckpt", "--gpu", "RTX 4090")
-    assert data["gpu"] == {"name": "RTX 4090", "memory_bytes": 25757220864}
-    assert data["fits"] is True
+    assert data["gpu"] == {"name": "RTX 4090", "memory_bytes": 25757220864, "count": 1}
+    assert data["fits"] is True and data["margin"] == 0.10
+    assert data["usable_bytes"] == int(0.9 * 25757220864) >= data["per_gpu"]["total_bytes"]
     too_big = estimate_json(LLAMA2_7B, "--method", "full", "--gpu", "RTX 4090")
     assert too_big["fits"] is False
-    assert too_big["per_gpu"]["total_bytes"] > too_big["gpu"]["memory_bytes"]
+    assert too_big["per_gpu"]["total_bytes"] > too_big["usable_bytes"]
 
 
 def test_without_a_gpu_there_is_no_verdict():

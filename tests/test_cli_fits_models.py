@@ -211,7 +211,8 @@ def test_fits_table_snapshot():
         "meta-llama/Llama-2-70b-hf  69.0 B  N/A        N/A        N/A",
         "openai-community/gpt2      0.12 B  15 (ckpt)  15 (ckpt)  15 (ckpt)",
         "",
-        "N/A: does not fit. ckpt: activation checkpointing; offload: CPU offload (ZeRO-3).",
+        "N/A: does not fit. unsupported: the libraries cannot train it (see --json for why). "
+        "ckpt: activation checkpointing; offload: CPU offload (ZeRO-3).",
     ])
 
 

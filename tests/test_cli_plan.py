@@ -24,13 +24,13 @@ TOP_EXTRA = {"calibration", "warnings"}
 PLAN_KEYS = {"method", "precision", "optimizer", "micro_batch", "grad_accum", "seq_len", "grad_ckpt", "attn",
              "sharding", "offload", "gpus", "nodes", "per_gpu", "tokens_per_s", "step_time_s", "time_s", "cost_usd",
              "recommended"}
-PLAN_EXTRA = {"headroom_bytes", "cpu_bytes"}
+PLAN_EXTRA = {"headroom_bytes", "cpu_bytes", "global_batch"}
 LORA_KEYS = {"lora_r", "lora_alpha", "lora_targets"}
 
 
-def plan_json(*args: str) -> dict:
+def plan_json(*args: str, status: int = 0) -> dict:
     result = CliRunner().invoke(cli, ["plan", *args, "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == status, result.output
     return json.loads(result.output)
 
 
@@ -73,16 +73,16 @@ def test_a_count_of_cards_is_the_hardware():
 
 
 def test_nothing_fits_json():
-    data = plan_json("meta-llama/Llama-3.1-405B", "--gpu", "RTX 4090")
+    data = plan_json("meta-llama/Llama-3.1-405B", "--gpu", "RTX 4090", status=1)
     assert data["plans"] == [] and data["recommended"] is None
     assert set(data["nothing_fits"]) >= {"min_total_bytes", "suggestions"}
     assert data["nothing_fits"]["suggestions"]
 
 
-def test_nothing_fits_still_exits_zero():
+def test_nothing_fits_exits_one_and_says_what_would():
     result = fitplan("plan", "meta-llama/Llama-3.1-405B", "--gpu", "RTX 4090")
-    assert result.returncode == 0
-    assert "Nothing fits" in result.stdout
+    assert result.returncode == 1
+    assert "Nothing fits" in result.stdout and result.stderr == ""
 
 
 def test_plan_table_marks_the_recommended_plan():

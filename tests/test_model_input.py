@@ -118,7 +118,7 @@ def test_config_json_that_is_not_an_object(tmp_path):
 def test_unreadable_config_json(tmp_path):
     path = tmp_path / "config.json"
     path.write_bytes(b'{"model_type": "\xff\xfe"}')
-    with pytest.raises(InputError, match="Cannot read"):
+    with pytest.raises(InputError, match="is not UTF-8 text"):
         resolve_model(str(path))
 
 
@@ -155,7 +155,7 @@ def test_folder_without_config_json(tmp_path):
 
 def test_folder_with_unreadable_config(tmp_path):
     (tmp_path / "config.json").mkdir()
-    with pytest.raises(InputError, match="Cannot read"):
+    with pytest.raises(InputError, match="is not a regular file"):
         resolve_model(str(tmp_path))
 
 

@@ -8,6 +8,7 @@ import click
 
 from cli.options import launch_options, request_from_options, train_options
 from launch import planfile, runner
+from planner.api import DEFAULT_MARGIN
 
 
 @click.command("config", short_help="Write plan.json and the Accelerate / DeepSpeed configs of one plan.")
@@ -17,7 +18,7 @@ from launch import planfile, runner
 @click.option("--model-path", type=click.Path(file_okay=False), help="Local folder with the model's weights.")
 def command(model: str, model_path: str | None, out_dir: str | None, force: bool, main_process_ip: str | None,
             main_process_port: int | None, machine_rank: int, as_json: bool, global_batch: int | None,
-            gpu: str | None, **options) -> None:
+            gpu: str | None, margin: float, **options) -> None:
     """Write the plan of MODEL and the launcher configs into --out (default: runs/<model>-<time>).
 
     Options you set stay fixed; the others are chosen by the same search as `fitplan plan`, on the card
@@ -29,7 +30,7 @@ def command(model: str, model_path: str | None, out_dir: str | None, force: bool
       fitplan config Llama-3.2-1B --method lora --gpu "RTX 4090" --out runs/llama1b
       fitplan config Llama-2-70b-hf --gpu h100x8 --method full --sharding zero3 --out runs/70b
     """
-    plan, warnings = chosen_plan(model, model_path, gpu, global_batch, force, options)
+    plan, warnings = chosen_plan(model, model_path, gpu, global_batch, force, options, margin)
     nodes = runner.multi_node(None, main_process_ip, main_process_port, machine_rank)
     paths = runner.write_run_folder(out_dir or runner.default_run_dir(plan), plan, nodes, force)
     for line in warnings:
@@ -42,13 +43,13 @@ def command(model: str, model_path: str | None, out_dir: str | None, force: bool
 
 
 def chosen_plan(model: str, model_path: str | None, gpu: str | None, global_batch: int | None, force: bool,
-                options: dict) -> tuple[dict, tuple[str, ...]]:
+                options: dict, margin: float = DEFAULT_MARGIN) -> tuple[dict, tuple[str, ...]]:
     """The plan.json of MODEL: the search's choice on the named or probed card (see `planner.api.choose`)."""
     from planner.api import choose
     from planner.model_input import resolve_model
 
     resolved = resolve_model(model or model_path)
-    request = request_from_options(resolved, options, global_batch=global_batch)
+    request = request_from_options(resolved, options, global_batch=global_batch, margin=margin)
     choice = choose(resolved, request, launch_hardware(gpu, options), force)
     return runner.make_plan(resolved, model or model_path, choice, model_path), choice.warnings
 

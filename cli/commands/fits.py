@@ -6,7 +6,9 @@ import json
 import click
 
 from cli.commands.models import billions, select
+from cli.options import MARGIN_OPTION, whole
 from cli.table import text_table
+from common.errors import spelled
 from common.units import GiB
 from planner.api import best_fit
 from planner.enums import Method
@@ -19,10 +21,9 @@ from profiles.spec import ModelSpec
 @click.command("fits")
 @click.option("--gpu", required=True, metavar="NAME",
               help='Catalog card, optionally with a count: "RTX 4090", a100-80gb, h100x8.')
-@click.option("--seq-len", type=click.IntRange(min=1), default=2048, show_default=True,
+@click.option("--seq-len", type=whole(1, 10_000_000), default=2048, show_default=True,
               help="Tokens per sequence.")
-@click.option("--margin", type=click.FloatRange(0, 0.9), default=0.10, show_default=True,
-              help="Fraction of each card's memory kept free as a safety margin.")
+@MARGIN_OPTION
 @click.option("--family", default=None, metavar="NAME", help="Only this model family (see `fitplan models`).")
 @click.option("--all", "all_models", is_flag=True, help="Include instruct / chat variants (same numbers as their base).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
@@ -50,19 +51,19 @@ def command(gpu: str, seq_len: int, margin: float, family: str | None, all_model
 def fits_dict(specs: list[ModelSpec], hardware: Hardware, seq_len: int, margin: float) -> dict:
     """The matrix as the JSON of `fits --json`."""
     rows = [{"model": spec.name, "family": spec.family, "params": spec.params,
-             **{method.value: cell_dict(best_fit(spec, method, hardware, seq_len, margin)) for method in Method}}
+             **{method.value: cell_dict(*best_fit(spec, method, hardware, seq_len, margin)) for method in Method}}
             for spec in specs]
     card = hardware.card
     return {"gpu": {"name": card.name, "memory_bytes": card.memory_bytes, "count": hardware.gpus_per_node},
             "seq_len": seq_len, "margin": margin, "methods": Method.values(), "models": rows}
 
 
-def cell_dict(plan: Plan | None) -> dict:
+def cell_dict(plan: Plan | None, unsupported: str | None = None) -> dict:
     if plan is None:
-        return {"fits": False, "micro_batch": None, "total_bytes": None, "sharding": None, "grad_ckpt": None,
-                "precision": None, "offload": None}
+        return {"fits": False, "unsupported": unsupported and spelled(unsupported), "micro_batch": None,
+                "total_bytes": None, "sharding": None, "grad_ckpt": None, "precision": None, "offload": None}
     cfg = plan.cfg
-    return {"fits": True, "micro_batch": cfg.micro_batch, "total_bytes": plan.total_bytes,
+    return {"fits": True, "unsupported": None, "micro_batch": cfg.micro_batch, "total_bytes": plan.total_bytes,
             "sharding": cfg.sharding.value, "grad_ckpt": cfg.grad_ckpt, "precision": cfg.precision.value,
             "offload": cfg.offload.value}
 
@@ -77,13 +78,14 @@ def fits_table(data: dict) -> str:
     rows = [[row["model"], billions(row["params"]), *(_cell(row[method]) for method in data["methods"])]
             for row in data["models"]]
     table = text_table(headers, rows, right={"Params"})
-    notes = "N/A: does not fit. ckpt: activation checkpointing; offload: CPU offload (ZeRO-3)."
+    notes = ("N/A: does not fit. unsupported: the libraries cannot train it (see --json for why). "
+             "ckpt: activation checkpointing; offload: CPU offload (ZeRO-3).")
     return f"{title}\n\n{table}\n\n{notes}"
 
 
 def _cell(cell: dict) -> str:
     if not cell["fits"]:
-        return "N/A"
+        return "unsupported" if cell.get("unsupported") else "N/A"
     flags = (["ckpt"] if cell["grad_ckpt"] else []) + \
             ([f"offload {cell['offload']}"] if cell["offload"] != "none" else [])
     return f"{cell['micro_batch']}" + (f" ({', '.join(flags)})" if flags else "")

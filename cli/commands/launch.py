@@ -11,7 +11,7 @@ from click.core import ParameterSource
 
 from launch import emit, planfile, runner
 from cli.commands.config import chosen_plan, describe
-from cli.options import launch_options, train_options
+from cli.options import Finite, launch_options, train_options, whole
 from common.errors import InputError, opt
 from common.files import regular_file
 
@@ -33,16 +33,16 @@ class ScriptAfterDashes(click.Command):
 @launch_options
 @click.option("--model-path", type=click.Path(file_okay=False), help="Local folder with the model's weights.")
 @click.option("--data", type=click.Path(dir_okay=False), help="JSONL (field \"text\") or plain text; default: synthetic tokens.")
-@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps (default: one pass over --data, or 10).")
-@click.option("--lr", type=float, help="Learning rate (default 2e-4 with adapters, 1e-5 full).")
-@click.option("--oom-retries", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--steps", type=whole(1, 10**9), help="Optimizer steps (default: one pass over --data, or 10).")
+@click.option("--lr", type=Finite(0, 10, low_open=True), help="Learning rate (default 2e-4 with adapters, 1e-5 full).")
+@click.option("--oom-retries", type=whole(0, 100), default=3, show_default=True,
               help="Relaunches with a smaller micro-batch after an out-of-memory in the first steps.")
 @click.option("--dry-run", is_flag=True, help="Write the configs and print the command(s) instead of running.")
 @click.pass_context
 def command(ctx: click.Context, model: str | None, plan_file: str | None, out_dir: str | None, force: bool,
             main_process_ip: str | None, main_process_port: int | None, machine_rank: int, model_path: str | None,
             data: str | None, steps: int | None, lr: float | None, oom_retries: int, dry_run: bool,
-            as_json: bool, global_batch: int | None, gpu: str | None, **options) -> None:
+            as_json: bool, global_batch: int | None, gpu: str | None, margin: float, **options) -> None:
     """Train MODEL (or --plan) with the built-in recipe, or `-- script.py args` with your own.
 
     Options you set stay fixed; the others are chosen by the same search as `fitplan plan` (see `fitplan
@@ -62,7 +62,7 @@ def command(ctx: click.Context, model: str | None, plan_file: str | None, out_di
         raise InputError(f"{plan_file} asks for the {saved['launcher']} launcher; fitplan launches through "
                          "accelerate only, so write the plan again with `fitplan config`.")
     nodes = runner.multi_node(saved, main_process_ip, main_process_port, machine_rank)
-    plan, warnings = (saved, ()) if saved else chosen_plan(model, model_path, gpu, global_batch, force, options)
+    plan, warnings = (saved, ()) if saved else chosen_plan(model, model_path, gpu, global_batch, force, options, margin)
     run_dir = Path(out_dir or (Path(plan_file).parent if plan_file else runner.default_run_dir(plan))).resolve()
     job = runner.Launch(run_dir, plan, nodes, list(ctx.meta.get("script", [])),
                         recipe_args(model_path, data, steps, lr), oom_retries)

@@ -2,24 +2,27 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
-from cli.options import request_from_options, train_options
+from cli.options import Count, Finite, request_from_options, train_options, whole
+
+
+NOTHING_FITS_EXIT = 1   # docs/cli.md: 0 a plan, 1 nothing fits (or nothing the libraries run), 2 a mistake
 
 
 @click.command("plan")
 @click.argument("model")
 @train_options
-@click.option("--global-batch", type=click.IntRange(min=1), default=None,
+@click.option("--global-batch", type=whole(1, 100_000_000), default=None,
               help="Sequences per optimizer step over all GPUs; gradient accumulation fills the gap.")
-@click.option("--margin", type=click.FloatRange(0, 0.9), default=0.10, show_default=True,
-              help="Fraction of each card's memory kept free as a safety margin.")
 @click.option("--prefer", type=click.Choice(["balanced", "speed", "quality", "memory"]), default="balanced",
               show_default=True, help="How to choose among plans that fit.")
-@click.option("--tokens", type=click.IntRange(min=1), default=None,
-              help="Training tokens per epoch (dataset size), for wall time and cost.")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--tokens", type=Count(), default=None,
+              help="Training tokens per epoch (dataset size: 20000000, 2e7 or 20M), for wall time and cost.")
+@click.option("--epochs", type=Finite(0, 1e6, low_open=True), default=1.0, show_default=True,
+              help="Passes over --tokens.")
 @click.option("--trace", is_flag=True,
               help="Confirm the recommended plan by running its real training step on fake tensors "
                    "(adds \"trace\" to the output).")
@@ -30,6 +33,9 @@ def command(model: str, gpu: str | None, as_json: bool, global_batch: int | None
     Probes this machine's GPUs through NVML, or plans for --gpu NAME. Searches method (full, LoRA,
     QLoRA) x precision x checkpointing x sharding x offload x GPU count, each with the largest
     micro-batch that fits in the card less --margin. Options you set are kept fixed.
+
+    Exit status: 0 with a recommended plan; 1 when nothing fits (the output says what would), 2 for a
+    mistake in the input.
 
     \b
     Examples:
@@ -48,6 +54,8 @@ def command(model: str, gpu: str | None, as_json: bool, global_batch: int | None
         data["trace"] = trace_plan(model, chosen, hardware, margin=margin)
     text = None if as_json else "\n".join([plan_table(data), *(plan_trace_lines(data["trace"]) if trace else [])])
     click.echo(json.dumps(data, indent=2) if as_json else text)
+    if data["recommended"] is None:
+        sys.exit(NOTHING_FITS_EXIT)
 
 
 def plan_json(model: str, options: dict, *, gpu: str | None = None, nvml=None, **request) -> tuple:
