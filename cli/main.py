@@ -60,6 +60,7 @@ def cli() -> None:
 
 def fail(message: str, as_json: bool) -> NoReturn:
     """Report a user mistake: one sentence on stderr (and JSON on stdout with --json), exit 2."""
+    message = " ".join(message.split())   # one line, whatever the input quoted inside it held
     if as_json:
         click.echo(json.dumps({"error": message}))
     click.echo(f"error: {message}", err=True)

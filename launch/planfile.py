@@ -17,12 +17,6 @@ from common.files import read_json, write_text
 
 PLAN_VERSION = 1
 PLAN_NAME = "plan.json"
-LAUNCHERS = ("accelerate", "deepspeed")
-SOURCE_KINDS = ("catalog", "folder", "config", "hub")
-REQUIRED = ("version", "fitplan_version", "created", "model", "model_source", "config", "hardware", "launcher")
-HARDWARE_KEYS = ("gpu", "memory_bytes", "gpus_per_node", "nodes")
-OPTIONAL_CONFIG_KEYS = ("engine",)   # plans written before engine settings were recorded take the defaults
-CONFIG_KEYS = (*(k for k in TrainConfig.__dataclass_fields__ if k not in OPTIONAL_CONFIG_KEYS), "global_batch")
 
 
 def fitplan_version() -> str:
@@ -64,26 +58,10 @@ def plan_config(plan: dict) -> TrainConfig:
 
 
 def validate_plan(plan: object, where: str = "plan.json") -> dict:
-    """Check a loaded plan; raise InputError with one sentence naming the first problem."""
-    if not isinstance(plan, dict):
-        raise InputError(f"{where} is not a JSON object; write it again with `fitplan config`.")
-    if plan.get("version") != PLAN_VERSION:
-        raise InputError(f"{where} has plan version {plan.get('version')!r}, but this fitplan reads version "
-                        f"{PLAN_VERSION}; write it again with `fitplan config`.")
-    missing = [key for key in REQUIRED if key not in plan]
-    missing += [f"hardware.{key}" for key in HARDWARE_KEYS if key not in (plan.get("hardware") or {})]
-    missing += [f"config.{key}" for key in CONFIG_KEYS if key not in (plan.get("config") or {})]
-    if missing:
-        raise InputError(f"{where} lacks {', '.join(missing)}; write it again with `fitplan config`.")
-    _check_values(plan, where)
-    return plan
-
-
-def _check_values(plan: dict, where: str) -> None:
-    if plan["launcher"] not in LAUNCHERS:
-        raise InputError(f"{where} names launcher {plan['launcher']!r}; use one of {', '.join(LAUNCHERS)}.")
-    if not isinstance(plan["model_source"], dict) or plan["model_source"].get("kind") not in SOURCE_KINDS:
-        raise InputError(f"{where} has a model_source without a kind among {', '.join(SOURCE_KINDS)}.")
+    """Check a loaded plan against its schema (`launch.plan_schema`); raise InputError with one sentence
+    naming the first problem."""
+    from launch.plan_schema import check_plan
+    check_plan(plan, where, PLAN_VERSION)
     try:
         config = plan_config(plan)
     except (TypeError, ValueError) as err:
@@ -91,7 +69,8 @@ def _check_values(plan: dict, where: str) -> None:
     stated = plan["config"].get("global_batch", global_batch(config))
     if stated != global_batch(config):
         raise InputError(f"{where} says global_batch {stated}, but micro_batch x grad_accum x GPUs is "
-                        f"{global_batch(config)}; fix one of them.")
+                         f"{global_batch(config)}; fix one of them.")
+    return plan
 
 
 def read_plan(path: str | Path) -> dict:

@@ -40,13 +40,15 @@ from pathlib import Path
 
 from planner.calibration import SHIPPED, gpu_key, load_profile, user_profile_path
 from common.errors import InputError
-from common.files import write_text
+from common.files import parse_json, read_text, write_text
 
 PROFILE_VERSION = 1
 REPORT_NAME = "run_report.json"
 GOOD_STATUSES = ("ok", "interrupted")
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes")
 FRACTION_DIGITS = 6
+MAX_BYTES = 2**44    # 16 TiB: no GPU holds more; a larger byte count is a corrupt report
+MAX_RANK = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -100,20 +102,12 @@ def read_runs(paths: list[Path]) -> list[Run]:
     """Every report validated; the first problem raises a InputError naming the file (nothing is kept)."""
     runs, seen = [], {}
     for path in paths:
-        try:
-            raw = path.read_bytes()
-        except OSError as err:
-            raise InputError(f"Cannot read {path} ({err.strerror or err}); check the path.") from None
-        digest = hashlib.sha256(raw).hexdigest()
+        text = read_text(path, "run report")
+        digest = hashlib.sha256(text.encode()).hexdigest()
         if digest in seen:
             raise InputError(f"{seen[digest]} and {path} are the same run report; give each run once.")
         seen[digest] = path
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as err:
-            raise InputError(f"{path} is not valid JSON ({err}); give the run_report.json that "
-                            f"`fitplan launch` wrote.") from None
-        runs.append(parse_run(data, str(path)))
+        runs.append(parse_run(parse_json(text, f"The run report {path}"), str(path)))
     check_one_gpu(runs)
     return runs
 
@@ -173,7 +167,7 @@ def _sample(rank, path: str, where: str, index: int) -> Sample:
         if not _positive_int(value):
             hint = (" (NVML did not answer on the run's machine: install nvidia-ml-py there)"
                     if key == "nvml_used_bytes" and value is None else "")
-            raise InputError(f"{path}: {where}.{key} is {value!r}, not a positive number of bytes{hint}; "
+            raise InputError(f"{path}: {where}.{key} is {repr(value)[:40]}, not a number of bytes a GPU can hold{hint}; "
                             f"the report cannot calibrate.")
         values[key] = value
     allocated, reserved, used = (values[k] for k in ("allocated_peak_bytes", "reserved_peak_bytes",
@@ -184,12 +178,15 @@ def _sample(rank, path: str, where: str, index: int) -> Sample:
     if used <= reserved:
         raise InputError(f"{path}: {where} has NVML used memory ({used} B) not above the reserved peak "
                         f"({reserved} B), so it was not read on the card that trained; the report cannot calibrate.")
-    return Sample(path=path, rank=int(rank.get("rank", index)), gpu=gpu.strip(), allocated=allocated,
-                  reserved=reserved, nvml_used=used)
+    number = rank.get("rank", index)
+    if not (_positive_int(number) or number == 0) or number > MAX_RANK:
+        raise InputError(f"{path}: {where}.rank is {str(number)[:40]!r}, not a rank number; the report is malformed.")
+    return Sample(path=path, rank=number, gpu=gpu.strip(), allocated=allocated, reserved=reserved, nvml_used=used)
 
 
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+def _positive_int(value, limit: int = MAX_BYTES) -> bool:
+    """A whole number above 0 and at most `limit` (a byte count beyond any card is a corrupt report)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit
 
 
 def _date(value, path: str) -> dt.datetime:

@@ -18,16 +18,20 @@ Nothing here imports torch or transformers at module level: `fitplan estimate` w
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
+import logging
 import re
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 from planner.config import TrainConfig
 from planner.enums import Attention, Offload, Sharding
-from common.errors import InputError, opt
+from common.errors import EnvironmentProblem, InputError, opt
 
 PROGRESS_DELAY_S = 1.0     # traces shorter than this show no progress
 LORA_ALIASES = ("q", "k", "v", "o", "gate", "up", "down", "attn", "mlp")
@@ -42,6 +46,7 @@ def trace_estimate(model: str, cfg: TrainConfig, gpu: str | None = None, *, prog
     from planner.api import card_for_estimate
     from planner.model_input import resolve_model
 
+    require_training_libraries()
     hardware = hardware or card_for_estimate(gpu)
     try:
         resolved = resolve_model(model)
@@ -250,24 +255,48 @@ def traced_dict(name: str, m, cfg: TrainConfig, overhead, gpu: dict | None, usab
 
 # -- running, with progress and failure reports -------------------------------------------------------
 def _run_trace(run, name: str, progress: bool):
-    """run() with transformers' chatter silenced, the module being run recorded, and progress on stderr."""
-    with Progress(f"tracing {name} on fake tensors", enabled=progress):
-        from transformers.utils import logging as hf_logging   # importing torch and transformers takes seconds
-
-        verbosity = hf_logging.get_verbosity()
-        hf_logging.set_verbosity_error()
+    """run() with the libraries' chatter silenced, the module being run recorded, and progress on stderr."""
+    with Progress(f"tracing {name} on fake tensors", enabled=progress), quiet_libraries(), ModuleStack() as stack:
         try:
-            with ModuleStack() as stack:
-                try:
-                    return run()
-                except Exception as exc:
-                    try:
-                        exc.fitplan_module = stack.where()   # read by describe_failure
-                    except Exception:  # noqa: BLE001 - an exception that takes no attributes
-                        pass
-                    raise
-        finally:
-            hf_logging.set_verbosity(verbosity)
+            return run()
+        except Exception as exc:
+            try:
+                exc.fitplan_module = stack.where()   # read by describe_failure
+            except Exception:  # noqa: BLE001 - an exception that takes no attributes
+                pass
+            raise
+
+
+TRAINING_LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes")
+
+
+def require_training_libraries() -> None:
+    """Exact mode runs the real training step: say what to install when a library it needs is missing."""
+    missing = [name for name in TRAINING_LIBRARIES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise EnvironmentProblem(f"--trace runs the real training step and needs {', '.join(missing)}, which "
+                                 "is not installed; install it with pip install 'fitplan[train]' (a CPU build of "
+                                 "torch is enough), or leave out --trace for the analytic estimate.")
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """No third-party warnings or log lines in fitplan's output while the libraries run."""
+    loggers = [logging.getLogger(name) for name in (*TRAINING_LIBRARIES, "accelerate", "deepspeed")]
+    levels = [logger.level for logger in loggers]
+    from transformers.utils import logging as hf_logging   # importing torch and transformers takes seconds
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 class ModuleStack:

@@ -223,16 +223,32 @@ _COUNT_BEFORE = re.compile(r"^\s*(\d+)\s*[x×*]\s*(.+?)\s*$", re.IGNORECASE)   #
 _COUNT_AFTER = re.compile(r"^\s*(.+?)\s*(?<![a-z])[x×*]\s*(\d+)\s*$", re.IGNORECASE)
 
 
+MAX_COUNT = 4096   # GPUs per node: more is a typo
+_BAD_COUNT = re.compile(r"(?<![a-z])[x×*]\s*[-+]\s*\d|(?<![a-z])[x×*]\s*\d+[.,]\d|^\s*[-+]?\d+[.,]\d+\s*[x×*]",
+                        re.IGNORECASE)
+
+
 def split_count(text: str) -> tuple[str, int]:
     """'h100x8' / '8xH100' -> ('h100', 8); a plain name counts 1."""
+    if _BAD_COUNT.search(text):
+        raise InputError(f'"{_short(text)}" gives a GPU count that is not a whole number; write e.g. "h100x8".')
     for pattern, name_group, count_group in ((_COUNT_AFTER, 1, 2), (_COUNT_BEFORE, 2, 1)):
         match = pattern.match(text)
         if match:
-            count = int(match.group(count_group))
-            if count < 1:
-                raise InputError(f'"{text}" asks for {count} GPUs; give a count of at least 1, e.g. "h100x8".')
-            return match.group(name_group), count
+            return match.group(name_group), _count(match.group(count_group), text)
     return text.strip(), 1
+
+
+def _count(digits: str, text: str) -> int:
+    count = int(digits[:12]) if len(digits) <= 12 else MAX_COUNT + 1
+    if not 1 <= count <= MAX_COUNT:
+        raise InputError(f'"{_short(text)}" asks for {digits[:12]} GPUs per node; give a count from 1 to {MAX_COUNT}, '
+                         'e.g. "h100x8".')
+    return count
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 _COUNT_AFTER_LETTER = re.compile(r"^\s*(.+?[a-z])\s*[x×*]\s*(\d+)\s*$", re.IGNORECASE)  # a100-80gbx8, l40sx4
@@ -240,13 +256,19 @@ _COUNT_AFTER_LETTER = re.compile(r"^\s*(.+?[a-z])\s*[x×*]\s*(\d+)\s*$", re.IGNO
 
 def find_gpu(text: str) -> tuple[GpuSpec, int]:
     """The catalog card a user's spelling names, and how many of it ('8xH100' -> 8)."""
+    words = _tokens(text)
+    if len(text) > 100 or len(words) != len(set(words)):   # no card's name repeats a word
+        raise InputError(f'"{_short(text)}" is not a GPU name; name one card, e.g. {opt("gpu")} "RTX 4090" '
+                         "(`fitplan gpus --catalog` lists them).")
     match = _COUNT_AFTER_LETTER.match(text)
-    if match and int(match.group(2)) >= 1:
+    if match:
         # 'x4' after a letter may be a count ('l40sx4') or part of a name: a count only if the rest is a card
         try:
-            return _find_one(match.group(1), text), int(match.group(2))
+            spec = _find_one(match.group(1), text)
         except InputError:
-            pass
+            spec = None
+        if spec is not None:
+            return spec, _count(match.group(2), text)
     name, count = split_count(text)
     return _find_one(name, text), count
 

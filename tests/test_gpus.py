@@ -88,7 +88,7 @@ def test_split_count():
     assert split_count("RTX 4090") == ("RTX 4090", 1)   # the X of RTX is no count
     assert split_count("h100x8") == ("h100", 8)
     assert split_count(" 8 × A100 80GB ") == ("A100 80GB", 8)
-    with pytest.raises(InputError, match="at least 1"):
+    with pytest.raises(InputError, match="give a count from 1 to 4096"):
         split_count("0xh100")
 
 

@@ -64,7 +64,7 @@ def test_version_1_fixture_still_reads():
     (lambda p: p.pop("model"), "lacks model"),
     (lambda p: p["config"].pop("seq_len"), "lacks config.seq_len"),
     (lambda p: p["hardware"].pop("nodes"), "lacks hardware.nodes"),
-    (lambda p: p.update(launcher="slurm"), "launcher 'slurm'"),
+    (lambda p: p.update(launcher="slurm"), "invalid launcher"),
     (lambda p: p["config"].update(global_batch=3), "global_batch 3"),
     (lambda p: p["config"].update(method="dpo"), "invalid config"),
 ])

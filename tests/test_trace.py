@@ -258,3 +258,14 @@ def test_progress_shows_only_for_slow_traces():
     assert quick.getvalue() == ""
     assert slow.getvalue().startswith("tracing y ...") and " done in " in slow.getvalue()
     assert slow.getvalue().endswith(" s\n")
+
+
+def test_without_the_training_libraries_trace_says_what_to_install(monkeypatch, capsys):
+    import importlib.util
+
+    from measure import trace
+    real = importlib.util.find_spec
+    monkeypatch.setattr(trace.importlib.util, "find_spec", lambda name: None if name == "torch" else real(name))
+    code, out, err = run_main(monkeypatch, capsys, "estimate", "Llama-3.2-1B", "--trace", "--json")
+    assert code == 2 and "pip install 'fitplan[train]'" in err and "needs torch" in err
+    assert json.loads(out)["error"].startswith("--trace runs the real training step")

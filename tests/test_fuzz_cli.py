@@ -1,0 +1,162 @@
+"""Whatever a user types or points at, the CLI answers with output or one sentence: no traceback, exit 0, 1
+(plan: nothing fits) or 2, and valid JSON on stdout with --json. Generated options and config.json files."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cli.main import main
+from profiles.hf_config import hf_config_dict
+from profiles.models import from_name
+
+# Mostly plausible values, so the generated runs reach the planner; sometimes hostile ones.
+NUMBERS = st.one_of(st.integers(1, 64), st.integers(1, 64), st.integers(-3, 70000),
+                    st.sampled_from(["nan", "inf", "-inf", "1e45", "9" * 400, "0", "-1", "2.5", "20M", "1e9", "",
+                                     " ", "abc", "0x10", "0.3", "0.95"]))
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+CHOICES = {
+    "--method": ["full", "lora", "qlora", "auto", "LoRA", "sgd"], "--precision": ["bf16-true", "fp16-mixed", "fp8"],
+    "--optimizer": ["adamw", "adamw8bit", "paged_adamw8bit", "sgd", "adafactor", "lion"],
+    "--sharding": ["none", "ddp", "zero1", "zero2", "zero3", "fsdp", "fsdp1", "tp"],
+    "--offload": ["none", "optimizer", "params", "disk"], "--attn": ["sdpa", "flash", "eager", "xformers"],
+    "--gpu": ["RTX 4090", "h100x8", "h100x-1", "h100x1.5", "t4", "v100-16gb", "a100-80gbx99999", "gtx 9999",
+              "8xA100 40GB", " ".join(["h100"] * 20), "rtx3060", "a10g"],
+    "--lora-targets": ["q,v", "all-linear", "mlp", "nope", ",,,", "c_attn", "experts.gate_up_proj"],
+}
+TRAIN_NUMERIC = ["--micro-batch", "--seq-len", "--lora-r", "--lora-alpha", "--gpus", "--nodes", "--margin"]
+TRAIN_FLAGS = ["--grad-ckpt", "--no-grad-ckpt", "--no-double-quant"]
+PER_COMMAND = {   # numeric options, choices and flags each command takes beyond the training ones
+    "plan": (["--tokens", "--epochs", "--global-batch"], {"--prefer": ["speed", "memory", "quality", "cheap"]}),
+    "config": (["--global-batch", "--machine-rank", "--main-process-port"], {}),
+    "estimate": ([], {}),
+}
+MODELS = ["meta-llama/Llama-3.2-1B", "gpt2", "Qwen3-30B-A3B", "mistralai/Mixtral-8x7B-v0.1", "not-a-model", "x" * 300,
+          "./missing/config.json", "/dev/null", "/proc/self/status", "{config}", "{config}", "{config}"]
+
+
+def option_lists(command: str):
+    numeric_names, extra_choices = PER_COMMAND[command]
+    choices = {**CHOICES, **extra_choices}
+    choice = st.sampled_from(sorted(choices)).flatmap(lambda flag: st.sampled_from(choices[flag]).map(lambda v: [flag, v]))
+    numeric = st.tuples(st.sampled_from(TRAIN_NUMERIC + numeric_names), NUMBERS).map(lambda pair: [pair[0], str(pair[1])])
+    flag = st.sampled_from(TRAIN_FLAGS).map(lambda f: [f])
+    junk = st.tuples(st.sampled_from(["--method", "--gpu", "--lora-targets", "--seq-len"]), TEXT).map(list)
+    part = st.one_of(choice, choice, numeric, numeric, flag, junk)
+    return st.lists(part, max_size=5).map(lambda parts: sum(parts, []))
+
+
+def fits_options():
+    gpu = st.sampled_from(CHOICES["--gpu"]).map(lambda g: ["--gpu", g])
+    rest = st.lists(st.one_of(st.tuples(st.sampled_from(["--seq-len", "--margin"]), NUMBERS).map(
+        lambda p: [p[0], str(p[1])]), st.sampled_from(["llama-3", "gemma-2", "nope"]).map(lambda f: ["--family", f])),
+        max_size=2).map(lambda parts: sum(parts, []))
+    return st.tuples(gpu, rest).map(lambda pair: pair[0] + ["--family", "llama-3"] + pair[1])
+
+
+def config_files():
+    """config.json dicts: a real one with keys replaced by values of the wrong type or size, or garbage."""
+    base = hf_config_dict(from_name("Llama-3.2-1B", n_layer=2))
+    wrong = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**7), st.floats(allow_nan=False),
+                      st.sampled_from([4.0, 0, -1, 10**30, [], {}, "4096", [1, 2], {"a": 1}, 10**9]), TEXT)
+    mutated = st.dictionaries(st.sampled_from(sorted(base)), wrong, max_size=4).map(lambda d: {**base, **d})
+    text_part = st.sampled_from([{"model_type": "gemma3", "text_config": "oops"}, {"model_type": ["llama"]},
+                                 {"model_type": "bloom"}, [], "config", 5])
+    return st.one_of(mutated, text_part)
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    old = sys.argv
+    sys.argv = ["fitplan", *argv]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
+    finally:
+        sys.argv = old
+    return code, out.getvalue(), err.getvalue()
+
+
+def invocations():
+    trained = st.sampled_from(["estimate", "plan", "config"]).flatmap(lambda command: st.tuples(
+        st.just(command), st.sampled_from(MODELS), option_lists(command),
+        st.one_of(st.just([]), st.sampled_from(CHOICES["--gpu"]).map(lambda g: ["--gpu", g]))))
+    fits = st.tuples(st.just("fits"), st.just(None), fits_options(), st.just([]))
+    return st.one_of(trained, trained, trained, fits)
+
+
+@given(invocation=invocations(), config=config_files(), as_json=st.booleans())
+def test_any_invocation_ends_in_output_or_one_sentence(invocation, config, as_json):
+    command, model, options, gpu = invocation
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.json"
+        path.write_text(json.dumps(config))
+        model_arg = [str(path) if model == "{config}" else model] if model else []
+        argv = [command, *model_arg, *options, *gpu]
+        if command == "config":
+            argv += ["--out", str(Path(folder) / "run")]
+        code, out, err = run(argv + (["--json"] if as_json else []))
+    assert code in (0, 1, 2), (argv, code, err)
+    assert "Traceback" not in out + err
+    if code == 2:
+        assert err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+    if as_json and (out or code == 2):
+        json.loads(out)
+
+
+def mutated(base: dict, depth: int = 2):
+    """`base` with some values (at any depth up to `depth`) replaced by wrong ones, or removed."""
+    wrong = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**20), st.floats(allow_nan=False), TEXT,
+                      st.sampled_from([[], {}, [1], {"a": 1}, "x" * 500]))
+    keys = sorted(base)
+    change = st.dictionaries(st.sampled_from(keys), st.one_of(wrong, st.just("<drop>")), max_size=3)
+    nested = [key for key in keys if isinstance(base[key], dict)] if depth > 1 else []
+
+    def apply(changes, inner):
+        out = {**base, **inner}
+        out.update({k: v for k, v in changes.items() if v != "<drop>"})
+        return {k: v for k, v in out.items() if changes.get(k) != "<drop>"}
+    inner = st.fixed_dictionaries({}, optional={key: mutated(base[key], depth - 1) for key in nested})
+    return st.tuples(change, inner).map(lambda pair: apply(*pair))
+
+
+def a_plan() -> dict:
+    from launch import planfile
+    from planner.config import TrainConfig
+    return planfile.build_plan("meta-llama/Llama-3.2-1B", {"kind": "catalog", "path": None},
+                               TrainConfig(micro_batch=2, grad_accum=2))
+
+
+@given(plan=mutated(a_plan()), as_json=st.booleans())
+def test_any_plan_file_is_launched_or_refused(plan, as_json):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "plan.json"
+        path.write_text(json.dumps(plan))
+        code, out, err = run(["launch", "--plan", str(path), "--dry-run"] + (["--json"] if as_json else []))
+    assert code in (0, 2) and "Traceback" not in out + err, err
+    if code == 2:
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+@given(report=mutated(__import__("test_calibrate").run_report(), depth=3))
+def test_any_run_report_is_calibrated_or_refused(report):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "run_report.json"
+        path.write_text(json.dumps(report))
+        os.environ["FITPLAN_CALIBRATION"] = str(Path(folder) / "profile.json")
+        try:
+            code, out, err = run(["calibrate", str(path), "--dry-run", "--json"])
+        finally:
+            del os.environ["FITPLAN_CALIBRATION"]
+    assert code in (0, 2) and "Traceback" not in out + err, err
+    json.loads(out)
