@@ -15,7 +15,7 @@ from common.units import parse_count
 from planner.api import DEFAULT_MARGIN
 from planner.activations import attention_kernel
 from planner.config import TrainConfig
-from planner.enums import Attention, Method, Offload, Optimizer, Precision, Sharding
+from planner.enums import ActivationOffload, Attention, Loop, Loss, Method, Offload, Optimizer, Precision, Sharding
 from planner.model_input import ResolvedModel
 from planner.search import Request
 
@@ -27,6 +27,12 @@ _CHOICES = [
     ("--attn", Attention.values(), "Attention implementation (eager materialises the s x s scores)."),
     ("--sharding", Sharding.values(), "Data-parallel sharding over all GPUs (DeepSpeed ZeRO or FSDP)."),
     ("--offload", Offload.values(), "CPU offload of optimizer states, or of parameters too (ZeRO / FSDP)."),
+    ("--loss", Loss.values(), "Loss kernel: transformers' standard loss over the full logits, Liger's fused "
+                              "linear cross-entropy, or Cut Cross-Entropy. [default: standard]"),
+    ("--loop", Loop.values(), "trainer drops the model's outputs before backward; plain keeps them (and the "
+                              "logits) through backward. [default: trainer]"),
+    ("--activation-offload", ActivationOffload.values(),
+     "Saved activations to CPU memory: all of them, or each checkpointed layer's input. [default: none]"),
 ]
 
 
@@ -112,7 +118,8 @@ LAUNCH_OPTIONS = [
 ]
 # Training fields a user can fix; the rest of TrainConfig (grad_accum) follows from them.
 FIXABLE = ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len",
-           "grad_ckpt", "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus", "nodes")
+           "grad_ckpt", "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus", "nodes", "loss", "loop",
+           "activation_offload")
 
 
 def launch_options(func: Callable) -> Callable:
@@ -125,7 +132,7 @@ def config_from_options(options: dict, **fallback) -> TrainConfig:
     """A TrainConfig from the parsed options; unset ones come from `fallback`, then TrainConfig's defaults."""
     values = dict(fallback)
     for key in ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len",
-                "grad_ckpt", "lora_r", "lora_alpha", "gpus", "nodes"):
+                "grad_ckpt", "lora_r", "lora_alpha", "gpus", "nodes", "loss", "loop", "activation_offload"):
         if options.get(key) is not None:
             values[key] = options[key].lower() if isinstance(options[key], str) else options[key]
     if options.get("lora_targets"):

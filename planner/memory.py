@@ -8,12 +8,13 @@ the largest phase, and its components are what is live then. Step 2 is modelled:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from planner.activations import (LayerSaved, attention_kernel, head_saved, head_walk_cache, layer_saved,
+from planner.activations import (LayerSaved, attention_kernel, final_norm_saved, head_walk_cache, layer_saved,
                                   layer_walk_cache, sdpa_needs_mask, stream_bytes)
+from planner.loss import LossHead, loss_head
 from planner.config import TrainConfig
-from planner.enums import Attention, Method, Offload, Phase, Precision
+from planner.enums import ActivationOffload, Attention, Loss, Method, Offload, Phase, Precision
 from planner.optimizers import record
 from planner.params import ParamCounts, count_params, numel, trainable_tensors
 from planner.states import ModelStates, deepspeed_16bit, model_states, trainable_bytes
@@ -31,6 +32,7 @@ class Estimate:
     counts: ParamCounts
     states: ModelStates
     phases: dict[Phase, dict[str, int]]
+    host_activations: int = 0      # offloaded activations in host memory
 
     @property
     def peak_phase(self) -> Phase:
@@ -51,7 +53,7 @@ class Estimate:
 
     @property
     def cpu_bytes(self) -> int:
-        return self.states.cpu
+        return self.states.cpu + self.host_activations
 
 
 def estimate(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None) -> Estimate:
@@ -67,7 +69,7 @@ def estimate(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None)
         Phase.BACKWARD: _backward(spec, cfg, counts, states, acts),
         Phase.OPTIMIZER_STEP: _optimizer_step(spec, cfg, states, acts),
     }
-    return Estimate(spec=spec, cfg=cfg, counts=counts, states=states, phases=phases)
+    return Estimate(spec=spec, cfg=cfg, counts=counts, states=states, phases=phases, host_activations=acts.host)
 
 
 # Parameters and model states, the same for every micro-batch and sequence length
@@ -85,17 +87,16 @@ def clear_caches() -> None:
 class Activations:
     """Activation bytes of one micro-batch on one GPU."""
     tokens: int
-    layers: list[int]          # saved per layer (its checkpointed input alone with checkpointing)
+    layers: list[int]          # saved per layer on the GPU (its checkpointed input alone with checkpointing)
     first: LayerSaved          # the first layer (its input needs no gradient under LoRA)
     rest: LayerSaved           # every other layer
-    head: int                  # final norm and lm_head inputs
-    logits_forward: int        # logits live at the loss's peak in the forward pass
-    logits_saved: int          # logits saved for backward (the log-softmax output)
-    logits_backward: int       # logits and their gradients at the loss's backward
+    head: LossHead             # final norm, lm_head and the loss (planner/loss.py)
     inputs: int                # input_ids, labels and the loss's shifted labels
     stream: int                # one hidden state (a layer's input)
     mask: int                  # the b x s x s causal mask, alive through the forward
     autocast_cache: int        # autocast's 16-bit copies of trainable fp32 weights, kept until it exits
+    restored: int = 0          # brought back from host memory for the layer in backward (offloaded checkpoints)
+    host: int = 0              # saved activations offloaded to host memory
 
     @classmethod
     def of(cls, spec: ModelSpec, cfg: TrainConfig) -> "Activations":
@@ -105,17 +106,24 @@ class Activations:
         layers = [first.bytes(n)] + [rest.bytes(n)] * (spec.n_layer - 1)
         if cfg.grad_ckpt:
             layers = [stream] * spec.n_layer  # each checkpointed layer keeps only its input
-        v = n * spec.vocab
-        logit_bytes = _logit_bytes(cfg)
-        fp32_copy = 0 if logit_bytes == 4 else 4 * v  # the loss upcasts 16-bit logits
-        capped = logit_bytes * v if spec.logit_softcap else 0  # Gemma-2: cap * tanh(logits / cap) keeps tanh's output
-        return cls(tokens=n, layers=layers, first=first, rest=rest,
-                   head=head_saved(spec, cfg, n),
-                   # forward: logits, their fp32 copy and log-softmax's output; backward: that output,
-                   # the NLL gradient and log-softmax's gradient, all fp32
-                   logits_forward=logit_bytes * v + fp32_copy + 4 * v + capped, logits_saved=4 * v + capped,
-                   logits_backward=12 * v + capped, inputs=3 * n * INDEX_BYTES, stream=stream,
-                   mask=_mask(spec, cfg), autocast_cache=_autocast_cache(spec, cfg))
+        offloaded = _offloaded(cfg, layers, stream)
+        return cls(tokens=n, layers=[0] * spec.n_layer if offloaded else layers, first=first, rest=rest,
+                   head=_head_on_gpu(spec, cfg, loss_head(spec, cfg, n), n), inputs=3 * n * INDEX_BYTES, stream=stream, mask=_mask(spec, cfg),
+                   autocast_cache=_autocast_cache(spec, cfg), restored=stream if offloaded and cfg.grad_ckpt else 0,
+                   host=offloaded)
+
+
+def _offloaded(cfg: TrainConfig, layers: list[int], stream: int) -> int:
+    """Bytes of saved activations moved to host memory: with offloading, every saved tensor of the layers
+    (TRL's OffloadActivations), or under checkpointing only each layer's input."""
+    return 0 if cfg.activation_offload is ActivationOffload.NONE else sum(layers)
+
+
+def _head_on_gpu(spec: ModelSpec, cfg: TrainConfig, head: LossHead, tokens: int) -> LossHead:
+    """With offloading, the final norm's saved tensors leave too; lm_head's stay (TRL's NoOpManager)."""
+    if cfg.activation_offload is ActivationOffload.NONE or cfg.loss is not Loss.STANDARD:
+        return head
+    return replace(head, saved=head.saved - final_norm_saved(spec, cfg, tokens))
 
 
 def _autocast_cache(spec: ModelSpec, cfg: TrainConfig) -> int:
@@ -134,14 +142,6 @@ def _mask(spec: ModelSpec, cfg: TrainConfig) -> int:
     return cfg.micro_batch * cfg.seq_len**2 if sdpa_needs_mask(spec, cfg) else 0
 
 
-def _logit_bytes(cfg: TrainConfig) -> int:
-    """lm_head output dtype: fp32 when its weight is fp32 and no autocast, else 16 bit."""
-    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED)
-    if cfg.method is Method.QLORA and not deepspeed_16bit(cfg) and not mixed:
-        return 4  # prepare_model_for_kbit_training left lm_head in fp32, and nothing casts it down
-    return 4 if cfg.precision is Precision.FP32 else 2
-
-
 def _states(states: ModelStates, with_grads: bool) -> dict[str, int]:
     out = states.as_components()
     if not with_grads:
@@ -154,13 +154,16 @@ def _forward(cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[s
     forward (its transient results on top of everything saved). A checkpointed forward saves nothing
     inside layers: its transients show up again, larger, when backward recomputes the layer."""
     base = dict(_states(states, with_grads=False), temporary=states.gathered)
-    at_loss = dict(base, activations=sum(acts.layers) + acts.head + acts.inputs, logits=acts.logits_forward)
+    at_loss = dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs, logits=acts.head.forward)
+    if cfg.grad_ckpt:   # checkpointed layers save no weight copies; autocast's cache keeps them
+        at_loss["temporary"] += acts.autocast_cache
+    # the layer's input lives on as its residual, beside what the layer makes (a checkpointed layer under
+    # no_grad keeps nothing for backward: its transients show up again, larger, when backward recomputes it)
+    # offloaded saved tensors leave as they are saved: a layer then holds only what it still computes with
+    layer = acts.rest.forward_peak(acts.tokens, keeps_saved=not (cfg.grad_ckpt or acts.host))
+    in_layer = dict(base, activations=sum(acts.layers[:-1]) + acts.stream + layer + acts.mask + acts.inputs, logits=0)
     if cfg.grad_ckpt:
-        at_loss["temporary"] += acts.autocast_cache  # checkpointed layers save no weight copies; the cache keeps them
-        return at_loss
-    # the layer's input lives on as its residual, beside what the layer makes
-    in_layer = dict(base, activations=sum(acts.layers[:-1]) + acts.stream + acts.rest.forward_peak(acts.tokens)
-                    + acts.mask + acts.inputs, logits=0)
+        in_layer["temporary"] += acts.autocast_cache
     return max((at_loss, in_layer), key=lambda m: sum(m.values()))
 
 
@@ -169,27 +172,31 @@ def _backward(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, states: Mo
     """The larger of the loss's backward (logit gradients) and the backward of the top or bottom layer:
     activations fall and gradients rise linearly in between, so one of the ends holds the most."""
     base = _states(states, with_grads=False)
-    at_loss = dict(base, activations=sum(acts.layers) + acts.head + acts.inputs,
-                   logits=acts.logits_backward, temporary=states.gathered)
+    at_loss = dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs,
+                   logits=acts.head.backward, temporary=states.gathered)
+    kept, back = acts.head.kept, acts.restored   # a plain loop's logits; an offloaded checkpoint brought back
     layer_grads = _layer_grad_bytes(spec, counts, states)
     # the input embedding's gradient appears only after the first layer's backward (unless tied to lm_head)
     embedding = 0 if spec.tied_embeddings or cfg.method is not Method.FULL else _embedding_grad(spec, cfg)
     head_grads = states.gradients - layer_grads * spec.n_layer - embedding
     moments = [at_loss]
+    if acts.head.norm_backward:   # a fused loss hands the final norm its gradient: the norm's backward runs
+        moments.append(dict(base, gradients=head_grads, activations=sum(acts.layers) + acts.inputs
+                            + acts.head.norm_backward, logits=kept, temporary=states.gathered))
     for index, layer in ((spec.n_layer - 1, acts.rest), (0, acts.first)):
         below = sum(acts.layers[:index + 1 if cfg.grad_ckpt else index])  # checkpoints keep their own input
         grads_above = head_grads + layer_grads * (spec.n_layer - 1 - index)
-        live, new_grads = layer.backward_peak(acts.tokens)
-        moments.append(dict(base, gradients=grads_above + new_grads, activations=below + live + acts.inputs,
-                            logits=0, temporary=states.gathered))
+        live, new_grads = layer.backward_peak(acts.tokens, offloaded=bool(acts.host) and not cfg.grad_ckpt)
+        moments.append(dict(base, gradients=grads_above + new_grads, activations=below + back + live + acts.inputs,
+                            logits=kept, temporary=states.gathered))
         if cfg.grad_ckpt:  # first the layer's forward runs again, its output's gradient waiting
             recompute = layer.forward_peak(acts.tokens) + layer.pending * acts.tokens
-            moments.append(dict(base, gradients=grads_above, activations=below + recompute + acts.inputs,
-                                logits=0, temporary=states.gathered))
+            moments.append(dict(base, gradients=grads_above, activations=below + back + recompute + acts.inputs,
+                                logits=kept, temporary=states.gathered))
     if spec.tied_embeddings and cfg.method is Method.FULL:
         # the embedding's gradient is summed out of place into the tied lm_head's: both live with the sum
         tied = _embedding_grad(spec, cfg)
-        moments.append(dict(base, gradients=states.gradients, activations=acts.inputs + acts.stream, logits=0,
+        moments.append(dict(base, gradients=states.gradients, activations=acts.inputs + acts.stream, logits=kept,
                             temporary=states.gathered + 2 * tied))
     return max(moments, key=lambda m: sum(m.values()))
 
