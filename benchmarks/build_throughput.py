@@ -31,7 +31,7 @@ GPUS = {"A100-80GB": "a100-80gb", "A100-40GB": "a100-40gb", "H100-80GB": "h100-s
 COLUMNS = ["id", "source_id", "source_url", "model", "family", "params_b", "n_layer", "hidden", "n_head",
            "n_kv_head", "intermediate", "vocab", "seq_len", "micro_batch", "global_batch", "gpus", "nodes", "gpu",
            "network_gbps_per_node", "sharding", "shard_group", "precision", "recompute_forward",
-           "recompute_matmuls", "stack", "tokens_per_s_per_gpu", "half", "assumed"]
+           "recompute_matmuls", "stack", "attention_kernel", "tokens_per_s_per_gpu", "half", "assumed"]
 
 
 def exclusion(row: dict) -> str | None:
@@ -62,6 +62,9 @@ def clean(row: dict) -> dict:
     out["precision"] = "bf16-true" if "pure" in row["precision"].lower() else "bf16-mixed"
     out["recompute_forward"], out["recompute_matmuls"] = _recompute(row, assumed)
     out["stack"] = _stack(row)
+    # llm-foundry's benchmark script runs MPT with attn_impl=triton (the Triton FlashAttention of 2022),
+    # torchtitan and fms-fsdp call SDPA's flash backend (FlashAttention-2)
+    out["attention_kernel"] = "triton" if mpt else "fa2"
     out["assumed"] = "; ".join(assumed)
     return out
 
