@@ -21,7 +21,8 @@ import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from planner import gemm, layer_costs, perf, rates as rates_module
+from planner import gemm, layer_costs, perf
+from planner import rates as rates_module
 from planner.config import TrainConfig
 from planner.hardware import Card
 from planner.interconnect import links_for, network_links
@@ -164,7 +165,7 @@ class Summary:
     within_2x: int
 
     @classmethod
-    def of(cls, name: str, rows: list[Row]) -> "Summary":
+    def of(cls, name: str, rows: list[Row]) -> Summary:
         errors = [abs(r.error) for r in rows]
         ratios = [r.predicted / r.measured for r in rows]
         return cls(name, len(rows), statistics.median(errors) if rows else 0.0, max(errors, default=0.0),

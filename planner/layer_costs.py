@@ -23,8 +23,7 @@ from planner.enums import Attention, Method
 from planner.gemm import gemm_seconds
 from planner.params import resolve_targets
 from planner.rates import DeviceRates, in_training
-from planner.stack import (COMPILED, EAGER, HF, Stack, adapters_fp32, compute_bytes, head_fp32, matmuls_fp32,
-                           stream_bytes)
+from planner.stack import COMPILED, EAGER, HF, Stack, adapters_fp32, compute_bytes, head_fp32, matmuls_fp32, stream_bytes
 from profiles.spec import Linear, ModelSpec
 
 BACKWARD_TRAFFIC = 2.0     # an elementwise op's backward reads the output gradient and its saved input and

@@ -6,7 +6,6 @@ import csv
 import re
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from planner.hardware import hardware_from_catalog
 from planner.interconnect import links_for, parse
 from planner.layer_costs import micro_batch_costs
 from planner.params import count_params
-from planner.perf import PARTS, predict, step_speed
+from planner.perf import PARTS, step_speed
 from planner.rates import rates_for
 from profiles.models import from_name
 
@@ -251,3 +250,10 @@ def test_the_halves_were_drawn_before_fitting_and_never_mix():
     from benchmarks import build_throughput
     rebuilt, _ = build_throughput.build() if build_throughput.SOURCE.exists() else (rows, None)
     assert {r["id"]: r["half"] for r in rebuilt} == {r["id"]: r["half"] for r in rows}
+
+
+def test_bench_speed_only_writes_the_report_next_to_the_memory_one(tmp_path):
+    result = CliRunner().invoke(cli, ["bench", "--speed-only", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert [line.split(":")[0] for line in result.output.splitlines()] == ["speed tune", "speed holdout", "speed check"]
+    assert {p.name for p in tmp_path.iterdir()} >= {"SPEED.md", "speed.csv", "speed.png"}
