@@ -669,6 +669,13 @@ def run(configs: list[BenchConfig], out: Path = RESULTS, jobs: int = 1, use_cach
     return bench
 
 
+def speed_section(out: Path = RESULTS) -> list[str]:
+    """The speed report (benchmarks/speed.py) next to the memory one: SPEED.md, speed.csv, speed.png; its
+    summary lines, one per half and one for the independent check."""
+    from benchmarks import speed
+    return speed.report(speed.all_rows(), out)
+
+
 def _predict_into(result: Result) -> None:
     try:
         result.prediction = predict(result.config)

@@ -54,13 +54,31 @@ def plan_table(data: dict) -> str:
             lines.append("  time and cost: give the dataset size, e.g. --tokens 20M (and --epochs).")
     lines.append("")
     if data["recommended"] is not None:
-        return "\n".join(lines + [f"  * recommended: {data['reason']}"])
+        chosen = data["plans"][data["recommended"]]
+        return "\n".join(lines + [f"  * recommended: {data['reason']}", *_time_line(chosen)])
     nothing = data["nothing_fits"]
     if nothing.get("unsupported"):
         return "\n".join(lines + [f"  {nothing['unsupported'][0].upper()}{nothing['unsupported'][1:]}"])
     lines.append(f"  Nothing fits: the smallest plan needs {gib(nothing['min_total_bytes'])} per GPU, "
                  f"{gib(nothing['usable_bytes'])} is usable.")
     return "\n".join(lines + [f"  - {s}" for s in nothing["suggestions"]])
+
+
+# How the time breakdown's parts read in the explanation.
+TIME_WORDS = {"matmul": "matmuls", "attention": "attention", "elementwise": "elementwise ops", "lora": "LoRA branch",
+              "dequant": "dequantization", "recompute": "recompute", "communication": "communication",
+              "offload": "offload", "optimizer": "optimizer", "fixed": "fixed costs"}
+
+
+def _time_line(plan: dict) -> list[str]:
+    """Where the recommended plan's step goes: '    time: 62% matmuls, 14% attention, ...' (parts >= 1%)."""
+    parts = plan.get("time_breakdown")
+    total = sum(parts.values()) if parts else 0
+    if not total:
+        return []
+    shares = sorted(((t / total, part) for part, t in parts.items()), reverse=True)
+    words = [f"{share:.0%} {TIME_WORDS.get(part, part)}" for share, part in shares if share >= 0.01]
+    return ["    time: " + ", ".join(words)]
 
 
 def _hardware_line(data: dict) -> str:

@@ -31,6 +31,7 @@ class Request:
     prefer: str = "balanced"
     tokens: int | None = None      # dataset tokens per epoch, for time and cost
     epochs: float = 1.0
+    interconnect: str | None = None  # --interconnect: links within / between nodes (None: the card's defaults)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def make_plan(req: Request, cfg: TrainConfig, hw: Hardware) -> Plan:
     cfg = replace(cfg, grad_accum=accum)
     est = cached_estimate(req.spec, cfg, req.exact_params)
     card = hw.card
-    speed = step_speed(req.spec, cfg, est.counts, card.ranking_tflops, card.ranking_bandwidth_gbs, card.link)
+    speed = step_speed(req.spec, cfg, est.counts, card, req.interconnect)
     time_s = req.tokens * req.epochs / speed.tokens_per_s if req.tokens else None
     cost = None
     if time_s is not None and card.price_usd_per_hour is not None:

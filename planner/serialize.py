@@ -76,8 +76,14 @@ def plan_entry(p: Plan, hw: Hardware, recommended: bool) -> dict:
         "step_time_s": round(p.speed.step_time_s, 4) if known else None,
         "time_s": round(p.time_s, 1) if known and p.time_s is not None else None,
         "cost_usd": round(p.cost_usd, 2) if known and p.cost_usd is not None else None,
+        "time_breakdown": time_breakdown(p) if known else None,
         "recommended": recommended,
     }
+
+
+def time_breakdown(p: Plan) -> dict:
+    """Seconds of one optimizer step by mechanism (planner.perf.PARTS); they sum to step_time_s."""
+    return {part: round(seconds, 6) for part, seconds in p.speed.breakdown}
 
 
 def hardware_dict(hw: Hardware) -> dict:

@@ -24,7 +24,7 @@ TOP_EXTRA = {"calibration", "warnings"}
 PLAN_KEYS = {"method", "precision", "optimizer", "micro_batch", "grad_accum", "seq_len", "grad_ckpt", "attn",
              "sharding", "offload", "gpus", "nodes", "per_gpu", "tokens_per_s", "step_time_s", "time_s", "cost_usd",
              "recommended"}
-PLAN_EXTRA = {"headroom_bytes", "cpu_bytes", "global_batch"}
+PLAN_EXTRA = {"headroom_bytes", "cpu_bytes", "global_batch", "time_breakdown"}
 LORA_KEYS = {"lora_r", "lora_alpha", "lora_targets"}
 
 

@@ -23,11 +23,14 @@ NOTHING_FITS_EXIT = 1   # docs/cli.md: 0 a plan, 1 nothing fits (or nothing the 
               help="Training tokens per epoch (dataset size: 20000000, 2e7 or 20M), for wall time and cost.")
 @click.option("--epochs", type=Finite(0, 1e6, low_open=True), default=1.0, show_default=True,
               help="Passes over --tokens.")
+@click.option("--interconnect", default=None, metavar="LINKS",
+              help="Links for the speed model: nvlink or pcie within a node, ib or ethernet between nodes "
+                   "(e.g. \"pcie,ethernet\"). [default: nvlink and ib for SXM/NVL cards, pcie and ethernet else]")
 @click.option("--trace", is_flag=True,
               help="Confirm the recommended plan by running its real training step on fake tensors "
                    "(adds \"trace\" to the output).")
 def command(model: str, gpu: str | None, as_json: bool, global_batch: int | None, margin: float, prefer: str,
-            tokens: int | None, epochs: float, trace: bool, **options) -> None:
+            tokens: int | None, epochs: float, interconnect: str | None, trace: bool, **options) -> None:
     """Rank the fine-tuning plans of MODEL that fit, and recommend one.
 
     Probes this machine's GPUs through NVML, or plans for --gpu NAME. Searches method (full, LoRA,
@@ -46,7 +49,7 @@ def command(model: str, gpu: str | None, as_json: bool, global_batch: int | None
     from cli.render import plan_table
 
     data, hardware, result = plan_json(model, options, gpu=gpu, global_batch=global_batch, margin=margin,
-                                       prefer=prefer, tokens=tokens, epochs=epochs)
+                                       prefer=prefer, tokens=tokens, epochs=epochs, interconnect=interconnect)
     if trace:
         from cli.render import plan_trace_lines
         from measure.trace import trace_plan
@@ -62,9 +65,11 @@ def plan_json(model: str, options: dict, *, gpu: str | None = None, nvml=None, *
     """(`plan --json`, the hardware, the search result) for MODEL and the parsed options; `nvml`: a fake."""
     from planner.api import search
     from planner.hardware import resolve_hardware
+    from planner.interconnect import parse
     from planner.model_input import resolve_model
     from planner.serialize import plan_dict
 
+    parse(request.get("interconnect"))   # a mistake in --interconnect is reported before any work
     resolved = resolve_model(model)
     hardware = resolve_hardware(gpu, options.get("gpus"), options.get("nodes") or 1, nvml=nvml)
     result = search(request_from_options(resolved, options, **request), hardware)
