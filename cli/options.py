@@ -182,7 +182,8 @@ class FromFiles:
     model: str
     options: dict           # the parsed options, with what the files set filled in (fixed in plan)
     fallback: dict          # TrainConfig fields no option carries, and the tools' values for what is left open
-    global_batch: int | None
+    global_batch: int | None   # micro-batch x accumulation x GPUs, where the files give all three
+    per_gpu_batch: int | None  # micro-batch x accumulation, where the files give both but not the GPU count
     section: dict           # the `from` part of --json
     lines: list[str]        # what the text output says about the files
 
@@ -196,10 +197,16 @@ def given_options(options: dict) -> set[str]:
     return given
 
 
-def read_from(model: str | None, options: dict, files: tuple[str, ...], given: set[str]) -> FromFiles:
-    """Read the files, settle them against the command line (which wins, with a note) and resolve the model."""
+def read_from(model: str | None, options: dict, files: tuple[str, ...], given: set[str],
+              gpu: str | None = None) -> FromFiles:
+    """Read the files, settle them against the command line (which wins, with a note: a count in --gpu too)
+    and resolve the model."""
     from planner.foreign import api as foreign
+    from profiles.gpus import split_count
     m = foreign.read_files(files)
+    count = split_count(gpu)[1] if gpu else 1
+    if count != 1 and options.get("gpus") is None and "gpus" in m.values:
+        options, given = {**options, "gpus": count}, given | {"gpus"}
     overridden = {f for f in given if f in OPTION_FIELDS or f == "global_batch"}
     overridden |= {"double_quant"} if options.get("no_double_quant") else set()
     name, resolved = _model(model, m)
@@ -211,7 +218,9 @@ def read_from(model: str | None, options: dict, files: tuple[str, ...], given: s
     for field, value in answer.defaults.items():
         _merge(m, field, value, merged, fallback, given, options, fixed=False)
     batch = answer.fixed.get("global_batch") if "global_batch" not in given else None
-    return FromFiles(name, merged, fallback, batch or _global_batch(merged, fallback),
+    per_gpu = _per_gpu_batch(merged, fallback)
+    world = merged.get("gpus") and per_gpu and per_gpu * merged["gpus"] * (merged.get("nodes") or 1)
+    return FromFiles(name, merged, fallback, batch or world or None, None if world else per_gpu,
                      foreign.section(m), foreign.summary(m) + [f"  note: {spelled(n)}" for n in m.notes])
 
 
@@ -227,13 +236,19 @@ def _model(model: str | None, m) -> tuple[str, ResolvedModel]:
         raise InputError("Name the model: give MODEL, or the training config that names it (base_model, "
                          "model_name_or_path) with --from.")
     name, origin = found
-    beside = Path(origin.file).parent / name
-    if not Path(name).expanduser().exists() and beside.exists():
-        name = str(beside)   # a local model folder written relative to the config
+    if not _exists(Path(name).expanduser()) and _exists(Path(origin.file).parent / name):
+        name = str(Path(origin.file).parent / name)   # a local model folder written relative to the config
     try:
         return name, resolve_model(name)
     except InputError as err:
         raise InputError(f"{origin}: {err}") from None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):   # a name too long for the file system, or with a NUL: not a path
+        return False
 
 
 def _merge(m, field: str, value, merged: dict, fallback: dict, given: set[str], options: dict, fixed: bool) -> None:
@@ -267,9 +282,8 @@ def _option_value(field: str, value):
     return value.lower() if isinstance(value, str) and field != "lora_targets" else value
 
 
-def _global_batch(options: dict, fallback: dict) -> int | None:
-    """micro-batch x accumulation x GPUs, where the files (or options) give all three."""
-    values = {k: options.get(k) or fallback.get(k) for k in ("micro_batch", "grad_accum", "gpus")}
-    if "grad_accum" not in fallback or None in values.values():
+def _per_gpu_batch(options: dict, fallback: dict) -> int | None:
+    """micro-batch x accumulation where the micro-batch is fixed and the files give the accumulation."""
+    if options.get("micro_batch") is None or "grad_accum" not in fallback:
         return None
-    return values["micro_batch"] * values["grad_accum"] * values["gpus"] * (options.get("nodes") or 1)
+    return options["micro_batch"] * fallback["grad_accum"]

@@ -48,7 +48,7 @@ def command(model: str | None, gpu: str | None, as_json: bool, trace: bool, marg
                          "(or use `fitplan plan` to let the planner choose).")
     files, fallback = None, {}
     if from_files:
-        files = read_from(model, options, from_files, given_options(options))
+        files = read_from(model, options, from_files, given_options(options), gpu)
         model, options, fallback = files.model, files.options, files.fallback
     elif not model:
         raise InputError("Name a model: a catalog name (`fitplan models` lists them), a local config.json or model "

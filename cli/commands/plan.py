@@ -53,18 +53,20 @@ def command(model: str | None, gpu: str | None, as_json: bool, global_batch: int
     from common.errors import InputError, opt
     from cli.render import plan_table
 
-    files, fallback = None, None
+    files, fallback, per_gpu_batch = None, None, None
     if from_files:
         files = read_from(model, {**options, "global_batch": global_batch}, from_files,
-                          given_options({**options, "global_batch": global_batch}))
+                          given_options({**options, "global_batch": global_batch}), gpu)
         model, fallback = files.model, files.fallback
         options = {k: v for k, v in files.options.items() if k != "global_batch"}
         global_batch = global_batch or files.global_batch
+        per_gpu_batch = None if global_batch else files.per_gpu_batch
     elif not model:
         raise InputError("Name a model: a catalog name (`fitplan models` lists them), a local config.json or model "
                          f"folder, or a training config with {opt('from')}.")
     data, hardware, result = plan_json(model, options, gpu=gpu, global_batch=global_batch, margin=margin,
-                                       prefer=prefer, tokens=tokens, epochs=epochs, fallback=fallback)
+                                       prefer=prefer, tokens=tokens, epochs=epochs, fallback=fallback,
+                                       per_gpu_batch=per_gpu_batch)
     if files is not None:
         data["from"] = files.section
     if trace:
@@ -80,9 +82,10 @@ def command(model: str | None, gpu: str | None, as_json: bool, global_batch: int
 
 
 def plan_json(model: str, options: dict, *, gpu: str | None = None, nvml=None, fallback: dict | None = None,
-              **request) -> tuple:
+              per_gpu_batch: int | None = None, **request) -> tuple:
     """(`plan --json`, the hardware, the search result) for MODEL and the parsed options; `nvml`: a fake;
-    `fallback`: what --from files set that no option carries."""
+    `fallback`: what --from files set that no option carries; `per_gpu_batch`: their micro-batch x accumulation,
+    made a global batch over all the hardware's GPUs when the files leave the GPU count open."""
     from planner.api import search
     from planner.hardware import resolve_hardware
     from planner.model_input import resolve_model
@@ -90,5 +93,7 @@ def plan_json(model: str, options: dict, *, gpu: str | None = None, nvml=None, f
 
     resolved = resolve_model(model)
     hardware = resolve_hardware(gpu, options.get("gpus"), options.get("nodes") or 1, nvml=nvml)
+    if per_gpu_batch and not request.get("global_batch"):
+        request["global_batch"] = per_gpu_batch * hardware.world_size
     result = search(request_from_options(resolved, options, fallback=fallback, **request), hardware)
     return plan_dict(resolved.spec.name, hardware, result), hardware, result

@@ -34,7 +34,8 @@ def read(m: Mapping, cfg: Keys) -> None:
 
 
 def _processes(m: Mapping, cfg: Keys) -> None:
-    """num_processes counts every GPU of every machine; fitplan's gpus are per node."""
+    """num_processes counts every GPU of every machine (accelerate/utils/launch.py: nproc_per_node is
+    num_processes // num_machines); fitplan's gpus are per node."""
     machines = cfg.int("num_machines", 1, 4096) or 1
     if cfg.has("num_machines"):
         m.set("nodes", machines, cfg.origin("num_machines"))
@@ -48,7 +49,7 @@ def _processes(m: Mapping, cfg: Keys) -> None:
 
 
 def _mixed_precision(m: Mapping, cfg: Keys) -> None:
-    """The launcher's autocast: the training config's bf16 / fp16 replaces it (TrainingArguments sets
+    """The launcher's autocast: the training config's bf16 / fp16 replaces it (transformers/training_args.py sets
     ACCELERATE_MIXED_PRECISION), so "no" gives way; bf16 against fp16 is a contradiction."""
     value = cfg.str("mixed_precision")
     if value is None:
@@ -62,7 +63,7 @@ def _mixed_precision(m: Mapping, cfg: Keys) -> None:
 
 
 def _deepspeed(m: Mapping, cfg: Keys | None, origin) -> None:
-    if cfg is None:
+    if cfg is None:   # accelerate/utils/dataclasses.py DeepSpeedPlugin: zero_stage 2 by default
         m.set("sharding", Sharding.ZERO2, origin, weak=True)
         m.notes.append(f"{origin} DEEPSPEED without deepspeed_config: planned as ZeRO-2.")
         return

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from common.errors import InputError
-from planner.enums import Offload, Sharding
+from planner.enums import Offload
 from planner.foreign import accelerate, axolotl, deepspeed, keys, llamafactory, trainer
 from planner.foreign.core import Keys, Mapping, Origin, PerHidden, show
 from planner.foreign.load import TOOLS, detect, load
@@ -69,11 +69,11 @@ def read_one(m: Mapping, path: str, tool: str, data: dict, prefix: str = "") -> 
     used = cfg.all_read() | (set(m.unmodelled) - before)
     for key in _key_paths(cfg):
         if key in used:
-            m.read.append(f"{cfg.file}: {key}")
+            m.read.append((cfg.file, key))
         elif _known(tool, key, prefix):
-            m.ignored.append(f"{cfg.file}: {key}")
+            m.ignored.append((cfg.file, key))
         else:
-            m.unknown.append(f"{cfg.file}: {key}")
+            m.unknown.append((cfg.file, key))
 
 
 def _key_paths(cfg: Keys) -> list[str]:
@@ -112,9 +112,16 @@ def _linked_deepspeed(m: Mapping, sources: list[tuple[str, str, dict]]) -> None:
             given = _follow(m, origin, value)
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):   # too long a name, or a NUL in it
+        return False
+
+
 def _follow(m: Mapping, origin: Origin, value: str) -> list[str]:
     for place in (Path(value), Path(origin.file).parent / value):
-        if place.is_file():
+        if _is_file(place):
             read_one(m, str(place), "deepspeed", load(str(place)))
             m.notes.append(f"read {place}, which {origin} names.")
             return [str(place)]
@@ -205,11 +212,11 @@ def section(m: Mapping) -> dict:
     return {
         "files": [{"path": path, "format": tool} for path, tool in m.files],
         "mapped": {name: [e.origin.file, e.origin.key] for name, e in sorted(m.values.items())},
-        "read": list(m.read),
+        "read": [list(pair) for pair in m.read],
         "defaults": {name: [show(value), why] for name, (value, why) in sorted(m.defaults.items())
                      if name not in m.values},
-        "ignored": list(m.ignored),
-        "unknown": list(m.unknown),
+        "ignored": [list(pair) for pair in m.ignored],
+        "unknown": [list(pair) for pair in m.unknown],
         "unmodelled": list(m.unmodelled),
         "notes": list(m.notes),
     }
@@ -219,9 +226,8 @@ def summary(m: Mapping) -> list[str]:
     """One line per file for the text output: what was mapped, ignored and unknown."""
     lines = []
     for path, tool in m.files:
-        mapped = [k for k in m.read if k.startswith(f"{path}: ")]
-        ignored = [k for k in m.ignored if k.startswith(f"{path}: ")]
-        unknown = [k.split(": ", 1)[1] for k in m.unknown if k.startswith(f"{path}: ")]
+        mapped, ignored = [k for f, k in m.read if f == path], [k for f, k in m.ignored if f == path]
+        unknown = [k for f, k in m.unknown if f == path]
         tail = f": {', '.join(unknown[:6])}{', ...' if len(unknown) > 6 else ''}" if unknown else ""
         lines.append(f"read from {path} ({TOOLS[tool]}): mapped {len(mapped)} keys, ignored {len(ignored)}, "
                      f"unknown {len(unknown)}{tail}")

@@ -16,9 +16,11 @@ UNMODELLED = {"tensor_parallel_size": "splits layers over GPUs (tensor paralleli
               "context_parallel_size": "splits sequences over GPUs (context parallelism)",
               "sequence_parallel_degree": "splits sequences over GPUs", "dp_shard_size": "shards within groups",
               "tiled_mlp": "computes the MLP in tiles", "chunked_cross_entropy": "computes the loss in chunks",
-              "unfrozen_parameters": "trains only some parameters", "relora": "merges adapters during training (ReLoRA)",
+              "unfrozen_parameters": "trains only some parameters",
+              "relora": "merges adapters during training (ReLoRA)",
               "fp8": "computes in fp8", "qat": "adds fake quantization", "gptq": "loads GPTQ weights",
-              "lora_mlp_kernel": "replaces the LoRA MLP's autograd", "lora_qkv_kernel": "replaces LoRA q,k,v's autograd",
+              "lora_mlp_kernel": "replaces the LoRA MLP's autograd",
+              "lora_qkv_kernel": "replaces LoRA q,k,v's autograd",
               "lora_o_kernel": "replaces LoRA o's autograd", "layer_offloading": "offloads layer weights",
               "selective_checkpointing": "keeps attention outputs inside checkpointed layers",
               "rl": "trains with a reference model and paired data", "reward_model": "trains a reward model",
@@ -68,13 +70,17 @@ def _method(m: Mapping, cfg: Keys) -> Method:
     m.set("method", method, cfg.origin("load_in_4bit") if four else origin)
     _lora(m, cfg)
     if four:
-        # loaders/model.py: bnb_4bit_use_double_quant True unless bnb_config_kwargs says otherwise
-        extra = cfg.sub("bnb_config_kwargs")
-        if extra is not None and extra.has("bnb_4bit_use_double_quant"):
-            m.set("double_quant", extra.bool("bnb_4bit_use_double_quant"), extra.origin("bnb_4bit_use_double_quant"))
-        else:
-            m.default("double_quant", True, "bnb_config_kwargs absent")
+        _double_quant(m, cfg)
     return method
+
+
+def _double_quant(m: Mapping, cfg: Keys) -> None:
+    """loaders/model.py: bnb_4bit_use_double_quant True unless bnb_config_kwargs says otherwise."""
+    extra = cfg.sub("bnb_config_kwargs")
+    if extra is not None and extra.has("bnb_4bit_use_double_quant"):
+        m.set("double_quant", extra.bool("bnb_4bit_use_double_quant"), extra.origin("bnb_4bit_use_double_quant"))
+    else:
+        m.default("double_quant", True, "bnb_config_kwargs absent")
 
 
 def _lora(m: Mapping, cfg: Keys) -> None:
@@ -181,8 +187,8 @@ def _attention(m: Mapping, cfg: Keys) -> None:
 
 
 def _packing(m: Mapping, cfg: Keys) -> None:
-    """sample_packing (or batch_flattening) packs sequences with position ids; otherwise the collator pads each
-    batch to its longest, or to sequence_len with pad_to_sequence_len."""
+    """sample_packing (or batch_flattening) packs sequences with position ids (utils/collators/batching.py);
+    otherwise the collator pads each batch to its longest, or to sequence_len with pad_to_sequence_len."""
     packed = [key for key in ("sample_packing", "batch_flattening") if cfg.raw(key) not in (None, False)]
     if packed:
         m.set("batching", Batching.PACKED, cfg.origin(packed[0]))
@@ -202,8 +208,8 @@ def _plugins(m: Mapping, cfg: Keys) -> None:
         loss_key = "liger_fused_linear_cross_entropy" if cfg.has("liger_fused_linear_cross_entropy") else "plugins"
         shared.liger(m, cfg.origin(loss_key), fused, bool(on), cfg.origin(on[0] if on else "plugins"))
     elif liger_keys:
-        m.notes.append(f"{', '.join(liger_keys[:3])} in {cfg.file} act only with {LIGER_PLUGIN}.LigerPlugin in plugins; "
-                       "left out.")
+        m.notes.append(f"{', '.join(liger_keys[:3])} in {cfg.file} act only with {LIGER_PLUGIN}.LigerPlugin in "
+                       "plugins; left out.")
     if CCE_PLUGIN in plugins and cfg.bool("cut_cross_entropy") is not False:   # integrations/.../args.py: True
         origin = cfg.origin("cut_cross_entropy" if cfg.has("cut_cross_entropy") else "plugins")
         m.set("loss", Loss.CCE, origin)

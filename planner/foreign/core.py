@@ -186,9 +186,9 @@ class Mapping:
     defaults: dict[str, tuple[object, str]] = field(default_factory=dict)
     conflicts: dict[str, str] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
-    read: list[str] = field(default_factory=list)        # "file: key" of every key a reader interpreted
-    ignored: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
+    read: list[tuple[str, str]] = field(default_factory=list)      # (file, key) of every key a reader interpreted
+    ignored: list[tuple[str, str]] = field(default_factory=list)   # known to the tool, no effect on memory
+    unknown: list[tuple[str, str]] = field(default_factory=list)   # not known to the tool: a typo, or newer
     unmodelled: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     deepspeed_refs: list[tuple[Origin, object]] = field(default_factory=list)   # a path or an inline mapping

@@ -82,12 +82,13 @@ def _optimizer(m: Mapping, cfg: Keys) -> None:
     found = shared.DEEPSPEED_OPTIMIZERS.get(name.strip().lower())
     if found is None:
         m.problem("optimizer", f"{section.origin('type')} is {name[:40]!r}, an optimizer fitplan does not model "
-                               "(it models Adam and AdamW here); fix the file or set the optimizer on the command line.")
+                               "(it models Adam and AdamW here); fix the file or set it on the command line.")
         return
     m.replace("optimizer", Optimizer(found), section.origin("type"), "DeepSpeed builds its own optimizer")
 
 
 def _stage(m: Mapping, cfg: Keys, zero: Keys | None) -> int:
+    # deepspeed/runtime/zero/config.py: stage 0 when unset
     stage = zero.int("stage", 0, 3) if zero is not None and zero.has("stage") else 0
     origin = zero.origin("stage") if zero is not None and zero.has("stage") else cfg.origin("zero_optimization")
     m.set("sharding", STAGES[stage], origin)

@@ -96,7 +96,8 @@ def _offload_and_checkpointing(m: Mapping, cfg: Keys, origin: Origin, tokens: tu
     for name in ("offload_params", "cpu_offload"):
         key = get(cfg, name)
         if key and cfg.bool(key):
-            # FSDP's CPUOffload moves parameters, gradients and optimizer states: fitplan's "params"
+            # torch FSDP's CPUOffload(offload_params=True) (accelerate/utils/dataclasses.py cpu_offload) moves
+            # parameters, gradients and optimizer states: fitplan's "params"
             m.set("offload", Offload.PARAMS, cfg.origin(key))
         elif key:
             m.set("offload", Offload.NONE, cfg.origin(key))

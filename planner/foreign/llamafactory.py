@@ -28,6 +28,16 @@ def read(m: Mapping, cfg: Keys) -> None:
     _precision(m, cfg, method)
     _sequence(m, cfg)
     _checkpointing(m, cfg)
+    _attention(m, cfg)
+    if cfg.bool("enable_liger_kernel"):
+        # model/model_utils/liger_kernel.py: fused linear cross-entropy only where the stage needs no logits
+        shared.liger(m, cfg.origin("enable_liger_kernel"), stage in ("sft", "pt"), True)
+    for key, what in UNMODELLED.items():
+        if cfg.bool(key) if key != "mixture_of_depths" else cfg.has(key):
+            m.unmodelled_key(cfg.origin(key), what)
+
+
+def _attention(m: Mapping, cfg: Keys) -> None:
     value = (cfg.text("flash_attn") or "auto").strip().lower()
     if value not in ATTENTION:
         m.problem("attn", f"{cfg.origin('flash_attn')} is {value[:20]!r}, not auto, disabled, sdpa, fa2 or fa3; "
@@ -36,12 +46,6 @@ def read(m: Mapping, cfg: Keys) -> None:
         m.set("attn", ATTENTION[value], cfg.origin("flash_attn"))
     else:
         m.default("attn", Attention.SDPA, "flash_attn absent (auto: transformers' default sdpa)")
-    if cfg.bool("enable_liger_kernel"):
-        # model/model_utils/liger_kernel.py: fused linear cross-entropy only where the stage needs no logits
-        shared.liger(m, cfg.origin("enable_liger_kernel"), stage in ("sft", "pt"), True)
-    for key, what in UNMODELLED.items():
-        if cfg.bool(key) if key != "mixture_of_depths" else cfg.has(key):
-            m.unmodelled_key(cfg.origin(key), what)
 
 
 def _method(m: Mapping, cfg: Keys) -> Method:

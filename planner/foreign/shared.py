@@ -39,7 +39,8 @@ def optimizer(m: Mapping, cfg: Keys, key: str, weak: bool = False) -> None:
     found = OPTIMIZERS.get(name.strip().lower())
     if found is None:
         m.problem("optimizer", f"{key} {name[:40]!r} in {cfg.file} is not an optimizer fitplan models (it models "
-                               f"{', '.join(sorted(OPTIMIZERS))}); choose one, or set {opt('optimizer')} on the command line.")
+                               f"{', '.join(sorted(OPTIMIZERS))}); choose one, or set {opt('optimizer')} on the "
+                               "command line.")
         return
     m.set("optimizer", found, cfg.origin(key), weak=weak)
 

@@ -3,7 +3,7 @@ ModelConfig on top (as `SFTConfig.to_json_string()` or a `trl sft --config` YAML
 LoraConfig beside them (`peft_config`). LLaMA-Factory reads the Trainer part through `trainer_args`."""
 from __future__ import annotations
 
-from planner.enums import ActivationOffload, Batching, Loop, Loss, Method, Offload
+from planner.enums import ActivationOffload, Batching, Loop, Loss, Method
 from planner.foreign import fsdp, shared
 from planner.foreign.core import Keys, Mapping, Origin
 
