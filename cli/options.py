@@ -206,13 +206,13 @@ def read_from(model: str | None, options: dict, files: tuple[str, ...], given: s
     m = foreign.read_files(files)
     count = split_count(gpu)[1] if gpu else 1
     if count != 1 and options.get("gpus") is None and "gpus" in m.values:
-        options, given = {**options, "gpus": count}, given | {"gpus"}
+        options, given = {**options, "gpus": count, "gpu_text": gpu}, given | {"gpus"}
     overridden = {f for f in given if f in OPTION_FIELDS or f == "global_batch"}
     overridden |= {"double_quant"} if options.get("no_double_quant") else set()
     name, resolved = _model(model, m)
     answer = foreign.resolve(m, resolved.spec)
     m.check(overridden)
-    merged, fallback = dict(options), {}
+    merged, fallback = {k: v for k, v in options.items() if k != "gpu_text"}, {}
     for field, value in answer.fixed.items():
         _merge(m, field, value, merged, fallback, given, options, fixed=True)
     for field, value in answer.defaults.items():
@@ -258,7 +258,7 @@ def _merge(m, field: str, value, merged: dict, fallback: dict, given: set[str], 
     if field in given or (field == "double_quant" and options.get("no_double_quant")):
         typed = options.get(field, False)
         if fixed and _option_value(field, value) != _option_value(field, typed):
-            spelled_as = _spelled_option(field, typed)
+            spelled_as = _spelled_option(field, typed, options)
             m.notes.append(f"{spelled_as} overrides {m.values[field].origin} ({show(value)}).")
         return
     if field in OPTION_FIELDS and (fixed or field not in SEARCHED):
@@ -269,7 +269,9 @@ def _merge(m, field: str, value, merged: dict, fallback: dict, given: set[str], 
         fallback[field] = value
 
 
-def _spelled_option(field: str, typed) -> str:
+def _spelled_option(field: str, typed, options: dict) -> str:
+    if field == "gpus" and options.get("gpu_text"):
+        return f'--gpu "{options["gpu_text"]}"'
     if field == "grad_ckpt":
         return "--grad-ckpt" if typed else "--no-grad-ckpt"
     return flag(COMMAND_LINE.get(field, field)) + ("" if field == "double_quant" else f" {show(typed)}")

@@ -362,3 +362,13 @@ def test_qlora_under_fsdp_says_what_the_launcher_cannot_run(monkeypatch, capsys)
     data = run_json(monkeypatch, capsys, "estimate", "--from", fixture("axolotl_qlora_fsdp_70b.yaml"), "--gpu",
                     "h100x8", "--sharding", "zero2", "--offload", "optimizer")
     assert data["config"]["method"] == "qlora" and data["model"] == "meta-llama/Meta-Llama-3-70B"
+
+
+def test_a_count_in_gpu_overrides_the_files_gpu_count(monkeypatch, capsys):
+    data = run_json(monkeypatch, capsys, "estimate", "meta-llama/Llama-3.2-1B", "--from",
+                    fixture("accelerate_fsdp.yaml"), "--gpu", "h100x4")
+    assert data["config"]["gpus"] == 4 and data["gpu"]["count"] == 4
+    assert any(n.startswith('--gpu "h100x4" overrides num_processes') for n in data["from"]["notes"])
+    plan = run_json(monkeypatch, capsys, "plan", "meta-llama/Llama-3.2-1B", "--from", fixture("accelerate_fsdp.yaml"),
+                    "--gpu", "h100x8")
+    assert {(p["gpus"], p["sharding"], p["precision"]) for p in plan["plans"]} == {(8, "fsdp", "bf16-mixed")}

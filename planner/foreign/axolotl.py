@@ -124,9 +124,11 @@ def _batch(m: Mapping, cfg: Keys) -> None:
 
 
 def _checkpointing(m: Mapping, cfg: Keys) -> None:
-    """gradient_checkpointing: true, or "offload" / "offload_disk" (each checkpointed layer's input off the GPU);
-    activation_offloading: true, "legacy" or "disk" (TRL's offloader: every saved tensor) or "hidden_states"
-    (checkpointed inputs); it needs checkpointing (utils/schemas/validation.py)."""
+    """gradient_checkpointing: true, or "offload" / "offload_disk": checkpointing with each checkpointed layer's
+    input off the GPU ("checkpoints"; utils/schemas/validation.py check_gradient_checkpointing_w_offload now
+    routes it through TRL's offloader, which under checkpointing holds just those inputs); activation_offloading:
+    true, "legacy" or "disk" (TRL's offloader: every saved tensor, "all") or "hidden_states" (checkpointed inputs);
+    it needs checkpointing (validation.py check_activation_offloading_wo_gc)."""
     value = cfg.raw("gradient_checkpointing")
     origin = cfg.origin("gradient_checkpointing")
     if isinstance(value, str) and value.strip().lower() in ("offload", "offload_disk"):
