@@ -29,6 +29,8 @@ LIGHT = {
     "the config and launch commands and the runner": "import cli.commands.config, cli.commands.launch, launch.runner, "
                                                     "launch.emit, launch.planfile",
     "exact mode and calibration until they run": "import measure, measure.trace, measure.calibrate",
+    "reading training configs (--from)": "from planner.foreign.api import read_files, resolve\n"
+                                         "import planner.foreign.load, planner.foreign.axolotl",
     "reading configs and model folders": "import planner.model_input, profiles.hf_config, profiles.models, "
                                          "profiles.gpus, planner.nvml, planner.hardware",
 }

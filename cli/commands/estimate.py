@@ -6,17 +6,19 @@ import json
 import click
 
 from common.errors import InputError, opt
-from cli.options import config_from_options, fixed_fields, train_options
+from cli.options import FROM_OPTION, config_from_options, fixed_fields, given_options, read_from, train_options
 from planner.api import DEFAULT_MARGIN
 
 
 @click.command("estimate")
-@click.argument("model")
+@click.argument("model", required=False)
 @train_options
+@FROM_OPTION
 @click.option("--trace", is_flag=True,
               help="Exact mode: run the real training step on fake tensors and report measured bytes; also "
                    "takes config.json files of model types only transformers knows.")
-def command(model: str, gpu: str | None, as_json: bool, trace: bool, margin: float, **options) -> None:
+def command(model: str | None, gpu: str | None, as_json: bool, trace: bool, margin: float,
+            from_files: tuple[str, ...], **options) -> None:
     """Per-GPU memory of one configuration of MODEL, component by component, and whether it fits.
 
     MODEL is a catalog name (see `fitplan models`), a local config.json or a local model folder.
@@ -25,12 +27,18 @@ def command(model: str, gpu: str | None, as_json: bool, trace: bool, margin: flo
     --margin of the card kept free, the same test `plan`, `fits`, `config` and `launch` apply; a count
     in --gpu (h100x8) is the number of GPUs.
 
+    --from FILE reads the configuration from a training config you already have (axolotl, LLaMA-Factory,
+    TRL / Trainer arguments) and its Accelerate YAML or DeepSpeed JSON; MODEL may then be left out, and
+    options given here override the files.
+
     \b
     Examples:
       fitplan estimate meta-llama/Llama-2-7b-hf --method full --micro-batch 1 --seq-len 512
       fitplan estimate Llama-3.1-8B --method qlora --grad-ckpt --micro-batch 4 --json
       fitplan estimate Llama-2-70b-hf --method full --sharding zero3 --grad-ckpt --gpu h100x8
       fitplan estimate ./my-model/config.json --trace --json
+      fitplan estimate --from axolotl.yaml --gpu "RTX 4090"
+      fitplan estimate --from train_args.json --from accelerate.yaml --from ds_zero3.json --gpu h100x8
     """
     from cli.render import estimate_table
     from planner.api import card_for_estimate
@@ -38,16 +46,33 @@ def command(model: str, gpu: str | None, as_json: bool, trace: bool, margin: flo
     if (options.get("method") or "").lower() == "auto":
         raise InputError(f"estimate takes one configuration: choose {opt('method')} full, lora or qlora "
                          "(or use `fitplan plan` to let the planner choose).")
-    hardware = card_for_estimate(gpu, options.get("gpus"), options.get("nodes") or 1)
-    cfg = _config(options, hardware)
+    files, fallback = None, {}
+    if from_files:
+        files = read_from(model, options, from_files, given_options(options), gpu)
+        model, options, fallback = files.model, files.options, files.fallback
+    elif not model:
+        raise InputError("Name a model: a catalog name (`fitplan models` lists them), a local config.json or model "
+                         f"folder, or a training config with {opt('from')}.")
+    hardware = card_for_estimate(gpu, options.get("gpus") or fallback.get("gpus"), options.get("nodes") or 1)
+    cfg = _config(options, hardware, fallback)
     if trace:
         from cli.render import trace_table
         from measure.trace import trace_estimate
         data = trace_estimate(model, cfg, hardware=hardware, margin=margin)
-        click.echo(json.dumps(data, indent=2) if as_json else trace_table(data))
+        _echo(data, as_json, trace_table, files)
         return
     data = estimate_json(model, cfg, hardware, margin, fixed_fields(options))
-    click.echo(json.dumps(data, indent=2) if as_json else estimate_table(data))
+    _echo(data, as_json, estimate_table, files)
+
+
+def _echo(data: dict, as_json: bool, table, files) -> None:
+    """The answer, with what --from read: the `from` section in JSON, a line per file above the table."""
+    if files is not None:
+        data["from"] = files.section
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo("\n".join([*(files.lines if files else []), table(data)]))
 
 
 def estimate_json(model: str, cfg, hardware=None, margin: float = DEFAULT_MARGIN,
@@ -58,9 +83,11 @@ def estimate_json(model: str, cfg, hardware=None, margin: float = DEFAULT_MARGIN
     return estimate_dict(evaluate(model, cfg, hardware, margin, fixed))
 
 
-def _config(options: dict, hardware):
-    """The configuration asked for; its GPU count is the hardware's unless --gpus says otherwise."""
+def _config(options: dict, hardware, fallback: dict | None = None):
+    """The configuration asked for; its GPU count is the hardware's unless --gpus (or a --from file) says otherwise;
+    `fallback`: what --from files set that no option carries."""
     try:
-        return config_from_options(options, **({"gpus": hardware.gpus_per_node} if hardware else {}))
+        return config_from_options(options, **{**(fallback or {}),
+                                               **({"gpus": hardware.gpus_per_node} if hardware else {})})
     except ValueError as err:
         raise InputError(f"{err}") from None
