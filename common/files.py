@@ -66,7 +66,7 @@ def read_json(path: str | Path, what: str = "file") -> object:
     return parse_json(read_text(path, what), f"The {what} {_short(path)}")
 
 
-def write_files(files: dict[Path, str], force: bool = False) -> list[Path]:
+def write_files(files: dict[Path, str | bytes], force: bool = False) -> list[Path]:
     """Write every file, or none: refused up front if any exists (unless `force`) or is not a regular file,
     and undone if moving one into place fails."""
     paths = [Path(p) for p in files]
@@ -82,7 +82,8 @@ def write_files(files: dict[Path, str], force: bool = False) -> list[Path]:
     return paths
 
 
-def write_text(path: str | Path, text: str, force: bool = False) -> Path:
+def write_text(path: str | Path, text: str | bytes, force: bool = False) -> Path:
+    """One file (text as UTF-8, or bytes as they are), all-or-nothing like `write_files`."""
     return write_files({Path(path): text}, force)[0]
 
 
@@ -96,12 +97,12 @@ def _refuse(paths: list[Path], force: bool) -> None:
                          f"pass {opt('force')} to overwrite, or choose another {opt('out')} folder.")
 
 
-def _stage(path: Path, text: str) -> str:
+def _stage(path: Path, text: str | bytes) -> str:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+        with os.fdopen(fd, "wb") as out:
+            out.write(text.encode("utf-8") if isinstance(text, str) else text)
             out.flush()
             os.fsync(out.fileno())   # on disk before it replaces anything: a crash leaves the old file or the new
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; these are ordinary files

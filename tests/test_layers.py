@@ -29,6 +29,7 @@ LIGHT = {
     "the config and launch commands and the runner": "import cli.commands.config, cli.commands.launch, launch.runner, "
                                                     "launch.emit, launch.planfile",
     "exact mode and calibration until they run": "import measure, measure.trace, measure.calibrate",
+    "the timeline and the pictures until they are drawn": "import planner.timeline, planner.serialize, cli.plot",
     "reading configs and model folders": "import planner.model_input, profiles.hf_config, profiles.models, "
                                          "profiles.gpus, planner.nvml, planner.hardware",
 }
