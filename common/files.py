@@ -47,19 +47,20 @@ def read_text(path: str | Path, what: str = "file", limit: int = MAX_TEXT_BYTES)
         raise InputError(f"The {what} {_short(path)} is not UTF-8 text; give the {what} itself.") from None
 
 
-def parse_json(text: str, where: str) -> object:
-    """JSON as the standard says it: no NaN or Infinity; too deep or too large numbers are errors, not crashes."""
+def parse_json(text: str, where: str, remedy: str = "fix the file or write it again") -> object:
+    """JSON as the standard says it: no NaN or Infinity; too deep or too large numbers are errors, not crashes.
+    `remedy`: what the sentence tells the reader to do."""
     def no_constant(name: str):
         raise ValueError(f"{name} is not a JSON number")
     try:
         return json.loads(text, parse_constant=no_constant)
     except json.JSONDecodeError as err:
         raise InputError(f"{where} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
-                         "fix the file or write it again.") from None
+                         f"{remedy}.") from None
     except RecursionError:
-        raise InputError(f"{where} nests too deeply to be a real file; fix the file or write it again.") from None
+        raise InputError(f"{where} nests too deeply to be real JSON; {remedy}.") from None
     except ValueError as err:   # NaN / Infinity, or an integer of thousands of digits
-        raise InputError(f"{where} holds a value JSON cannot carry ({str(err)[:80]}); fix the file.") from None
+        raise InputError(f"{where} holds a value JSON cannot carry ({str(err)[:80]}); {remedy}.") from None
 
 
 def read_json(path: str | Path, what: str = "file") -> object:
