@@ -13,12 +13,15 @@ import io
 import json
 import textwrap
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from common.errors import EnvironmentProblem, InputError, opt
 from common.files import write_text
 from common.units import GiB
 from planner.memory import COMPONENTS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORMATS = {".png": "png", ".svg": "svg", ".html": "html", ".htm": "html"}
 # Okabe & Ito (2008), "Color Universal Design", eight colours; grey for the ninth component
@@ -53,14 +56,14 @@ def require_matplotlib() -> None:
                                  "pip install 'fitplan[web]'.") from None
 
 
-def write_picture(path: str | Path, figure: Callable[[], object], title: str, data: dict) -> Path:
+def write_picture(path: str | Path, figure: Callable[[], "Figure"], title: str, data: dict) -> Path:
     """Draw and write the picture all at once: an existing picture is replaced, a half-written one never left."""
     fmt = plot_format(path)
     fig = figure()
     return write_text(path, render(fig, fmt, title, data), force=True)
 
 
-def render(fig, fmt: str, title: str, data: dict) -> str | bytes:
+def render(fig: "Figure", fmt: str, title: str, data: dict) -> str | bytes:
     """The file's content: PNG bytes, SVG text, or an HTML page with the SVG inline and the data beside it."""
     buffer = io.BytesIO()
     # no date, a fixed id salt: the same answer draws the same file
@@ -83,7 +86,7 @@ def html_page(title: str, svg: str, data: dict) -> str:
             f'<script type="application/json" id="fitplan-data">\n{payload}\n</script>\n</body>\n</html>\n')
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float) -> "Figure":
     import matplotlib
     from matplotlib.figure import Figure
     matplotlib.rcParams["svg.hashsalt"] = "fitplan"   # stable ids in SVG output
@@ -96,7 +99,7 @@ def gib(value: float) -> float:
 
 # --- memory over one training step -----------------------------------------------------------------------
 
-def timeline_figure(data: dict, measured: dict | None = None, note: str | None = None):
+def timeline_figure(data: dict, measured: dict | None = None, note: str | None = None) -> "Figure":
     """Memory over one step (`timeline_dict`), stacked by component, with the card, the usable line, the
     overheads on top of the peak and the peak itself; `measured`: traced phase peaks {phase: bytes} drawn over."""
     points = data["timeline"]["points"]
@@ -247,7 +250,7 @@ OVERHEADS = (("allocator reserve", "#FFFFFF", "////"), ("CUDA context", "#FFFFFF
              ("paged optimizer states", "#FFFFFF", "xxxx"))
 
 
-def plans_figure(data: dict):
+def plans_figure(data: dict) -> "Figure":
     """The plans of `plan --json` side by side: memory per GPU stacked by component, then what the allocator
     and CUDA add, against the card and the usable line; predicted tokens/s on a second axis."""
     plans = data["plans"]

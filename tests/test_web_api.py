@@ -224,3 +224,24 @@ def test_no_dropped_config_breaks_the_server(page_server, changes, endpoint):
     assert status in (200, 400), (status, data)
     if status == 400:
         assert_sentence(status, data)
+
+
+PLAN_FIELDS = ["method", "precision", "optimizer", "micro_batch", "seq_len", "grad_ckpt", "attn", "sharding", "offload",
+               "gpus", "nodes", "lora_r", "lora_alpha", "lora_targets"]   # what the page sends back (app.js)
+
+
+@pytest.mark.parametrize("asked", [{"gpu": CARD}, {"gpu": CARD, "seq_len": 4096}, {"gpu": "h100x8", "method": "full"},
+                                   {"gpu": "a100-80gb", "prefer": "speed", "global_batch": 64}])
+def test_the_page_shows_the_timeline_and_files_of_the_recommended_plan_itself(page_server, asked):
+    """The page asks for the recommended plan's timeline and files by sending its configuration back, fixed."""
+    _, plan = post(page_server, "plan", {"model": MODEL, **asked})
+    chosen = plan["plans"][plan["recommended"]]
+    fixed = {"model": MODEL, "gpu": asked["gpu"], **{k: chosen[k] for k in PLAN_FIELDS if k in chosen}}
+    status, timeline = post(page_server, "timeline", fixed)
+    assert status == 200 and timeline["per_gpu"] == chosen["per_gpu"]
+    assert timeline["timeline"]["peak"]["allocated_bytes"] == chosen["per_gpu"]["allocated_peak_bytes"]
+    status, configs = post(page_server, "configs", {**fixed, "global_batch": chosen["global_batch"]})
+    written = configs["plan"]["config"]
+    assert status == 200 and configs["plan"]["per_gpu"] == chosen["per_gpu"]
+    assert {k: written[k] for k in ("micro_batch", "grad_accum", "global_batch")} == \
+        {k: chosen[k] for k in ("micro_batch", "grad_accum", "global_batch")}

@@ -71,7 +71,7 @@ def only(payload: dict, known: tuple[str, ...], endpoint: str) -> None:
                          f"{', '.join(sorted(known))}.")
 
 
-def flag_args(key: str, value) -> list[str]:
+def flag_args(key: str, value: object) -> list[str]:
     """The command-line words of one parameter: none when unset (null or ""), so the planner chooses."""
     if value is None or value == "":
         return []
@@ -87,7 +87,7 @@ def flag_args(key: str, value) -> list[str]:
     return [f"--{key.replace('_', '-')}={value}"]
 
 
-def boolean(key: str, value) -> bool:
+def boolean(key: str, value: object) -> bool:
     """A yes/no parameter: JSON true/false, or true/false, 1/0, yes/no, on/off in a query string."""
     if isinstance(value, bool):
         return value
@@ -124,7 +124,7 @@ def model_of(payload: dict) -> ResolvedModel:
     return catalog_model(name)
 
 
-def catalog_model(name) -> ResolvedModel:
+def catalog_model(name: object) -> ResolvedModel:
     from profiles.models import find
     if not isinstance(name, str) or not name.strip():
         raise InputError("Name a model: a catalog name (`fitplan models` lists them), or drop its config.json "
@@ -138,7 +138,7 @@ def catalog_model(name) -> ResolvedModel:
     return ResolvedModel(spec, "catalog")
 
 
-def uploaded_model(config, file_name) -> ResolvedModel:
+def uploaded_model(config: object, file_name: object) -> ResolvedModel:
     """The model a dropped config.json describes (its text, or the object it holds)."""
     from profiles.hf_config import spec_from_hf_config
     if isinstance(config, str):

@@ -14,6 +14,7 @@ import sys
 import threading
 import webbrowser
 from pathlib import Path
+from typing import Callable
 
 import click
 from starlette.applications import Starlette
@@ -94,7 +95,7 @@ async def limited_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def attachment(data: dict, name) -> Response:
+def attachment(data: dict, name: object) -> Response:
     """One file of /api/configs, to save (`download`=its name)."""
     if not isinstance(name, str) or name not in data["files"]:
         raise InputError(f"download names one of the files: {', '.join(data['files'])}.")
@@ -152,7 +153,7 @@ def bound_socket(port: int) -> socket.socket:
     return sock
 
 
-def serve(port: int = 0, open_browser: bool = True, ready=None) -> None:
+def serve(port: int = 0, open_browser: bool = True, ready: Callable[[str, object], None] | None = None) -> None:
     """Serve the page until interrupted; the address goes to stderr (and `ready`, a callable, for tests)."""
     import uvicorn
 

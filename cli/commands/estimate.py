@@ -7,7 +7,10 @@ import click
 
 from common.errors import InputError, opt
 from cli.options import PLOT_OPTION, config_from_options, fixed_fields, train_options
-from planner.api import DEFAULT_MARGIN
+from planner.api import DEFAULT_MARGIN, Evaluation
+from planner.config import TrainConfig
+from planner.hardware import Hardware
+from planner.model_input import ResolvedModel
 
 
 @click.command("estimate")
@@ -63,7 +66,7 @@ def check_plot(path: str) -> None:
     require_matplotlib()
 
 
-def estimate_inputs(gpu: str | None, options: dict):
+def estimate_inputs(gpu: str | None, options: dict) -> tuple[Hardware | None, TrainConfig]:
     """(the card, else None; the configuration asked for): its GPU count is the card's unless --gpus says."""
     from planner.api import card_for_estimate
 
@@ -74,22 +77,22 @@ def estimate_inputs(gpu: str | None, options: dict):
     return hardware, _config(options, hardware)
 
 
-def evaluation_for(model, gpu: str | None, margin: float, options: dict):
+def evaluation_for(model: str | ResolvedModel, gpu: str | None, margin: float, options: dict) -> Evaluation:
     """The `planner.api.Evaluation` of MODEL (a name or a `ResolvedModel`) under the parsed options."""
     from planner.api import evaluate
     hardware, cfg = estimate_inputs(gpu, options)
     return evaluate(model, cfg, hardware, margin, fixed_fields(options))
 
 
-def estimate_json(model: str, cfg, hardware=None, margin: float = DEFAULT_MARGIN,
-                  fixed: frozenset[str] = frozenset({"precision"}), evaluation=None) -> dict:
+def estimate_json(model: str, cfg: TrainConfig, hardware: Hardware | None = None, margin: float = DEFAULT_MARGIN,
+                  fixed: frozenset[str] = frozenset({"precision"}), evaluation: Evaluation | None = None) -> dict:
     """`estimate --json` of MODEL under cfg, on `hardware` (None: no card to fit against)."""
     from planner.api import evaluate
     from planner.serialize import estimate_dict
     return estimate_dict(evaluation or evaluate(model, cfg, hardware, margin, fixed))
 
 
-def draw_timeline(path: str, evaluation, traced: dict | None = None) -> None:
+def draw_timeline(path: str, evaluation: Evaluation, traced: dict | None = None) -> None:
     """Write the timeline picture of `evaluation`; with a trace, its measured phase peaks drawn over it."""
     from cli.plot import timeline_figure, write_picture
     from planner.serialize import timeline_dict
@@ -104,7 +107,8 @@ def draw_timeline(path: str, evaluation, traced: dict | None = None) -> None:
     click.echo(f"wrote {path}", err=True)
 
 
-def _evaluation_to_draw(model: str, cfg, hardware, margin: float, fixed: frozenset[str], trace: bool):
+def _evaluation_to_draw(model: str, cfg: TrainConfig, hardware: Hardware | None, margin: float,
+                        fixed: frozenset[str], trace: bool) -> Evaluation:
     """The analytic answer the picture draws; an architecture only the trace knows has none."""
     from measure.trace import raw_config
     from planner.api import evaluate
