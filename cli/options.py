@@ -79,6 +79,10 @@ def whole(low: int, high: int) -> click.IntRange:
 MARGIN_OPTION = click.option("--margin", type=Finite(0, 0.9), default=DEFAULT_MARGIN, show_default=True,
                              help="Fraction of each card's memory kept free as a safety margin.")
 
+PLOT_OPTION = click.option("--plot", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                           help="Also draw the answer into FILE: .png, .svg or .html (self-contained); an "
+                                "existing picture is replaced.")
+
 
 def train_options(func: Callable) -> Callable:
     """Attach the shared training options; the command receives them as keyword arguments."""

@@ -33,9 +33,11 @@ def estimate_table(data: dict) -> str:
 def fit_sentence(data: dict) -> str:
     """The one wording of "fits" (estimate's line, and the same test plan and config apply)."""
     gpu, total, usable = data["gpu"], data["per_gpu"]["total_bytes"], data.get("usable_bytes")
-    kept = f"{data['margin']:.0%} of {gib(gpu['memory_bytes'])} kept free"
     if usable is None:   # a trace of an older shape: no margin known
         return f"{'fits' if data['fits'] else 'does NOT fit'} on {gpu['name']}"
+    margin = data.get("margin")   # a trace knows the usable bytes but not the margin behind them
+    kept = f"{margin:.0%} of {gib(gpu['memory_bytes'])} kept free" if margin is not None else \
+        f"of {gib(gpu['memory_bytes'])}"
     if data["fits"]:
         return f"fits on {gpu['name']}: needs {gib(total)} of {gib(usable)} usable ({kept})"
     return f"does NOT fit on {gpu['name']}: needs {gib(total)}, {gib(usable)} is usable ({kept}), {gib(total - usable)} over"

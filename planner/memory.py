@@ -64,9 +64,10 @@ def estimate(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None)
         _STATES[key] = counts, model_states(spec, cfg, counts)
     counts, states = _STATES[key]
     acts = Activations.of(spec, cfg)
+    layers = peak_layers(spec.n_layer)
     phases = {
-        Phase.FORWARD: _forward(cfg, states, acts),
-        Phase.BACKWARD: _backward(spec, cfg, counts, states, acts),
+        Phase.FORWARD: highest(forward_moments(spec, cfg, states, acts, layers[:1])).components,
+        Phase.BACKWARD: highest(backward_moments(spec, cfg, counts, states, acts, layers)).components,
         Phase.OPTIMIZER_STEP: _optimizer_step(spec, cfg, states, acts),
     }
     return Estimate(spec=spec, cfg=cfg, counts=counts, states=states, phases=phases, host_activations=acts.host)
@@ -142,6 +143,37 @@ def _mask(spec: ModelSpec, cfg: TrainConfig) -> int:
     return cfg.micro_batch * cfg.seq_len**2 if sdpa_needs_mask(spec, cfg) else 0
 
 
+@dataclass(frozen=True)
+class Moment:
+    """One moment of the step: what runs, its phase and the bytes live then, by component (per GPU)."""
+
+    step: str
+    phase: Phase
+    components: dict[str, int]
+    layer: int | None = None   # 1-based transformer layer, None outside the layers
+
+    @property
+    def total(self) -> int:
+        return sum(self.components.values())
+
+
+def highest(moments: list[Moment]) -> Moment:
+    """The moment holding the most (the earliest of equals: where the memory is first needed)."""
+    return max(moments, key=lambda m: m.total)
+
+
+def peak_layers(n_layer: int) -> list[int]:
+    """The layers (0-based, top first) whose moments can hold a pass's peak: along the layers that walk alike
+    (all but the bottom one) activations and gradients change linearly, so one end of that line holds the
+    most, the top or the second layer; the bottom layer walks differently (under LoRA its input needs no
+    gradient) and is evaluated on its own."""
+    return sorted({n_layer - 1, min(1, n_layer - 1), 0}, reverse=True)
+
+
+def _walk(acts: "Activations", index: int) -> LayerSaved:
+    return acts.first if index == 0 else acts.rest
+
+
 def _states(states: ModelStates, with_grads: bool) -> dict[str, int]:
     out = states.as_components()
     if not with_grads:
@@ -149,56 +181,68 @@ def _states(states: ModelStates, with_grads: bool) -> dict[str, int]:
     return out
 
 
-def _forward(cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[str, int]:
-    """The larger of the loss computation (everything saved plus the fp32 logits) and the last layer's
-    forward (its transient results on top of everything saved). A checkpointed forward saves nothing
-    inside layers: its transients show up again, larger, when backward recomputes the layer."""
+def forward_moments(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts: Activations,
+                    layers: list[int]) -> list[Moment]:
+    """The forward of each of `layers` (0-based, in order), then the loss. A layer's transients sit on top of
+    everything saved below it; at the loss, every saved activation and the loss's fp32 logits. A checkpointed
+    forward saves nothing inside layers: its transients show up again, larger, when backward recomputes it."""
     base = dict(_states(states, with_grads=False), temporary=states.gathered)
-    at_loss = dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs, logits=acts.head.forward)
-    if cfg.grad_ckpt:   # checkpointed layers save no weight copies; autocast's cache keeps them
-        at_loss["temporary"] += acts.autocast_cache
-    # the layer's input lives on as its residual, beside what the layer makes (a checkpointed layer under
-    # no_grad keeps nothing for backward: its transients show up again, larger, when backward recomputes it)
-    # offloaded saved tensors leave as they are saved: a layer then holds only what it still computes with
-    layer = acts.rest.forward_peak(acts.tokens, keeps_saved=not (cfg.grad_ckpt or acts.host))
-    in_layer = dict(base, activations=sum(acts.layers[:-1]) + acts.stream + layer + acts.mask + acts.inputs, logits=0)
-    if cfg.grad_ckpt:
-        in_layer["temporary"] += acts.autocast_cache
-    return max((at_loss, in_layer), key=lambda m: sum(m.values()))
+    cache = acts.autocast_cache if cfg.grad_ckpt else 0   # checkpointed layers save no weight copies; autocast keeps them
+    moments = [_layer_forward(spec, cfg, acts, base, index) for index in layers]
+    moments.append(Moment("loss", Phase.FORWARD, dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs,
+                                                       logits=acts.head.forward, temporary=states.gathered + cache)))
+    return moments
 
 
-def _backward(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, states: ModelStates,
-              acts: Activations) -> dict[str, int]:
-    """The larger of the loss's backward (logit gradients) and the backward of the top or bottom layer:
-    activations fall and gradients rise linearly in between, so one of the ends holds the most."""
-    base = _states(states, with_grads=False)
-    at_loss = dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs,
-                   logits=acts.head.backward, temporary=states.gathered)
-    kept, back = acts.head.kept, acts.restored   # a plain loop's logits; an offloaded checkpoint brought back
-    layer_grads = _layer_grad_bytes(spec, counts, states)
+def _layer_forward(spec: ModelSpec, cfg: TrainConfig, acts: Activations, base: dict[str, int], index: int) -> Moment:
+    # the layer's input lives on as its residual, beside what the layer makes; a checkpointed layer under
+    # no_grad keeps nothing for backward, and offloaded saved tensors leave as they are saved
+    held = _walk(acts, index).forward_peak(acts.tokens, keeps_saved=not (cfg.grad_ckpt or acts.host))
+    cached = acts.autocast_cache * (index + 1) // spec.n_layer if cfg.grad_ckpt else 0  # autocast's copies accumulate
+    return Moment(f"layer {index + 1} forward", Phase.FORWARD,
+                  dict(base, activations=sum(acts.layers[:index]) + acts.stream + held + acts.mask + acts.inputs,
+                       logits=0, temporary=base["temporary"] + cached), index + 1)
+
+
+def backward_moments(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, states: ModelStates, acts: Activations,
+                     layers: list[int]) -> list[Moment]:
+    """The loss's backward (logit gradients), a fused loss's final-norm backward, each of `layers` (0-based, in
+    order: recomputed first under checkpointing, then its backward), then a tied embedding's gradient."""
+    back = Phase.BACKWARD
+    base = dict(_states(states, with_grads=False), temporary=states.gathered, logits=acts.head.kept)
+    per_layer = _layer_grad_bytes(spec, counts, states)
     # the input embedding's gradient appears only after the first layer's backward (unless tied to lm_head)
     embedding = 0 if spec.tied_embeddings or cfg.method is not Method.FULL else _embedding_grad(spec, cfg)
-    head_grads = states.gradients - layer_grads * spec.n_layer - embedding
-    moments = [at_loss]
+    head_grads = states.gradients - per_layer * spec.n_layer - embedding
+    moments = [Moment("loss backward", back, dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs,
+                                                  logits=acts.head.backward))]
     if acts.head.norm_backward:   # a fused loss hands the final norm its gradient: the norm's backward runs
-        moments.append(dict(base, gradients=head_grads, activations=sum(acts.layers) + acts.inputs
-                            + acts.head.norm_backward, logits=kept, temporary=states.gathered))
-    for index, layer in ((spec.n_layer - 1, acts.rest), (0, acts.first)):
-        below = sum(acts.layers[:index + 1 if cfg.grad_ckpt else index])  # checkpoints keep their own input
-        grads_above = head_grads + layer_grads * (spec.n_layer - 1 - index)
-        live, new_grads = layer.backward_peak(acts.tokens, offloaded=bool(acts.host) and not cfg.grad_ckpt)
-        moments.append(dict(base, gradients=grads_above + new_grads, activations=below + back + live + acts.inputs,
-                            logits=kept, temporary=states.gathered))
-        if cfg.grad_ckpt:  # first the layer's forward runs again, its output's gradient waiting
-            recompute = layer.forward_peak(acts.tokens) + layer.pending * acts.tokens
-            moments.append(dict(base, gradients=grads_above, activations=below + back + recompute + acts.inputs,
-                                logits=kept, temporary=states.gathered))
+        moments.append(Moment("final norm backward", back, dict(base, gradients=head_grads, activations=sum(acts.layers)
+                                                                + acts.inputs + acts.head.norm_backward)))
+    for index in layers:
+        moments += _layer_backward(cfg, acts, base, index, head_grads + per_layer * (spec.n_layer - 1 - index))
     if spec.tied_embeddings and cfg.method is Method.FULL:
         # the embedding's gradient is summed out of place into the tied lm_head's: both live with the sum
-        tied = _embedding_grad(spec, cfg)
-        moments.append(dict(base, gradients=states.gradients, activations=acts.inputs + acts.stream, logits=kept,
-                            temporary=states.gathered + 2 * tied))
-    return max(moments, key=lambda m: sum(m.values()))
+        moments.append(Moment("embedding backward", back, dict(base, gradients=states.gradients, activations=acts.inputs
+                                                               + acts.stream, temporary=states.gathered
+                                                               + 2 * _embedding_grad(spec, cfg))))
+    return moments
+
+
+def _layer_backward(cfg: TrainConfig, acts: Activations, base: dict[str, int], index: int,
+                    grads_above: int) -> list[Moment]:
+    walk, layer = _walk(acts, index), index + 1
+    # checkpoints keep their own input; an offloaded checkpoint is brought back for its layer
+    below = sum(acts.layers[:index + 1 if cfg.grad_ckpt else index]) + acts.restored + acts.inputs
+    moments = []
+    if cfg.grad_ckpt:  # first the layer's forward runs again, its output's gradient waiting
+        recompute = walk.forward_peak(acts.tokens) + walk.pending * acts.tokens
+        moments.append(Moment(f"layer {layer} recompute", Phase.BACKWARD,
+                              dict(base, gradients=grads_above, activations=below + recompute), layer))
+    live, new_grads = walk.backward_peak(acts.tokens, offloaded=bool(acts.host) and not cfg.grad_ckpt)
+    moments.append(Moment(f"layer {layer} backward", Phase.BACKWARD,
+                          dict(base, gradients=grads_above + new_grads, activations=below + live), layer))
+    return moments
 
 
 def _embedding_grad(spec: ModelSpec, cfg: TrainConfig) -> int:
@@ -213,6 +257,10 @@ def _layer_grad_bytes(spec: ModelSpec, counts: ParamCounts, states: ModelStates)
     """Gradient bytes one layer adds when its backward completes (per GPU)."""
     per_layer = counts.adapters // spec.n_layer if counts.adapters else counts.largest_layer
     return states.gradients * per_layer // max(counts.trainable, 1)
+
+
+def optimizer_moment(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts: Activations) -> Moment:
+    return Moment("optimizer step", Phase.OPTIMIZER_STEP, _optimizer_step(spec, cfg, states, acts))
 
 
 def _optimizer_step(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[str, int]:

@@ -6,8 +6,12 @@ import json
 import click
 
 from common.errors import InputError, opt
-from cli.options import FROM_OPTION, config_from_options, fixed_fields, given_options, read_from, train_options
-from planner.api import DEFAULT_MARGIN
+from cli.options import (FROM_OPTION, PLOT_OPTION, config_from_options, fixed_fields, given_options, read_from,
+                         train_options)
+from planner.api import DEFAULT_MARGIN, Evaluation
+from planner.config import TrainConfig
+from planner.hardware import Hardware
+from planner.model_input import ResolvedModel
 
 
 @click.command("estimate")
@@ -17,7 +21,8 @@ from planner.api import DEFAULT_MARGIN
 @click.option("--trace", is_flag=True,
               help="Exact mode: run the real training step on fake tensors and report measured bytes; also "
                    "takes config.json files of model types only transformers knows.")
-def command(model: str | None, gpu: str | None, as_json: bool, trace: bool, margin: float,
+@PLOT_OPTION
+def command(model: str | None, gpu: str | None, as_json: bool, trace: bool, margin: float, plot: str | None,
             from_files: tuple[str, ...], **options) -> None:
     """Per-GPU memory of one configuration of MODEL, component by component, and whether it fits.
 
@@ -31,21 +36,23 @@ def command(model: str | None, gpu: str | None, as_json: bool, trace: bool, marg
     TRL / Trainer arguments) and its Accelerate YAML or DeepSpeed JSON; MODEL may then be left out, and
     options given here override the files.
 
+    --plot FILE draws memory over the training step, layer by layer (.png, .svg or .html); with --trace
+    the measured phase peaks are drawn over the prediction.
+
     \b
     Examples:
       fitplan estimate meta-llama/Llama-2-7b-hf --method full --micro-batch 1 --seq-len 512
       fitplan estimate Llama-3.1-8B --method qlora --grad-ckpt --micro-batch 4 --json
       fitplan estimate Llama-2-70b-hf --method full --sharding zero3 --grad-ckpt --gpu h100x8
+      fitplan estimate Llama-3.1-8B --method qlora --grad-ckpt --gpu "RTX 4090" --plot step.png
       fitplan estimate ./my-model/config.json --trace --json
       fitplan estimate --from axolotl.yaml --gpu "RTX 4090"
       fitplan estimate --from train_args.json --from accelerate.yaml --from ds_zero3.json --gpu h100x8
     """
-    from cli.render import estimate_table
-    from planner.api import card_for_estimate
+    from cli.render import estimate_table, trace_table
 
-    if (options.get("method") or "").lower() == "auto":
-        raise InputError(f"estimate takes one configuration: choose {opt('method')} full, lora or qlora "
-                         "(or use `fitplan plan` to let the planner choose).")
+    if plot:
+        check_plot(plot)
     files, fallback = None, {}
     if from_files:
         files = read_from(model, options, from_files, given_options(options), gpu)
@@ -53,16 +60,18 @@ def command(model: str | None, gpu: str | None, as_json: bool, trace: bool, marg
     elif not model:
         raise InputError("Name a model: a catalog name (`fitplan models` lists them), a local config.json or model "
                          f"folder, or a training config with {opt('from')}.")
-    hardware = card_for_estimate(gpu, options.get("gpus") or fallback.get("gpus"), options.get("nodes") or 1)
-    cfg = _config(options, hardware, fallback)
+    hardware, cfg = estimate_inputs(gpu, options, fallback)
+    # the trace's analytic side ignores which options were set, so its picture must too
+    fixed = frozenset({"precision"}) if trace else fixed_fields(options)
+    evaluation = _evaluation_to_draw(model, cfg, hardware, margin, fixed, trace) if plot else None
     if trace:
-        from cli.render import trace_table
         from measure.trace import trace_estimate
         data = trace_estimate(model, cfg, hardware=hardware, margin=margin)
-        _echo(data, as_json, trace_table, files)
-        return
-    data = estimate_json(model, cfg, hardware, margin, fixed_fields(options))
-    _echo(data, as_json, estimate_table, files)
+    else:
+        data = estimate_json(model, cfg, hardware, margin, fixed, evaluation)
+    if plot:
+        draw_timeline(plot, evaluation, data if trace else None)
+    _echo(data, as_json, trace_table if trace else estimate_table, files)
 
 
 def _echo(data: dict, as_json: bool, table, files) -> None:
@@ -75,12 +84,69 @@ def _echo(data: dict, as_json: bool, table, files) -> None:
         click.echo("\n".join([*(files.lines if files else []), table(data)]))
 
 
-def estimate_json(model: str, cfg, hardware=None, margin: float = DEFAULT_MARGIN,
-                  fixed: frozenset[str] = frozenset({"precision"})) -> dict:
+def check_plot(path: str) -> None:
+    """A picture that cannot be drawn fails before any work."""
+    from cli.plot import plot_format, require_matplotlib
+    plot_format(path)
+    require_matplotlib()
+
+
+def estimate_inputs(gpu: str | None, options: dict,
+                    fallback: dict | None = None) -> tuple[Hardware | None, TrainConfig]:
+    """(the card, else None; the configuration asked for): its GPU count is the card's unless --gpus says;
+    `fallback`: what --from files set that no option carries."""
+    from planner.api import card_for_estimate
+
+    fallback = fallback or {}
+    if (options.get("method") or "").lower() == "auto":
+        raise InputError(f"estimate takes one configuration: choose {opt('method')} full, lora or qlora "
+                         "(or use `fitplan plan` to let the planner choose).")
+    hardware = card_for_estimate(gpu, options.get("gpus") or fallback.get("gpus"), options.get("nodes") or 1)
+    return hardware, _config(options, hardware, fallback)
+
+
+def evaluation_for(model: str | ResolvedModel, gpu: str | None, margin: float, options: dict) -> Evaluation:
+    """The `planner.api.Evaluation` of MODEL (a name or a `ResolvedModel`) under the parsed options."""
+    from planner.api import evaluate
+    hardware, cfg = estimate_inputs(gpu, options)
+    return evaluate(model, cfg, hardware, margin, fixed_fields(options))
+
+
+def estimate_json(model: str, cfg: TrainConfig, hardware: Hardware | None = None, margin: float = DEFAULT_MARGIN,
+                  fixed: frozenset[str] = frozenset({"precision"}), evaluation: Evaluation | None = None) -> dict:
     """`estimate --json` of MODEL under cfg, on `hardware` (None: no card to fit against)."""
     from planner.api import evaluate
     from planner.serialize import estimate_dict
-    return estimate_dict(evaluate(model, cfg, hardware, margin, fixed))
+    return estimate_dict(evaluation or evaluate(model, cfg, hardware, margin, fixed))
+
+
+def draw_timeline(path: str, evaluation: Evaluation, traced: dict | None = None) -> None:
+    """Write the timeline picture of `evaluation`; with a trace, its measured phase peaks drawn over it."""
+    from cli.plot import timeline_figure, write_picture
+    from planner.serialize import timeline_dict
+
+    data = timeline_dict(evaluation)
+    measured, note = None, None
+    if traced is not None:
+        measured = traced["per_gpu"]["phases"] if traced.get("source") == "trace" else None
+        note = "measured: the trace's peak of each phase" if measured else f"not measured: {traced.get('source')}"
+        data["trace"] = {"source": traced.get("source"), "phases": measured}
+    write_picture(path, lambda: timeline_figure(data, measured, note), f"{data['model']}: memory over one step", data)
+    click.echo(f"wrote {path}", err=True)
+
+
+def _evaluation_to_draw(model: str, cfg: TrainConfig, hardware: Hardware | None, margin: float,
+                        fixed: frozenset[str], trace: bool) -> Evaluation:
+    """The analytic answer the picture draws; an architecture only the trace knows has none."""
+    from measure.trace import raw_config
+    from planner.api import evaluate
+    try:
+        return evaluate(model, cfg, hardware, margin, fixed)
+    except InputError:
+        if trace and raw_config(model):
+            raise InputError(f"{opt('plot')} draws the planner's step, and the planner does not model this "
+                             f"architecture; drop {opt('plot')} to trace it alone.") from None
+        raise
 
 
 def _config(options: dict, hardware, fallback: dict | None = None):
