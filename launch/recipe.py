@@ -89,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    import torch
     plan = planfile.read_plan(args.plan)
     run = Run(args, plan, planfile.plan_config(plan), Path(args.output_dir or Path(args.plan).parent).resolve())
     accelerator = make_accelerator(run.config)
@@ -100,13 +99,13 @@ def train(args: argparse.Namespace) -> int:
         run.phase = "training"
         loop(run, accelerator, model, optimizer, steps, batches)
         run.status = "ok"
-    except torch.OutOfMemoryError as err:
-        return out_of_memory(run, accelerator, err)
     except KeyboardInterrupt:
         if run.phase != "training":
             raise
         run.status = "interrupted"
     except Exception as err:  # a crash: report it, then let its traceback show
+        if is_out_of_memory(err):
+            return out_of_memory(run, accelerator, err)
         run.status, run.error = "failed", f"{type(err).__name__}: {err}".splitlines()[0]
         write_report(run)
         raise
@@ -453,6 +452,22 @@ def param_bytes_by_dtype(model) -> dict[str, int]:
 
 
 # -- ending -----------------------------------------------------------------------------------------
+
+# what GPU OOMs say when they do not come as torch.OutOfMemoryError: a raw CUDA or HIP allocation (NCCL,
+# bitsandbytes, custom kernels: "CUDA error: out of memory"), cuBLAS / cuDNN failing to allocate their handles
+OOM_WORDS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed", "cudaerrormemoryallocation")
+
+
+def is_out_of_memory(err: BaseException | None) -> bool:
+    """Whether `err`, or an error it was raised from, is the GPU running out of memory."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err).__name__ == "OutOfMemoryError" or any(word in str(err).lower() for word in OOM_WORDS):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
 
 def out_of_memory(run: Run, accelerator, err: BaseException) -> int:
     """Report the OOM (every rank may hit it alone) and leave the signal the launcher relaunches on."""
