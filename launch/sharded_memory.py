@@ -26,7 +26,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -35,6 +35,8 @@ from launch.emit import MultiNode
 from measure import cpu_engines
 from planner.config import TrainConfig
 from planner.enums import Sharding
+from planner.params import layer_params
+from planner.sharding import EngineSettings
 from profiles.hf_config import hf_config_dict
 from profiles.spec import ModelSpec
 
@@ -61,11 +63,25 @@ class ShardedMeasurement:
     processes: int
     steps: int
     ranks: list[dict]
+    losses: list[float]
     seconds: float
     notes: list[str] = field(default_factory=lambda: list(NOTES))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def scaled_engine(real: ModelSpec, tiny: ModelSpec, engine: EngineSettings = EngineSettings()) -> EngineSettings:
+    """`engine` (fitplan's defaults) shrunk with the model, so a tiny model's buckets compare to its layers as the
+    real model's do: sizes compared with layers (buckets, prefetch, live and reuse limits) scale with a layer's
+    parameters, the persistence threshold (compared with norms and LoRA matrices) with the width."""
+    layer = layer_params(tiny) / layer_params(real)
+    width = tiny.hidden / real.hidden
+    by_layer = ("reduce_bucket_size", "allgather_bucket_size", "prefetch_bucket_size", "max_live_parameters",
+                "max_reuse_distance")
+    scaled = {name: max(1, round(getattr(engine, name) * layer)) for name in by_layer}
+    return replace(engine, **scaled, param_persistence_threshold=max(1, round(engine.param_persistence_threshold * width)),
+                   ddp_bucket_cap_mb=max(1, round(engine.ddp_bucket_cap_mb * layer)))   # DDP takes whole MB
 
 
 def measure_sharded(spec: ModelSpec, cfg: TrainConfig, processes: int, steps: int = 2,
@@ -80,9 +96,10 @@ def measure_sharded(spec: ModelSpec, cfg: TrainConfig, processes: int, steps: in
         run_dir = folder / "runs" / run_name(spec, cfg)
         job = write_run(run_dir, spec, cfg, model_dir, steps)
         launch(job, run_dir / MEMORY_DIR, timeout_s)
-        ranks = read_ranks(run_dir / MEMORY_DIR, processes)
+        ranks, losses = read_ranks(run_dir / MEMORY_DIR, processes), read_losses(run_dir)
     check_engine(ranks, cfg)
-    return ShardedMeasurement(spec.name, cfg.to_dict(), processes, steps, ranks, round(time.perf_counter() - start, 2))
+    return ShardedMeasurement(spec.name, cfg.to_dict(), processes, steps, ranks, losses,
+                              round(time.perf_counter() - start, 2))
 
 
 @contextlib.contextmanager
@@ -122,18 +139,23 @@ def write_run(run_dir: Path, spec: ModelSpec, cfg: TrainConfig, model_dir: Path,
     return runner.Launch(run_dir, plan, recipe_args=["--steps", str(steps)])
 
 
-def launch_env(cfg: TrainConfig, memory_dir: Path) -> dict[str, str]:
-    env = {**os.environ, recipe.TRACK_MEMORY_ENV: str(memory_dir), recipe.CPU_ENGINES_ENV: "1",
-           "TORCH_EXTENSIONS_DIR": str(EXTENSIONS_DIR), "OMP_NUM_THREADS": "1",
+def launch_env(cfg: TrainConfig, memory_dir: Path | None) -> dict[str, str]:
+    """The environment of CPU ranks running `cfg`'s engine; memory tracking into `memory_dir` unless None."""
+    env = {**os.environ, recipe.CPU_ENGINES_ENV: "1", "TORCH_EXTENSIONS_DIR": str(EXTENSIONS_DIR),
+           "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    env.pop("ACCELERATE_USE_CPU", None)
+    for name in ("ACCELERATE_USE_CPU", recipe.TRACK_MEMORY_ENV):
+        env.pop(name, None)
+    if memory_dir is not None:
+        env[recipe.TRACK_MEMORY_ENV] = str(memory_dir)
     if not cfg.sharding.is_zero:   # DeepSpeed picks its CPU accelerator itself; this flag would turn it into DDP
         env["ACCELERATE_USE_CPU"] = "true"
     return env
 
 
-def launch(job: runner.Launch, memory_dir: Path, timeout_s: int) -> None:
-    """Run the run folder's `accelerate launch` command; on failure raise with the tail of its output."""
+def launch(job: runner.Launch, memory_dir: Path | None, timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
+    """Run the run folder's `accelerate launch` command (tracking memory into `memory_dir` unless None); on
+    failure raise with the tail of its output."""
     command = runner.node_command(job, machine_rank=0)
     proc = subprocess.Popen(command, cwd=REPO, env=launch_env(job.config, memory_dir), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -154,6 +176,11 @@ def read_ranks(memory_dir: Path, processes: int) -> list[dict]:
     if missing:
         raise ShardedRunError(f"the run finished but wrote no {', '.join(missing)} in {memory_dir}")
     return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+
+
+def read_losses(run_dir: Path) -> list[float]:
+    """The recipe's per-step losses (run_report.json), to compare runs with and without tracking."""
+    return json.loads((run_dir / runner.REPORT_NAME).read_text(encoding="utf-8"))["losses"]
 
 
 def check_engine(ranks: list[dict], cfg: TrainConfig) -> None:
@@ -177,14 +204,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--micro-batch", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--engine", default="{}", help="EngineSettings as JSON")
+    parser.add_argument("--engine", default="{}", help="EngineSettings as JSON (applied after --scaled-engine)")
+    parser.add_argument("--scaled-engine", action="store_true",
+                        help="start from fitplan's engine defaults shrunk as the model is (scaled_engine)")
     parser.add_argument("--workdir")
     parser.add_argument("--out", help="write the JSON here (default: stdout)")
     args = parser.parse_args(argv)
     overrides = {k: int(v) for k, v in (item.split("=", 1) for item in args.override)}
+    tiny = from_name(args.model, **overrides)
+    engine = scaled_engine(from_name(args.model), tiny) if args.scaled_engine else EngineSettings()
     cfg = TrainConfig(method=args.method, precision=args.precision, sharding=args.sharding,
-                      micro_batch=args.micro_batch, seq_len=args.seq_len, engine=json.loads(args.engine))
-    result = measure_sharded(from_name(args.model, **overrides), cfg, args.processes, args.steps, args.workdir)
+                      micro_batch=args.micro_batch, seq_len=args.seq_len,
+                      engine=replace(engine, **json.loads(args.engine)))
+    result = measure_sharded(tiny, cfg, args.processes, args.steps, args.workdir)
     text = json.dumps(result.to_dict(), indent=2) + "\n"
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

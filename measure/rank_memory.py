@@ -15,12 +15,13 @@ What a storage is comes from identity tags (the tracker's COMPONENTS) set while 
                        unsharded gradients an engine is handed to reduce (tagged on entry to its reduce hook)
   master_weights       DeepSpeed's fp32 partitions (FSDP keeps none: its fp32 shards are the weights)
   optimizer_states     the torch optimizer's state tensors
-and two made by the engines themselves, from what the engine was doing when the storage was made:
+and three from what was running when the storage was made:
   gathered_weights     unsharded parameters: FSDP1/FSDP2 all-gather outputs (and FSDP1's low-precision shard,
                        FSDP2's flat all-gather buffer), ZeRO-3 fetched parameters, ZeRO-3 persistent (small)
                        parameters kept whole on every rank
   comm_buffers         DDP reducer buckets, DeepSpeed IPG buckets and flatten copies, FSDP reduce-scatter inputs and
                        outputs and padding copies, broadcast buffers
+  weight_copies        dtype copies of weights or adapters (autocast's bf16 copies under bf16-mixed DDP)
 Untagged storages made in forward/backward are activations (logits: lm_head and the loss), others temporary.
 """
 from __future__ import annotations
@@ -30,19 +31,22 @@ import functools
 import gc
 import importlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import torch
 
-from measure.tracker import COMPONENTS, PHASES, StorageTracker
+from measure.tracker import COMPONENTS, PHASES, StorageTracker, category
 from planner.enums import Sharding
 
-GATHERED, COMM = "gathered_weights", "comm_buffers"
-ENGINE_COMPONENTS = (GATHERED, COMM)
-ALL_COMPONENTS = (*COMPONENTS, *ENGINE_COMPONENTS)
+GATHERED, COMM, COPIES = "gathered_weights", "comm_buffers", "weight_copies"
+EXTRA_COMPONENTS = (GATHERED, COMM, COPIES)
+ALL_COMPONENTS = (*COMPONENTS, *EXTRA_COMPONENTS)
 LOAD = "load"
+LARGEST = 16   # storages listed by size at the measured peak
+SETTLE_S = 0.002
 NOTES = (
     "collectives' own buffers inside gloo (C++, its own threads) are not seen, as NCCL's are not on GPUs",
     "temporaries inside a DTensor operation (FSDP2: optimizer step, gradient clipping) are not seen; their outputs are",
@@ -61,6 +65,21 @@ class Region:
     attr: str
     component: str
     grads: Callable[..., Iterable] | None = None
+
+
+def _owner_and_attr(region: Region) -> tuple[object, str]:
+    module = importlib.import_module(region.module)
+    return (getattr(module, region.owner) if region.owner else module), region.attr
+
+
+def _settled_wait(original) -> Callable:
+    """`Work.wait`, then 2 ms for gloo's worker thread to drop its references to the collective's tensors: without
+    it, their release races the rank's next allocation and peaks differ from run to run."""
+    def wait(work, *args, **kwargs):
+        out = original(work, *args, **kwargs)
+        time.sleep(SETTLE_S)
+        return out
+    return wait
 
 
 def _flat_param_grad(state, handle, *rest) -> list:
@@ -123,6 +142,7 @@ class RankMemory:
         self.out_dir, self.sharding = Path(out_dir), Sharding(sharding)
         self.tracker = StorageTracker()
         self.tracker.phase = LOAD
+        self.tracker.copy_regions = {"weights": COPIES, "adapters": COPIES}
         self.steps: list[dict] = []
         self.load: dict = {}
         self.params: dict = {}
@@ -132,43 +152,47 @@ class RankMemory:
 
     # -- lifetime -------------------------------------------------------------------------------
     def __enter__(self) -> "RankMemory":
+        self._patches = contextlib.ExitStack()
         for region in REGIONS[self.sharding]:
-            self._install(region)
+            self._wrap(*_owner_and_attr(region), self._region_wrapper(region))
         if self.sharding.is_zero:
-            self._switch_phase_in_deepspeed_step()
+            from deepspeed.runtime.engine import DeepSpeedEngine
+            self._wrap(DeepSpeedEngine, "step", self._optimizer_step_wrapper)
+        import torch.distributed as dist
+        self._wrap(dist.Work, "wait", _settled_wait)
         self.tracker.__enter__()
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
         self.tracker.__exit__(exc_type, *exc)
+        self._patches.close()
         if exc_type is None:
             self.write()
 
-    def _install(self, region: Region) -> None:
-        module = importlib.import_module(region.module)
-        owner = getattr(module, region.owner) if region.owner else module
-        original = getattr(owner, region.attr)
+    def _wrap(self, owner, attr: str, wrapper: Callable) -> None:
+        """Replace `owner.attr` by `wrapper(original)` until the tracking ends."""
+        original = getattr(owner, attr)
+        setattr(owner, attr, functools.wraps(original)(wrapper(original)))
+        self._patches.callback(setattr, owner, attr, original)
 
-        @functools.wraps(original)
-        def inside(*args, **kwargs):
-            if region.grads is not None:
-                self.tracker.tag([g for g in region.grads(*args) if g is not None], "gradients")
-            with self.region(region.component):
-                return original(*args, **kwargs)
-        setattr(owner, region.attr, inside)
+    def _region_wrapper(self, region: Region) -> Callable:
+        def wrapper(original):
+            def inside(*args, **kwargs):
+                if region.grads is not None:
+                    self.tracker.tag([g for g in region.grads(*args) if g is not None], "gradients")
+                with self.region(region.component):
+                    return original(*args, **kwargs)
+            return inside
+        return wrapper
 
-    def _switch_phase_in_deepspeed_step(self) -> None:
-        """Accelerate's backward runs DeepSpeed's optimizer step: it is the optimizer_step phase."""
-        from deepspeed.runtime.engine import DeepSpeedEngine
-        original = DeepSpeedEngine.step
-
-        @functools.wraps(original)
+    def _optimizer_step_wrapper(self, original) -> Callable:
+        """Accelerate's backward runs DeepSpeed's optimizer step: that is the optimizer_step phase."""
         def step(engine, *args, **kwargs):
             self.gradients_ready()
             out = original(engine, *args, **kwargs)
             self.optimizer_stepped()
             return out
-        DeepSpeedEngine.step = step
+        return step
 
     @contextlib.contextmanager
     def region(self, component: str) -> Iterator[None]:
@@ -278,8 +302,14 @@ class RankMemory:
             "components": components(last["peak_seq"]) if last else {},
             "phase_components": {p: components(seq) for p, seq in last.get("phase_seqs", {}).items()},
             "end_of_step_components": components(last["end_seq"]) if last else {},
+            "largest_at_peak": self._largest(last["peak_seq"]) if last else [],
             "notes": list(NOTES),
         }
+
+    def _largest(self, seq: int, count: int = LARGEST) -> list[dict]:
+        """The biggest storages live at `seq`: what they are, and the phase they were made in."""
+        live = sorted(self.tracker.live_at(seq), key=lambda r: -r.nbytes)[:count]
+        return [{"bytes": r.nbytes, "component": category(r), "made_in": r.phase} for r in live]
 
     def write(self) -> Path:
         report = self.report()

@@ -12,6 +12,7 @@ others (DTensor) are counted by their inner tensors; meta tensors hold no memory
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -60,6 +61,8 @@ class StorageTracker(TorchDispatchMode):
         self.peak = Peak()
         self.phase_peaks: dict[str, int] = {}
         self.phase_peak_seqs: dict[str, int] = {}
+        self.copy_regions: dict[str, str] = {}   # tag -> region of dtype copies made of storages so tagged
+        self._lock = threading.RLock()   # frees can come from other threads (gloo's workers drop tensors)
 
     # -- recording -------------------------------------------------------------------------------
     def __enter__(self):
@@ -74,10 +77,22 @@ class StorageTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                self.watch(t)
+        region = self.region
+        if self.copy_regions and func is torch.ops.aten._to_copy.default:   # e.g. autocast's bf16 weight copies
+            self.region = self.copy_regions.get(self._tag_of(args[0]), region)
+        try:
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    self.watch(t)
+        finally:
+            self.region = region
         return out
+
+    def _tag_of(self, t: torch.Tensor) -> str | None:
+        if is_traceable_wrapper_subclass(t) or t.device.type == "meta":
+            return None
+        rec = self._by_storage.get(t.untyped_storage())
+        return rec.tag if rec is not None else None
 
     def watch(self, t: torch.Tensor) -> list[Record]:
         """Record the storages behind `t` if they are new (or grew); returns their records."""
@@ -111,20 +126,22 @@ class StorageTracker(TorchDispatchMode):
         return rec
 
     def _grow(self, delta: int) -> None:
-        self.seq += 1
-        self.live_bytes += delta
-        if self.live_bytes > self.phase_peaks.get(self.phase, -1):
-            self.phase_peaks[self.phase] = self.live_bytes
-            self.phase_peak_seqs[self.phase] = self.seq
-        if self.live_bytes > self.peak.nbytes:
-            self.peak = Peak(self.live_bytes, self.seq, self.phase)
+        with self._lock:
+            self.seq += 1
+            self.live_bytes += delta
+            if self.live_bytes > self.phase_peaks.get(self.phase, -1):
+                self.phase_peaks[self.phase] = self.live_bytes
+                self.phase_peak_seqs[self.phase] = self.seq
+            if self.live_bytes > self.peak.nbytes:
+                self.peak = Peak(self.live_bytes, self.seq, self.phase)
 
     def _free(self, rec: Record) -> None:
-        if rec.died is not None:   # already ended by a resize
-            return
-        self.seq += 1
-        rec.died = self.seq
-        self.live_bytes -= rec.nbytes
+        with self._lock:
+            if rec.died is not None:   # already ended by a resize
+                return
+            self.seq += 1
+            rec.died = self.seq
+            self.live_bytes -= rec.nbytes
 
     # -- driver API ------------------------------------------------------------------------------
     def tag(self, tensors, category: str, paged: bool = False) -> None:
