@@ -239,8 +239,10 @@ def bnb_config(config: TrainConfig):
     import torch
     from transformers import BitsAndBytesConfig
     compute = torch.float16 if config.precision == Precision.FP16_MIXED else torch.bfloat16
+    # FSDP shards floating-point storage only: 4-bit weights then pack into bf16 (the bytes are the same)
+    storage = torch.bfloat16 if config.sharding.is_fsdp else torch.uint8
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
-                              bnb_4bit_use_double_quant=config.double_quant)
+                              bnb_4bit_use_double_quant=config.double_quant, bnb_4bit_quant_storage=storage)
 
 
 def adapt(model, run: Run):

@@ -45,6 +45,7 @@ EXTENSIONS_DIR = REPO / ".cache" / "torch_extensions"   # DeepSpeed's compiled C
 MEMORY_DIR = "memory"
 STDERR_TAIL = 6000
 DEFAULT_TIMEOUT_S = 600
+ALIGN = 64   # elements: what scaled_engine rounds DeepSpeed sizes to
 NOTES = (*cpu_engines.NOTES,
          "gc.collect() at the start of every step, so every rank starts it with the same (no) cyclic garbage",
          "the model is saved in bf16 with random weights; the data are synthetic tokens (no tokenizer)")
@@ -79,7 +80,8 @@ def scaled_engine(real: ModelSpec, tiny: ModelSpec, engine: EngineSettings = Eng
     width = tiny.hidden / real.hidden
     by_layer = ("reduce_bucket_size", "allgather_bucket_size", "prefetch_bucket_size", "max_live_parameters",
                 "max_reuse_distance")
-    scaled = {name: max(1, round(getattr(engine, name) * layer)) for name in by_layer}
+    # multiples of 64 elements: DeepSpeed wants its buckets aligned (allgather_bucket_size to NCCL's 2 elements)
+    scaled = {name: max(ALIGN, round(getattr(engine, name) * layer / ALIGN) * ALIGN) for name in by_layer}
     return replace(engine, **scaled, param_persistence_threshold=max(1, round(engine.param_persistence_threshold * width)),
                    ddp_bucket_cap_mb=max(1, round(engine.ddp_bucket_cap_mb * layer)))   # DDP takes whole MB
 
