@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from launch import emit, planfile
 from launch.runner import OOM_EXIT, OOM_SIGNAL, REPORT_NAME
@@ -31,12 +31,15 @@ from planner.enums import Method, Precision, Sharding
 from planner.optimizers import record
 from common.errors import InputError
 
+if TYPE_CHECKING:
+    from measure.rank_memory import RankMemory
+
 FIRST_STEPS = 3          # steps whose memory peaks the report records (and where an OOM is "early")
 DEFAULT_STEPS = 10       # synthetic data: steps when --steps is not given
 INTERRUPTED_EXIT = 130
 ATTENTION = {"sdpa": "sdpa", "flash": "flash_attention_2", "eager": "eager"}
 LOSSES_NAME = "losses.jsonl"
-CPU_ENGINES_ENV = "FITPLAN_CPU_ENGINES"   # = measure.cpu_engines.ENV
+CPU_ENGINES_ENV = "FITPLAN_CPU_ENGINES"   # GPU engines on CPU ranks, for measuring (measure/cpu_engines.py)
 TRACK_MEMORY_ENV = "FITPLAN_TRACK_MEMORY"  # a folder: each rank writes its live bytes per phase there
 
 
@@ -75,7 +78,7 @@ class Run:
     rank: int = 0
     world: int = 1
     phase: str = "setup"    # setup (loading, preparing) | training
-    tracking: "NoMemoryTracking" = field(default_factory=lambda: NoMemoryTracking())
+    tracking: NoMemoryTracking | RankMemory = field(default_factory=lambda: NoMemoryTracking())
 
     @property
     def is_main(self) -> bool:
@@ -101,7 +104,7 @@ class NoMemoryTracking:
     def step_done(self) -> None: ...
 
 
-def memory_tracking(config: TrainConfig):
+def memory_tracking(config: TrainConfig) -> NoMemoryTracking | RankMemory:
     """Per-rank live bytes by phase (measure/rank_memory.py) into $FITPLAN_TRACK_MEMORY/rank<k>.json, if set."""
     where = os.environ.get(TRACK_MEMORY_ENV)
     if not where:

@@ -1,16 +1,16 @@
 """Run Accelerate's GPU engines (FSDP1, FSDP2) on CPU ranks that talk over gloo, for measurement.
 
 `accelerate launch` with ACCELERATE_USE_CPU=true gives every rank a gloo process group, but Accelerate then
-trains FSDP configs as plain DDP (its CPU state is MULTI_CPU), refuses `sync_module_states` on CPU, and torch's
-FSDP1 refuses CPU tensors for that broadcast. Each patch below undoes one refusal and changes nothing else;
-DDP and DeepSpeed need none (DeepSpeed picks its CPU accelerator and gloo by itself).
+trains FSDP configs as plain DDP (its CPU state is MULTI_CPU), refuses `sync_module_states` on CPU, torch's
+FSDP1 refuses CPU tensors for that broadcast, and saving an FSDP1 full state dict with Accelerate's CPU offload
+crashes on CPU. Each patch below undoes one of these and changes nothing else; DDP and DeepSpeed need none
+(DeepSpeed picks its CPU accelerator and gloo by itself).
 
 `enable()` is called by launch/recipe.py before it makes its Accelerator when FITPLAN_CPU_ENGINES is set
 (launch/sharded_memory.py sets it).
 """
 from __future__ import annotations
 
-ENV = "FITPLAN_CPU_ENGINES"
 NOTES = (
     "FSDP on CPU: Accelerate's CPU state (MULTI_CPU) is promoted to FSDP with the launcher's FSDP plugin, as "
     "AcceleratorState does for GPUs; the device is plain `cpu` (FSDP1 rejects `cpu:0` next to `cpu`)",

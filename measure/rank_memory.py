@@ -1,6 +1,6 @@
 """One rank's live bytes per phase of a sharded training step, measured inside the recipe's ranks.
 
-launch/recipe.py drives a `RankMemory` when FITPLAN_TRACK_MEMORY=<dir> is set (see its `MemoryTracking`):
+launch/recipe.py drives a `RankMemory` when FITPLAN_TRACK_MEMORY=<dir> is set (see its `memory_tracking`):
 `measure.tracker.StorageTracker` runs from before the model is loaded to the end of the last step, in phases
 "load" (loading and `accelerator.prepare`), then per step "forward", "backward", "optimizer_step". Each rank
 writes <dir>/rank<k>.json (see `RankMemory.report`).
@@ -53,6 +53,8 @@ NOTES = (
     "FSDP1: a unit's flat parameter holds its frozen weights and LoRA adapters in one storage, counted as weights",
     "the per-parameter gradients autograd buffers before it concatenates them (FSDP1's flat-parameter split) count "
     "as activations; the concatenated gradient counts as gradients",
+    "every Work.wait() is followed by 2 ms, so gloo's worker thread releases the collective's tensors before the "
+    "rank allocates again (without it a peak may or may not hold one more bucket, from run to run)",
 )
 
 
