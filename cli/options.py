@@ -79,6 +79,11 @@ def whole(low: int, high: int) -> click.IntRange:
 MARGIN_OPTION = click.option("--margin", type=Finite(0, 0.9), default=DEFAULT_MARGIN, show_default=True,
                              help="Fraction of each card's memory kept free as a safety margin.")
 
+GRAD_ACCUM_OPTION = click.option(
+    "--grad-accum", type=whole(1, 1_000_000), default=None,
+    help="Micro-batches per optimizer step; every one after the first starts with the gradients of those before "
+         "still in memory. [default: 1]")
+
 PLOT_OPTION = click.option("--plot", type=click.Path(dir_okay=False), default=None, metavar="FILE",
                            help="Also draw the answer into FILE: .png, .svg or .html (self-contained); an "
                                 "existing picture is replaced.")
@@ -140,7 +145,8 @@ def config_from_options(options: dict, **fallback) -> TrainConfig:
     """A TrainConfig from the parsed options; unset ones come from `fallback`, then TrainConfig's defaults."""
     values = dict(fallback)
     for key in ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len",
-                "grad_ckpt", "lora_r", "lora_alpha", "gpus", "nodes", "loss", "loop", "activation_offload"):
+                "grad_ckpt", "lora_r", "lora_alpha", "gpus", "nodes", "loss", "loop", "activation_offload",
+                "grad_accum"):
         if options.get(key) is not None:
             values[key] = options[key].lower() if isinstance(options[key], str) else options[key]
     if options.get("lora_targets"):

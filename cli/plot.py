@@ -24,12 +24,14 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMATS = {".png": "png", ".svg": "svg", ".html": "html", ".htm": "html"}
-# Okabe & Ito (2008), "Color Universal Design", eight colours; grey for the ninth component
+# Okabe & Ito (2008), "Color Universal Design", eight colours; a tint of the weights' blue for gathered weights,
+# greys of three lightnesses for the rest
 PALETTE = {"weights": "#0072B2", "quant_constants": "#56B4E9", "adapters": "#009E73", "gradients": "#D55E00",
-           "optimizer_states": "#E69F00", "master_weights": "#CC79A7", "activations": "#F0E442",
-           "logits": "#999999", "temporary": "#DDDDDD"}
+           "optimizer_states": "#E69F00", "master_weights": "#CC79A7", "gathered_weights": "#99C7E0",
+           "comm_buffers": "#000000", "activations": "#F0E442", "logits": "#999999", "temporary": "#DDDDDD"}
 LABELS = {"weights": "weights", "quant_constants": "quantization constants", "adapters": "LoRA adapters",
           "gradients": "gradients", "optimizer_states": "optimizer states", "master_weights": "fp32 master weights",
+          "gathered_weights": "gathered weights", "comm_buffers": "communication buffers",
           "activations": "activations", "logits": "logits", "temporary": "temporary"}
 PHASE_NAMES = {"forward": "forward", "backward": "backward", "optimizer_step": "optimizer step"}
 BAND_NAMES = {**PHASE_NAMES, "optimizer_step": "optimizer\nstep"}   # its band is narrow

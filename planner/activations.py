@@ -362,6 +362,11 @@ class LayerSaved:
     backward: tuple[tuple[int, int, int], ...]  # each backward step: live (per token, per layer) bytes of
                                                 # saved tensors and gradients, and weight gradients so far
     offloaded_backward: tuple[tuple[int, int, int], ...]  # the same with saved tensors in host memory
+    hooked_backward: tuple[tuple[int, int, int], ...]     # the same with each weight gradient live only while
+                                                          # it is made (a ZeRO hook moves it to a bucket)
+    grad_steps: tuple[tuple[int, int, int], ...]          # at each op that makes a weight gradient, in order:
+                                                          # live bytes as in hooked_backward, and the weight
+                                                          # gradient bytes made so far
     forward: tuple[tuple[int, int], ...]        # each forward step: live (per token, per layer) bytes
     unsaved_forward: tuple[tuple[int, int], ...]  # the same under no_grad (checkpointing's first forward)
     pending: int                                # bytes per token of gradients live when backward first
@@ -370,9 +375,9 @@ class LayerSaved:
     def bytes(self, tokens: int) -> int:
         return self.per_token * tokens + self.per_layer
 
-    def backward_peak(self, tokens: int, offloaded: bool = False) -> tuple[int, int]:
+    def backward_peak(self, tokens: int, offloaded: bool = False, hooked: bool = False) -> tuple[int, int]:
         """The step of this layer's backward that holds the most: (activation bytes, weight-gradient bytes)."""
-        steps = self.offloaded_backward if offloaded else self.backward
+        steps = self.hooked_backward if hooked else self.offloaded_backward if offloaded else self.backward
         tok, fixed, grads = max(steps, key=lambda s: s[0] * tokens + s[1] + s[2])
         return tok * tokens + fixed, grads
 
@@ -411,10 +416,22 @@ def _layer_saved(spec: ModelSpec, key: tuple, first: bool) -> LayerSaved:
     out = _block(ctx, spec, x)
     tok, fixed = ctx.saved_size()
     steps, pending = backward_walk(ctx.ops, out)
+    hooked = backward_walk(ctx.ops, out, hooked=True)[0]
     return LayerSaved(per_token=tok, per_layer=fixed, backward=_frontier(steps),
                       offloaded_backward=_frontier(backward_walk(ctx.ops, out, offloaded=True)[0]),
+                      hooked_backward=_frontier(hooked), grad_steps=_made_so_far(hooked),
                       forward=_frontier(forward_walk(ctx.ops)),
                       unsaved_forward=_frontier(forward_walk(ctx.ops, keeps_saved=False)), pending=pending)
+
+
+def _made_so_far(hooked: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], ...]:
+    """The steps of a hooked backward walk that make a weight gradient, each with the gradient bytes made so far."""
+    out, made = [], 0
+    for tok, fixed, grad in hooked:
+        if grad:
+            made += grad
+            out.append((tok, fixed, made))
+    return tuple(out)
 
 
 def _frontier(steps: list[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
@@ -447,11 +464,13 @@ def forward_walk(ops: list[Op], keeps_saved: bool = True) -> list[tuple[int, int
     return steps
 
 
-def backward_walk(ops: list[Op], out: Tensor, offloaded: bool = False) -> tuple[list[tuple[int, int, int]], int]:
+def backward_walk(ops: list[Op], out: Tensor, offloaded: bool = False,
+                  hooked: bool = False) -> tuple[list[tuple[int, int, int]], int]:
     """Live bytes at each backward step: ops run in reverse, each allocating its inputs' gradients
     and its weight's before freeing its output's gradient and what only it had saved. Also the
     gradient bytes per token live when the first op that needs a saved tensor runs. `offloaded`: saved
-    tensors wait in host memory and are on the GPU only while the op that needs them runs."""
+    tensors wait in host memory and are on the GPU only while the op that needs them runs. `hooked`: a
+    weight's gradient leaves as soon as it is made (ZeRO's hooks copy it into a bucket)."""
     users = Counter(t.id for op in ops for t in set(op.saved))
     saved = {} if offloaded else {t.id: t.size for op in ops for t in op.saved}
     grads: dict[int, int] = {out.id: out.id}  # tensor -> the buffer holding its gradient
@@ -467,9 +486,9 @@ def backward_walk(ops: list[Op], out: Tensor, offloaded: bool = False) -> tuple[
         restored = [t.size for t in {t.id: t for t in op.saved}.values()] if offloaded else []
         if op.scratch_peak:
             tok, fixed = _sum(list(buffers.values()) + list(saved.values()) + restored)
-            steps.append((tok, fixed + op.scratch_peak, param_grads))
+            steps.append((tok, fixed + op.scratch_peak, 0 if hooked else param_grads))
         live = _sum(list(buffers.values()) + list(saved.values()) + [t.size for t in new] + restored)
-        param_grads += op.param_grad
+        param_grads = op.param_grad if hooked else param_grads + op.param_grad
         steps.append((live[0], live[1] + op.scratch, param_grads))
         out_buffer = grads.pop(op.output.id)
         for tid in passed:

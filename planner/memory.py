@@ -17,11 +17,12 @@ from planner.config import TrainConfig
 from planner.enums import ActivationOffload, Attention, Loss, Method, Offload, Phase, Precision
 from planner.optimizers import record
 from planner.params import ParamCounts, count_params, numel, trainable_tensors
+from planner.engines import Engine, clear_engine_caches, engine_for
 from planner.states import ModelStates, deepspeed_16bit, model_states, trainable_bytes
 from profiles.spec import ModelSpec
 
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",
-              "activations", "logits", "temporary")
+              "gathered_weights", "comm_buffers", "activations", "logits", "temporary")
 INDEX_BYTES = 8  # input_ids and labels are int64
 
 
@@ -57,29 +58,36 @@ class Estimate:
 
 
 def estimate(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None) -> Estimate:
+    engine = engine_of(spec, cfg, total_params)
+    acts = Activations.of(spec, cfg)
+    layers = sorted({*peak_layers(spec.n_layer), *engine.extra_layers()}, reverse=True)
+    phases = {
+        Phase.FORWARD: highest(forward_moments(engine, acts, layers[:1])).components,
+        Phase.BACKWARD: highest(backward_moments(engine, acts, layers)).components,
+        Phase.OPTIMIZER_STEP: optimizer_moment(engine, acts).components,
+    }
+    return Estimate(spec=spec, cfg=cfg, counts=engine.counts, states=engine.states, phases=phases,
+                    host_activations=acts.host)
+
+
+def engine_of(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None) -> Engine:
+    """The engine of a configuration, with its parameters and model states (the same for every micro-batch and
+    sequence length, so kept)."""
     key = (spec, cfg.method, cfg.precision, cfg.optimizer, cfg.lora_r, cfg.lora_targets, cfg.double_quant,
            cfg.gpus, cfg.nodes, cfg.sharding, cfg.offload, total_params)  # what model states depend on
     if key not in _STATES:
         counts = count_params(spec, cfg, total_params)
         _STATES[key] = counts, model_states(spec, cfg, counts)
-    counts, states = _STATES[key]
-    acts = Activations.of(spec, cfg)
-    layers = peak_layers(spec.n_layer)
-    phases = {
-        Phase.FORWARD: highest(forward_moments(spec, cfg, states, acts, layers[:1])).components,
-        Phase.BACKWARD: highest(backward_moments(spec, cfg, counts, states, acts, layers)).components,
-        Phase.OPTIMIZER_STEP: _optimizer_step(spec, cfg, states, acts),
-    }
-    return Estimate(spec=spec, cfg=cfg, counts=counts, states=states, phases=phases, host_activations=acts.host)
+    return engine_for(spec, cfg, *_STATES[key])
 
 
-# Parameters and model states, the same for every micro-batch and sequence length
 _STATES: dict[tuple, tuple[ParamCounts, ModelStates]] = {}
 
 
 def clear_caches() -> None:
     """Forget every cached state and walk (for timing a cold search)."""
     _STATES.clear()
+    clear_engine_caches()
     layer_walk_cache.cache_clear()
     head_walk_cache.cache_clear()
 
@@ -166,7 +174,8 @@ def peak_layers(n_layer: int) -> list[int]:
     """The layers (0-based, top first) whose moments can hold a pass's peak: along the layers that walk alike
     (all but the bottom one) activations and gradients change linearly, so one end of that line holds the
     most, the top or the second layer; the bottom layer walks differently (under LoRA its input needs no
-    gradient) and is evaluated on its own."""
+    gradient) and is evaluated on its own. Where an engine allocates inside a layer it says so itself
+    (`Engine.reduction_moments`)."""
     return sorted({n_layer - 1, min(1, n_layer - 1), 0}, reverse=True)
 
 
@@ -181,68 +190,98 @@ def _states(states: ModelStates, with_grads: bool) -> dict[str, int]:
     return out
 
 
-def forward_moments(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts: Activations,
-                    layers: list[int]) -> list[Moment]:
+def forward_moments(engine: Engine, acts: Activations, layers: list[int]) -> list[Moment]:
     """The forward of each of `layers` (0-based, in order), then the loss. A layer's transients sit on top of
     everything saved below it; at the loss, every saved activation and the loss's fp32 logits. A checkpointed
     forward saves nothing inside layers: its transients show up again, larger, when backward recomputes it."""
-    base = dict(_states(states, with_grads=False), temporary=states.gathered)
+    cfg = engine.cfg
+    base = dict(_states(engine.states, with_grads=False), **engine.resident(), temporary=0)
     cache = acts.autocast_cache if cfg.grad_ckpt else 0   # checkpointed layers save no weight copies; autocast keeps them
-    moments = [_layer_forward(spec, cfg, acts, base, index) for index in layers]
-    moments.append(Moment("loss", Phase.FORWARD, dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs,
-                                                       logits=acts.head.forward, temporary=states.gathered + cache)))
+    moments = [_layer_forward(engine, acts, base, index) for index in layers]
+    at_loss = dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs, logits=acts.head.forward,
+                   temporary=cache)
+    moments.append(Moment("loss", Phase.FORWARD, at_loss | engine.at_loss()))
     return moments
 
 
-def _layer_forward(spec: ModelSpec, cfg: TrainConfig, acts: Activations, base: dict[str, int], index: int) -> Moment:
+def _layer_forward(engine: Engine, acts: Activations, base: dict[str, int], index: int) -> Moment:
     # the layer's input lives on as its residual, beside what the layer makes; a checkpointed layer under
     # no_grad keeps nothing for backward, and offloaded saved tensors leave as they are saved
+    spec, cfg = engine.spec, engine.cfg
     held = _walk(acts, index).forward_peak(acts.tokens, keeps_saved=not (cfg.grad_ckpt or acts.host))
     cached = acts.autocast_cache * (index + 1) // spec.n_layer if cfg.grad_ckpt else 0  # autocast's copies accumulate
-    return Moment(f"layer {index + 1} forward", Phase.FORWARD,
-                  dict(base, activations=sum(acts.layers[:index]) + acts.stream + held + acts.mask + acts.inputs,
-                       logits=0, temporary=base["temporary"] + cached), index + 1)
+    parts = dict(base, activations=sum(acts.layers[:index]) + acts.stream + held + acts.mask + acts.inputs, logits=0,
+                 temporary=cached)
+    return Moment(f"layer {index + 1} forward", Phase.FORWARD, parts | engine.forward_layer(index), index + 1)
 
 
-def backward_moments(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, states: ModelStates, acts: Activations,
-                     layers: list[int]) -> list[Moment]:
-    """The loss's backward (logit gradients), a fused loss's final-norm backward, each of `layers` (0-based, in
-    order: recomputed first under checkpointing, then its backward), then a tied embedding's gradient."""
-    back = Phase.BACKWARD
-    base = dict(_states(states, with_grads=False), temporary=states.gathered, logits=acts.head.kept)
-    per_layer = _layer_grad_bytes(spec, counts, states)
+def backward_moments(engine: Engine, acts: Activations, layers: list[int]) -> list[Moment]:
+    """The loss's backward (logit gradients), lm_head's weight gradient where the engine acts on it, a fused
+    loss's final-norm backward, each of `layers` (0-based, in order: recomputed first under checkpointing, then
+    its backward), a tied embedding's gradient, and the engine's last reduction."""
+    spec, cfg, states, back = engine.spec, engine.cfg, engine.states, Phase.BACKWARD
+    base = dict(_states(states, with_grads=False), **engine.resident(), temporary=0, logits=acts.head.kept)
+    per_layer = _layer_grad_bytes(spec, engine.counts, states)
     # the input embedding's gradient appears only after the first layer's backward (unless tied to lm_head)
     embedding = 0 if spec.tied_embeddings or cfg.method is not Method.FULL else _embedding_grad(spec, cfg)
     head_grads = states.gradients - per_layer * spec.n_layer - embedding
-    moments = [Moment("loss backward", back, dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs,
-                                                  logits=acts.head.backward))]
+    saved = sum(acts.layers) + acts.inputs
+    moments = [Moment("loss backward", back, dict(base, activations=saved + acts.head.saved,
+                                                  logits=acts.head.backward) | engine.loss_backward())]
+    head = engine.head_backward()
+    if head is not None:   # lm_head has made its weight's gradient; the hidden states' gradient waits
+        moments.append(Moment("lm_head backward", back, dict(base, activations=saved + acts.stream) | head))
     if acts.head.norm_backward:   # a fused loss hands the final norm its gradient: the norm's backward runs
-        moments.append(Moment("final norm backward", back, dict(base, gradients=head_grads, activations=sum(acts.layers)
-                                                                + acts.inputs + acts.head.norm_backward)))
+        moments.append(Moment("final norm backward", back, dict(base, activations=saved + acts.head.norm_backward)
+                              | engine.backward_layer(spec.n_layer, head_grads, 0)))
+    reductions = engine.reduction_moments()
     for index in layers:
-        moments += _layer_backward(cfg, acts, base, index, head_grads + per_layer * (spec.n_layer - 1 - index))
+        moments += _layer_backward(engine, acts, base, index, head_grads + per_layer * (spec.n_layer - 1 - index))
+        moments += [_reduction(engine, acts, base, *r) for r in reductions if r[0] == index]
+    # an engine's allocations inside other layers hold the peak whatever the layers evaluated
+    moments += [_reduction(engine, acts, base, *r) for r in reductions if r[0] not in layers]
     if spec.tied_embeddings and cfg.method is Method.FULL:
         # the embedding's gradient is summed out of place into the tied lm_head's: both live with the sum
-        moments.append(Moment("embedding backward", back, dict(base, gradients=states.gradients, activations=acts.inputs
-                                                               + acts.stream, temporary=states.gathered
-                                                               + 2 * _embedding_grad(spec, cfg))))
+        parts = engine.backward_layer(-1, states.gradients, 0)
+        moments.append(Moment("embedding backward", back, dict(base, activations=acts.inputs + acts.stream) | parts
+                              | {"temporary": 2 * _embedding_grad(spec, cfg)}))
+    end = engine.backward_end()
+    if end is not None:
+        moments.append(Moment("backward end", back, dict(base, activations=acts.inputs + acts.stream) | end))
     return moments
 
 
-def _layer_backward(cfg: TrainConfig, acts: Activations, base: dict[str, int], index: int,
+def _layer_backward(engine: Engine, acts: Activations, base: dict[str, int], index: int,
                     grads_above: int) -> list[Moment]:
+    cfg = engine.cfg
     walk, layer = _walk(acts, index), index + 1
     # checkpoints keep their own input; an offloaded checkpoint is brought back for its layer
     below = sum(acts.layers[:index + 1 if cfg.grad_ckpt else index]) + acts.restored + acts.inputs
     moments = []
     if cfg.grad_ckpt:  # first the layer's forward runs again, its output's gradient waiting
         recompute = walk.forward_peak(acts.tokens) + walk.pending * acts.tokens
-        moments.append(Moment(f"layer {layer} recompute", Phase.BACKWARD,
-                              dict(base, gradients=grads_above, activations=below + recompute), layer))
-    live, new_grads = walk.backward_peak(acts.tokens, offloaded=bool(acts.host) and not cfg.grad_ckpt)
-    moments.append(Moment(f"layer {layer} backward", Phase.BACKWARD,
-                          dict(base, gradients=grads_above + new_grads, activations=below + live), layer))
+        moments.append(Moment(f"layer {layer} recompute", Phase.BACKWARD, dict(base, activations=below + recompute)
+                              | engine.backward_layer(index, grads_above, 0), layer))
+    live, new_grads = walk.backward_peak(acts.tokens, offloaded=bool(acts.host) and not cfg.grad_ckpt,
+                                         hooked=engine.hooks_gradients)
+    moments.append(Moment(f"layer {layer} backward", Phase.BACKWARD, dict(base, activations=below + live)
+                          | engine.backward_layer(index, grads_above, new_grads), layer))
     return moments
+
+
+def _reduction(engine: Engine, acts: Activations, base: dict[str, int], index: int, made: float,
+               parts: dict[str, int]) -> Moment:
+    """The engine's allocation inside layer `index`'s backward, once `made` of its weight gradients exist: the
+    layer's live bytes then (each gradient leaving as it is made), what is saved below it."""
+    steps = _walk(acts, index).grad_steps
+    total = steps[-1][2] if steps else 0
+    at = next((i for i, step in enumerate(steps) if step[2] >= made * total), len(steps) - 1)
+    tok, fixed, so_far = steps[at] if steps else (0, 0, 0)
+    in_flight = so_far - (steps[at - 1][2] if at else 0)
+    below = sum(acts.layers[:index + 1 if engine.cfg.grad_ckpt else index]) + acts.restored + acts.inputs
+    return Moment(f"layer {index + 1} gradient reduction", Phase.BACKWARD,
+                  dict(base, activations=below + tok * acts.tokens + fixed) | parts
+                  | {"gradients": parts["gradients"] + in_flight}, index + 1)
 
 
 def _embedding_grad(spec: ModelSpec, cfg: TrainConfig) -> int:
@@ -259,16 +298,10 @@ def _layer_grad_bytes(spec: ModelSpec, counts: ParamCounts, states: ModelStates)
     return states.gradients * per_layer // max(counts.trainable, 1)
 
 
-def optimizer_moment(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts: Activations) -> Moment:
-    return Moment("optimizer step", Phase.OPTIMIZER_STEP, _optimizer_step(spec, cfg, states, acts))
-
-
-def _optimizer_step(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[str, int]:
-    out = _states(states, with_grads=True)
-    out["activations"] = acts.inputs
-    out["logits"] = 0
-    out["temporary"] = _step_temporaries(spec, cfg, states)
-    return out
+def optimizer_moment(engine: Engine, acts: Activations) -> Moment:
+    spec, cfg, states = engine.spec, engine.cfg, engine.states
+    parts = dict(_states(states, with_grads=True), gathered_weights=0, activations=acts.inputs, logits=0)
+    return Moment("optimizer step", Phase.OPTIMIZER_STEP, parts | engine.step(_step_temporaries(spec, cfg, states)))
 
 
 def _step_temporaries(spec: ModelSpec, cfg: TrainConfig, states: ModelStates) -> int:

@@ -1,6 +1,7 @@
 """Exact parameter accounting: what is there, what is quantized, what trains."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -127,3 +128,55 @@ def _base_tensors(spec: ModelSpec) -> list[tuple[tuple[int, ...], int]]:
 
 def numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
+
+
+@dataclass(frozen=True)
+class ParamTensor:
+    """One parameter tensor as `model.parameters()` lists it."""
+
+    numel: int
+    layer: int | None      # 0-based transformer layer; None for the embeddings, the final norm and lm_head
+    trainable: bool
+    quantized: bool = False  # stored as NF4 (QLoRA's layer linears)
+
+
+def ordered_params(spec: ModelSpec, cfg: TrainConfig) -> tuple[ParamTensor, ...]:
+    """Every parameter tensor in `model.parameters()` order: the embeddings, each layer (its linears with
+    LoRA's A and B after the weight they adapt, then its norms), the final norm, lm_head. ZeRO's partitions
+    and gradient buckets and FSDP's units follow this order."""
+    return _ordered_params(spec, cfg.method, cfg.lora_r, cfg.lora_targets)
+
+
+def clear_param_caches() -> None:
+    _ordered_params.cache_clear()
+
+
+@functools.lru_cache(maxsize=256)
+def _ordered_params(spec: ModelSpec, method: Method, lora_r: int, targets: tuple[str, ...]) -> tuple[ParamTensor, ...]:
+    full, h = method is Method.FULL, spec.hidden
+    adapted = set(resolve_targets(spec, targets)) if method is not Method.FULL else set()
+    embeddings = [spec.vocab * h] + ([spec.learned_positions * h] if spec.learned_positions else [])
+    out = [ParamTensor(n, None, full) for n in embeddings]
+    for layer in range(spec.n_layer):
+        out += _layer_params(spec, layer, full, adapted, lora_r, method is Method.QLORA)
+    if spec.final_norm:
+        out += [ParamTensor(h, None, full)] * (2 if spec.norm_bias else 1)
+    if not spec.tied_embeddings:
+        out.append(ParamTensor(spec.vocab * h, None, full))
+    if spec.lm_head_bias:
+        out.append(ParamTensor(spec.vocab, None, full))
+    return tuple(out)
+
+
+def _layer_params(spec: ModelSpec, layer: int, full: bool, adapted: set[Linear], r: int,
+                  quantized: bool) -> list[ParamTensor]:
+    out = []
+    for lin in spec.linears():
+        out.append(ParamTensor(lin.experts * lin.d_in * lin.d_out, layer, full, quantized and lin.experts == 1))
+        if lin.bias:
+            out.append(ParamTensor(lin.experts * lin.d_out, layer, full))
+        if lin in adapted:
+            out += [ParamTensor(r * lin.d_in, layer, True), ParamTensor(lin.d_out * r, layer, True)]
+    per_norm = [spec.hidden] * (2 if spec.norm_bias else 1)
+    qk = {None: [], "head": [spec.head_dim] * 2, "full": [spec.q_dim, spec.kv_dim]}[spec.qk_norm]
+    return out + [ParamTensor(n, layer, full) for n in per_norm * spec.norms_per_layer + qk]

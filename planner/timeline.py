@@ -12,23 +12,23 @@ Pure data: no torch, no drawing.
 from __future__ import annotations
 
 from planner.enums import Phase
-from planner.memory import (COMPONENTS, Activations, Estimate, Moment, backward_moments, forward_moments, highest,
-                            optimizer_moment)
+from planner.memory import (COMPONENTS, Activations, Estimate, Moment, backward_moments, engine_of, forward_moments,
+                            highest, optimizer_moment)
 
 Point = Moment   # a moment of the timeline
 
 
 def timeline(est: Estimate) -> list[Moment]:
     """Every moment of one training step of `est`, in the order they happen."""
-    spec, cfg, states = est.spec, est.cfg, est.states
-    acts = Activations.of(spec, cfg)
-    start = dict.fromkeys(COMPONENTS, 0) | states.as_components() | {"gradients": 0, "temporary": states.gathered,
-                                                                     "activations": acts.inputs}
+    spec, cfg = est.spec, est.cfg
+    engine, acts = engine_of(spec, cfg, est.counts.total), Activations.of(spec, cfg)
+    start = (dict.fromkeys(COMPONENTS, 0) | engine.states.as_components() | {"gradients": 0, "activations": acts.inputs}
+             | engine.resident())
     layers = list(range(spec.n_layer))
     return [Moment("start", Phase.FORWARD, start),
-            *forward_moments(spec, cfg, states, acts, layers),
-            *backward_moments(spec, cfg, est.counts, states, acts, layers[::-1]),
-            optimizer_moment(spec, cfg, states, acts)]
+            *forward_moments(engine, acts, layers),
+            *backward_moments(engine, acts, layers[::-1]),
+            optimizer_moment(engine, acts)]
 
 
 def peak_index(points: list[Moment]) -> int:

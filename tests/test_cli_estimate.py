@@ -41,7 +41,7 @@ def test_estimate_json_has_the_contract_keys():
     assert set(data) - {"fits", "gpu", "usable_bytes", "margin"} == TOP_KEYS | TOP_EXTRA
     assert set(data["per_gpu"]) == PER_GPU_KEYS | PER_GPU_EXTRA
     assert set(data["per_gpu"]["components"]) == set(COMPONENTS)
-    assert len(COMPONENTS) == 9
+    assert len(COMPONENTS) == 11
     assert data["model"] == LLAMA2_7B
 
 

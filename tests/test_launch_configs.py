@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from launch import emit, planfile
-from planner.api import with_global_batch
+from planner.search import with_global_batch
 from planner.params import count_params, target_modules
 from launch.runner import smaller_micro_batch
 from planner.config import TrainConfig

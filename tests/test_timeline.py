@@ -85,7 +85,7 @@ def test_any_configuration(spec, **fields):
         assert_timeline_is_the_estimate(est)
 
 
-GAP = dict(method="lora", precision="fp16-mixed", grad_ckpt=True, sharding="zero2", gpus=2, micro_batch=4, seq_len=64)
+GAP = dict(method="lora", precision="fp16-mixed", grad_ckpt=True, micro_batch=4, seq_len=64)
 
 
 def test_the_second_layer_can_hold_the_backward_peak():
@@ -93,7 +93,7 @@ def test_the_second_layer_can_hold_the_backward_peak():
     second layer's backward holds the most: the estimate evaluates it."""
     est = estimate_of("meta-llama/Llama-2-13b-hf", **GAP)
     top = highest(timeline(est))
-    assert (top.step, top.total) == ("layer 2 backward", est.allocated_peak_bytes)
+    assert (top.layer, top.total) == (2, est.allocated_peak_bytes)
 
 
 def test_the_step_runs_in_order():

@@ -237,7 +237,7 @@ def test_the_page_shows_the_timeline_and_files_of_the_recommended_plan_itself(pa
     _, plan = post(page_server, "plan", {"model": MODEL, **asked})
     chosen = plan["plans"][plan["recommended"]]
     fixed = {"model": MODEL, "gpu": asked["gpu"], **{k: chosen[k] for k in PLAN_FIELDS if k in chosen}}
-    status, timeline = post(page_server, "timeline", fixed)
+    status, timeline = post(page_server, "timeline", {**fixed, "grad_accum": chosen["grad_accum"]})
     assert status == 200 and timeline["per_gpu"] == chosen["per_gpu"]
     assert timeline["timeline"]["peak"]["allocated_bytes"] == chosen["per_gpu"]["allocated_peak_bytes"]
     status, configs = post(page_server, "configs", {**fixed, "global_batch": chosen["global_batch"]})

@@ -24,7 +24,8 @@ from planner.model_input import ResolvedModel, closest_names
 TRAIN = ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len", "grad_ckpt",
          "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus", "nodes", "gpu", "margin")
 MODEL_KEYS = ("model", "config", "config_name")
-PARAMETERS = {"estimate": TRAIN, "timeline": TRAIN, "plan": TRAIN + ("global_batch", "prefer", "tokens", "epochs"),
+PARAMETERS = {"estimate": TRAIN + ("grad_accum",), "timeline": TRAIN + ("grad_accum",),
+              "plan": TRAIN + ("global_batch", "prefer", "tokens", "epochs"),
               "configs": TRAIN + ("global_batch", "force")}
 COMMAND_OF = {"estimate": "estimate", "timeline": "estimate", "plan": "plan", "configs": "config"}
 # Yes/no options: the flag for yes and the flag for no (None: the command's default)

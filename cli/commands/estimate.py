@@ -6,8 +6,8 @@ import json
 import click
 
 from common.errors import InputError, opt
-from cli.options import (FROM_OPTION, PLOT_OPTION, config_from_options, fixed_fields, given_options, read_from,
-                         train_options)
+from cli.options import (FROM_OPTION, GRAD_ACCUM_OPTION, PLOT_OPTION, config_from_options, fixed_fields,
+                         given_options, read_from, train_options)
 from planner.api import DEFAULT_MARGIN, Evaluation
 from planner.config import TrainConfig
 from planner.hardware import Hardware
@@ -17,6 +17,7 @@ from planner.model_input import ResolvedModel
 @click.command("estimate")
 @click.argument("model", required=False)
 @train_options
+@GRAD_ACCUM_OPTION
 @FROM_OPTION
 @click.option("--trace", is_flag=True,
               help="Exact mode: run the real training step on fake tensors and report measured bytes; also "

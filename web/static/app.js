@@ -19,7 +19,7 @@ const DEFAULTS = { seq_len: "2048", margin: "0.1", prefer: "balanced", method: "
 const PLAN_ONLY = ["prefer", "tokens", "epochs"];     // /api/configs and /api/timeline do not take these
 // What fixes a plan's configuration when it is sent back for its timeline and its files
 const PLAN_FIELDS = ["method", "precision", "optimizer", "micro_batch", "seq_len", "grad_ckpt", "attn", "sharding",
-  "offload", "gpus", "nodes", "lora_r", "lora_alpha", "lora_targets"];
+  "offload", "gpus", "nodes", "lora_r", "lora_alpha", "lora_targets", "grad_accum"];
 const DEFAULT_CARD = "RTX 4090";
 
 const state = { models: [], palette: null, upload: null, generation: 0, controller: null, timer: null,
@@ -238,10 +238,9 @@ function fixedBy(plan, asked) {
 }
 
 async function showRecommended(chosen, asked, signal, generation) {
-  const fixed = fixedBy(chosen, asked);
-  delete fixed.global_batch;
+  const { global_batch: _, grad_accum: __, ...fixed } = fixedBy(chosen, asked);
   const [timeline, configs] = await Promise.all([
-    post("timeline", fixed, signal),
+    post("timeline", { ...fixed, grad_accum: chosen.grad_accum }, signal),   // gradients carried between micro-batches
     post("configs", { ...fixed, global_batch: chosen.global_batch }, signal),
   ]);
   if (generation !== state.generation) return;
