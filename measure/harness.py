@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from measure import fake4bit   # imports bitsandbytes now: its module-level tables must not be made fake
+from measure.batching import batch_inputs, mask_path
 from measure.loss_kernels import fused_loss
 from measure.offload import offloaded_activations
 from measure.tracker import COMPONENTS, PHASES, StorageTracker
@@ -291,13 +292,8 @@ def materialize(model: nn.Module, device: str) -> None:
 
 
 def contiguous_positions():
-    """transformers reads the position ids to detect packed sequences (then it builds a full s x s mask).
-    On fake tensors it cannot read them and assumes packing; our ids are one unpacked sequence per row,
-    so give every device the answer a real run computes: not packed (SDPA then runs with is_causal)."""
-    from unittest import mock
-
-    from transformers import masking_utils
-    return mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None)
+    """The mask path of unpacked rows (measure/batching.py), whatever the device."""
+    return mask_path(TrainConfig())
 
 
 def cuda_dropout():
@@ -331,12 +327,12 @@ def train_step(model, opt, tracker: StorageTracker, backend: Backend, cfg: Train
         backend.start_phase()
 
     phase("data")
-    ids = torch.randint(0, vocab, (cfg.micro_batch, cfg.seq_len), device=backend.torch_device)
+    inputs = batch_inputs(cfg, torch.randint(0, vocab, (cfg.micro_batch, cfg.seq_len), device=backend.torch_device))
     offloading = cfg.activation_offload is not ActivationOffload.NONE
     with offloaded_activations(model if offloading else None, hf_model(model).get_output_embeddings()):
         phase("forward")
         with backend.autocast(cfg):
-            outputs, loss = forward_loss(model, cfg, ids, tracker)
+            outputs, loss = forward_loss(model, cfg, inputs, tracker)
         phase("backward")
         tracker.region = "logits"   # loss and lm_head backward first
         loss.backward()
@@ -351,17 +347,17 @@ def train_step(model, opt, tracker: StorageTracker, backend: Backend, cfg: Train
     phase("done")
 
 
-def forward_loss(model, cfg: TrainConfig, ids, tracker: StorageTracker):
+def forward_loss(model, cfg: TrainConfig, inputs: dict, tracker: StorageTracker):
     """(what the loop keeps, the loss): Trainer drops the outputs before backward, a plain loop keeps them (and
     their logits); a fused loss (measure/loss_kernels.py) makes no logits."""
     if cfg.loss is not Loss.STANDARD:
         inner = hf_model(model)
         hidden_hook = inner.model.register_forward_hook(lambda _m, _a, out: _logits_region(out.last_hidden_state, tracker))
         try:
-            return None, fused_loss(cfg, inner, ids)
+            return None, fused_loss(cfg, inner, dict(inputs))
         finally:
             hidden_hook.remove()
-    outputs = model(input_ids=ids, labels=ids)
+    outputs = model(**inputs)
     return (outputs if cfg.loop is Loop.PLAIN else None), outputs.loss
 
 
@@ -409,7 +405,7 @@ def _measure(build, name: str, vocab: int | None, cfg: TrainConfig, steps: int, 
         dropout = cuda_dropout()
         notes.append("dropout through torch.native_dropout, as on CUDA (a 1-byte mask; the CPU's F.dropout saves "
                      "noise as wide as the data)")
-    with contiguous_positions(), dropout, backend.mode(), tracker:
+    with mask_path(cfg), dropout, backend.mode(), tracker:
         tag_model(model, tracker)
         for _ in range(steps):
             tracker.reset_peak()

@@ -76,11 +76,13 @@ class CutCrossEntropy(torch.autograd.Function):
         return grad_e.view(ctx.shape), grad_c, None
 
 
-def fused_loss(cfg: TrainConfig, causal_lm, ids: torch.Tensor) -> torch.Tensor:
-    """The loss of one micro-batch through the decoder and the fused loss cfg.loss names (no logits)."""
-    hidden = causal_lm.model(input_ids=ids).last_hidden_state
+def fused_loss(cfg: TrainConfig, causal_lm, inputs: dict) -> torch.Tensor:
+    """The loss of one micro-batch (measure/batching.py's inputs) through the decoder and the fused loss cfg.loss
+    names (no logits)."""
+    labels = inputs.pop("labels")
+    hidden = causal_lm.model(**inputs).last_hidden_state
     weight = causal_lm.get_output_embeddings().weight
-    targets = torch.nn.functional.pad(ids, (0, 1), value=-100)[..., 1:].contiguous()   # the shifted labels
+    targets = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:].contiguous()   # the shifted labels
     if cfg.loss is Loss.LIGER:
         same_dtype = hidden.dtype == weight.dtype and cfg.precision is Precision.BF16_TRUE
         return LigerFusedLinearCrossEntropy.apply(hidden, weight, targets, same_dtype)

@@ -9,6 +9,7 @@ import warnings
 
 import torch
 
+from measure.batching import batch_inputs, mask_path
 from planner.config import TrainConfig
 from profiles.spec import ModelSpec
 
@@ -34,8 +35,8 @@ def measure_layer_saved(spec: ModelSpec, cfg: TrainConfig, layer: int = 1) -> in
     blocks[layer].register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
     blocks[layer].register_forward_hook(lambda *_: inside.__setitem__(0, False))
     ids = torch.randint(0, spec.vocab, (cfg.micro_batch, cfg.seq_len))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(cfg), cuda_dropout():
-        model(input_ids=ids, labels=ids)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(cfg), cuda_dropout(), mask_path(cfg):
+        model(**batch_inputs(cfg, ids))
     return sum(seen.values())
 
 
