@@ -18,7 +18,8 @@ from common.units import parse_count
 from planner.api import DEFAULT_MARGIN
 from planner.activations import attention_kernel
 from planner.config import TrainConfig
-from planner.enums import ActivationOffload, Attention, Loop, Loss, Method, Offload, Optimizer, Precision, Sharding
+from planner.enums import (ActivationOffload, Attention, Batching, Loop, Loss, Method, Offload, Optimizer, Precision,
+                           Sharding)
 from planner.foreign.core import COMMAND_LINE, show
 from planner.model_input import ResolvedModel
 from planner.search import Request
@@ -33,6 +34,9 @@ _CHOICES = [
     ("--offload", Offload.values(), "CPU offload of optimizer states, or of parameters too (ZeRO / FSDP)."),
     ("--loss", Loss.values(), "Loss kernel: transformers' standard loss over the full logits, Liger's fused "
                               "linear cross-entropy, or Cut Cross-Entropy. [default: standard]"),
+    ("--batching", Batching.values(), "fixed: every row seq_len tokens; padded: rows padded to the longest with an "
+                                      "attention mask; packed: several sequences per row, told apart by position "
+                                      "ids. [default: fixed]"),
     ("--loop", Loop.values(), "trainer drops the model's outputs before backward; plain keeps them (and the "
                               "logits) through backward. [default: trainer]"),
     ("--activation-offload", ActivationOffload.values(),
@@ -98,6 +102,9 @@ def train_options(func: Callable) -> Callable:
         click.option("--seq-len", type=whole(1, 10_000_000), default=None,
                      help="Tokens per sequence: plan for the LONGEST one you will train on. [default: 2048]"),
         click.option("--grad-ckpt/--no-grad-ckpt", default=None, help="Activation (gradient) checkpointing."),
+        click.option("--liger-kernels/--no-liger-kernels", default=None,
+                     help="Liger's RMSNorm, SwiGLU/GeGLU and RoPE kernels in place of the model's modules (what "
+                          "use_liger_kernel applies; the loss is --loss). [default: no]"),
         click.option("--lora-r", type=whole(1, 65536), default=None, help="LoRA rank. [default: 16]"),
         click.option("--lora-alpha", type=whole(1, 1_000_000), default=None, help="LoRA scale. [default: 2r]"),
         click.option("--lora-targets", default=None, metavar="LIST",
@@ -132,7 +139,7 @@ LAUNCH_OPTIONS = [
 # Training fields a user can fix; the rest of TrainConfig (grad_accum) follows from them.
 FIXABLE = ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len",
            "grad_ckpt", "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus", "nodes", "loss", "loop",
-           "activation_offload")
+           "activation_offload", "batching", "liger_kernels")
 
 
 def launch_options(func: Callable) -> Callable:
@@ -146,7 +153,7 @@ def config_from_options(options: dict, **fallback) -> TrainConfig:
     values = dict(fallback)
     for key in ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len",
                 "grad_ckpt", "lora_r", "lora_alpha", "gpus", "nodes", "loss", "loop", "activation_offload",
-                "grad_accum"):
+                "grad_accum", "batching", "liger_kernels"):
         if options.get(key) is not None:
             values[key] = options[key].lower() if isinstance(options[key], str) else options[key]
     if options.get("lora_targets"):

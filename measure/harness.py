@@ -33,6 +33,7 @@ from torch import nn
 
 from measure import fake4bit   # imports bitsandbytes now: its module-level tables must not be made fake
 from measure.batching import batch_inputs, mask_path
+from measure.liger_kernels import apply_liger
 from measure.loss_kernels import fused_loss
 from measure.offload import offloaded_activations
 from measure.tracker import COMPONENTS, PHASES, StorageTracker
@@ -370,7 +371,13 @@ def _logits_region(hidden, tracker: StorageTracker) -> None:
 
 def measure(spec: ModelSpec, cfg: TrainConfig, steps: int = 2, device: str = "fake") -> Measurement:
     """Run `steps` training steps of `spec` as `cfg` says and measure the last one (see module docstring)."""
-    return _measure(lambda notes: build_model(spec, cfg, notes), spec.name, spec.vocab, cfg, steps, device)
+    return _measure(lambda notes: build_model(spec, cfg, notes), spec.name, spec.vocab, cfg, steps, device,
+                    kernels=lambda model, notes: kernels_of(model, spec, cfg, notes))
+
+
+def kernels_of(model: nn.Module, spec: ModelSpec, cfg: TrainConfig, notes: list[str]):
+    """Liger's kernels on `model` when cfg asks (measure/liger_kernels.py); the context to run it in."""
+    return apply_liger(model, spec, notes) if cfg.liger_kernels else contextlib.nullcontext()
 
 
 def measure_hf_config(config: dict, cfg: TrainConfig, steps: int = 2, device: str = "fake", name: str = "",
@@ -386,11 +393,13 @@ def measure_hf_config(config: dict, cfg: TrainConfig, steps: int = 2, device: st
                     name or str(config.get("model_type")), None, cfg, steps, device)
 
 
-def _measure(build, name: str, vocab: int | None, cfg: TrainConfig, steps: int, device: str) -> Measurement:
+def _measure(build, name: str, vocab: int | None, cfg: TrainConfig, steps: int, device: str,
+             kernels=lambda model, notes: contextlib.nullcontext()) -> Measurement:
     start, notes = time.perf_counter(), []
     backend = Backend(device)
     context = cuda_context_bytes() if device == "cuda" else None
     model, params_total = build(notes)   # counted before quantization and adapters
+    patched = kernels(model, notes)
     if vocab is None:
         vocab = hf_model(model).get_input_embeddings().num_embeddings
     with backend.mode():
@@ -405,7 +414,7 @@ def _measure(build, name: str, vocab: int | None, cfg: TrainConfig, steps: int, 
         dropout = cuda_dropout()
         notes.append("dropout through torch.native_dropout, as on CUDA (a 1-byte mask; the CPU's F.dropout saves "
                      "noise as wide as the data)")
-    with mask_path(cfg), dropout, backend.mode(), tracker:
+    with mask_path(cfg), patched, dropout, backend.mode(), tracker:
         tag_model(model, tracker)
         for _ in range(steps):
             tracker.reset_peak()

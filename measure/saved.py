@@ -16,8 +16,9 @@ from profiles.spec import ModelSpec
 
 def measure_layer_saved(spec: ModelSpec, cfg: TrainConfig, layer: int = 1) -> int:
     """Bytes that layer `layer` saves for backward in one forward pass (no checkpointing)."""
-    from measure.harness import cuda_dropout
+    from measure.harness import cuda_dropout, kernels_of
     model = _materialise(spec, cfg)
+    kernels = kernels_of(model, spec, cfg, [])
     blocks = decoder_layers(model, spec)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     inside, seen, before = [False], {}, set()
@@ -35,7 +36,7 @@ def measure_layer_saved(spec: ModelSpec, cfg: TrainConfig, layer: int = 1) -> in
     blocks[layer].register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
     blocks[layer].register_forward_hook(lambda *_: inside.__setitem__(0, False))
     ids = torch.randint(0, spec.vocab, (cfg.micro_batch, cfg.seq_len))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(cfg), cuda_dropout(), mask_path(cfg):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), _autocast(cfg), cuda_dropout(), mask_path(cfg), kernels:
         model(**batch_inputs(cfg, ids))
     return sum(seen.values())
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 from itertools import count
 
 from planner.config import TrainConfig
-from planner.enums import Attention, Method, Precision, Sharding
+from planner.enums import Attention, Batching, Method, Precision, Sharding
 from planner.params import resolve_targets
 from planner.states import deepspeed_16bit, trainable_bytes, weight_bytes
 from profiles.spec import FUSED_ROLES, ModelSpec
@@ -24,6 +24,9 @@ _ids = count()
 # Activations composed of elementwise ops: how many tensors of the MLP width they save (NewGELU:
 # x for pow and mul, tanh's output, 1 + tanh and 0.5 * x); fused ones save only their input.
 ACTIVATION_SAVES = {"gelu_new": 4, "gelu_fast": 4}
+# Families whose modules Liger's instance patch (what Trainer's use_liger_kernel applies) swaps for its kernels
+LIGER_FAMILIES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo2", "phi3", "mixtral", "qwen3_moe"}
+LIGER_GATED = {"silu", "gelu_pytorch_tanh"}   # SwiGLU and GeGLU: one Function saving gate and up
 
 
 @dataclass(eq=False)
@@ -49,6 +52,7 @@ class Op:
     scratch: int = 0     # bytes a temporary holds while the op (forward or backward) makes its result
     scratch_peak: int = 0  # bytes temporaries hold just before: a dequantized weight and its cast, both live
     passes_grad: bool = False  # an add: its backward hands the output's gradient itself to same-dtype inputs
+    grads_in_saved: bool = False  # its backward writes its inputs' gradients into the tensors it saved (Liger)
 
 
 @dataclass
@@ -67,6 +71,9 @@ class Context:
     fp32_norm_weight: bool = False  # norm multiplies its weight in fp32, then casts (Gemma, OLMo-2)
     seq_len: int = 1       # eager attention's s x s terms need it
     sdpa_mask: bool = False  # SDPA gets an explicit mask, which it turns into a saved 16-bit bias
+    unpadded: bool = False   # flash-attention on padded rows: q, k, v gathered to the real tokens (varlen)
+    liger: frozenset[str] = frozenset()  # Liger kernels in use: rms_norm, gated (SwiGLU / GeGLU), rope
+    liger_norm_in_place: bool = True  # Liger's RMSNorm writes dX over dY (not for Gemma-2's and OLMo-2's norms)
     quantized_from: int = 2  # bytes of the dtype NF4 weights were quantized from: what dequantize returns
     ops: list[Op] = field(default_factory=list)
 
@@ -114,15 +121,37 @@ def context(spec: ModelSpec, cfg: TrainConfig) -> Context:
                    lora_r=cfg.lora_r, lora_modules=lora, quantized=cfg.method is Method.QLORA,
                    quantized_from=2 if cfg.precision is Precision.BF16_TRUE else 4,  # the dtype it was loaded in
                    attention=attention_kernel(spec, cfg), fp32_norm_weight=spec.norm_weight_fp32,
-                   seq_len=cfg.seq_len, sdpa_mask=sdpa_needs_mask(spec, cfg))
+                   seq_len=cfg.seq_len, sdpa_mask=sdpa_needs_mask(spec, cfg),
+                   unpadded=attention_kernel(spec, cfg) is Attention.FLASH and cfg.batching is Batching.PADDED,
+                   liger=liger_kernels(spec) if cfg.liger_kernels else frozenset(),
+                   liger_norm_in_place=liger_norm_in_place(spec))
+
+
+def liger_kernels(spec: ModelSpec) -> frozenset[str]:
+    """The Liger kernels that replace this family's modules: RMSNorm (not OLMo-2's full-width q/k norms, which
+    Liger leaves), the gated MLP's activation (not experts) and RoPE (not Phi-3's rotary by concatenation)."""
+    if spec.hf_type not in LIGER_FAMILIES:
+        return frozenset()
+    parts = {"rms_norm"} if spec.norm == "rmsnorm" else set()
+    if spec.mlp_gated and spec.activation in LIGER_GATED and not spec.is_moe:
+        parts.add("gated")
+    if not (spec.learned_positions or spec.rope_by_cat or spec.partial_rotary < 1):
+        parts.add("rope")
+    return frozenset(parts)
+
+
+def liger_norm_in_place(spec: ModelSpec, final: bool = False) -> bool:
+    """Whether Liger's instance patch has a norm write dX over dY: not Gemma-2's norms nor OLMo-2's layer norms."""
+    return not (spec.hf_type == "gemma2" or (spec.hf_type == "olmo2" and not final))
 
 
 def sdpa_needs_mask(spec: ModelSpec, cfg: TrainConfig) -> bool:
     """transformers passes SDPA a b x 1 x s x s mask (not is_causal) when a sliding window is shorter than
-    the sequence, and always for Falcon."""
+    the sequence, for padded rows (the padding mask) and packed ones (block-diagonal), and always for Falcon."""
     if attention_kernel(spec, cfg) is not Attention.SDPA:
         return False
-    return spec.sdpa_always_masked or bool(spec.sliding_window and cfg.seq_len >= spec.sliding_window)
+    windowed = bool(spec.sliding_window and cfg.seq_len >= spec.sliding_window)
+    return spec.sdpa_always_masked or windowed or cfg.batching is not Batching.FIXED
 
 
 def attention_kernel(spec: ModelSpec, cfg: TrainConfig) -> Attention:
@@ -188,6 +217,8 @@ def rms_norm(ctx: Context, x: Tensor, rows: int = 1, unit_offset: bool = False) 
 
     `rows`: normalised rows per token (one per head for per-head QK norms), each with an fp32 rsqrt.
     """
+    if "rms_norm" in ctx.liger:
+        return _liger_rms_norm(ctx, x, rows)
     x32 = ctx.cast(x, 4)
     rsqrt = ctx.op((x32,), rows, 4, saved=(x32,))
     normed = ctx.op((x32, rsqrt), x.width, 4, saved=(x32, rsqrt))
@@ -202,6 +233,16 @@ def rms_norm(ctx: Context, x: Tensor, rows: int = 1, unit_offset: bool = False) 
     normed_in = ctx.cast(normed, x.nbytes)
     saved = (normed_in,) if ctx.base_trains else ()
     return ctx.op((normed_in,), x.width, max(ctx.norm_weight, x.nbytes), saved, weight_grad, grad=grad)
+
+
+def _liger_rms_norm(ctx: Context, x: Tensor, rows: int) -> Tensor:
+    """LigerRMSNormFunction: one kernel saving its input as it came and an fp32 rstd per row; output in the
+    input's dtype."""
+    rstd = ctx.op((), rows, 4, grad=False)
+    weight_grad = x.width * ctx.base_grad if ctx.base_trains else 0
+    out = ctx.op((x,), x.width, x.nbytes, (x, rstd), weight_grad, grad=x.grad or ctx.base_trains)
+    ctx.ops[-1].passes_grad = ctx.liger_norm_in_place  # in_place: dX is written over dY
+    return out
 
 
 def layer_norm(ctx: Context, x: Tensor) -> Tensor:
@@ -250,12 +291,15 @@ def _qk_norm(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor) -> tuple[Tenso
         return q, k
     if spec.qk_norm == "head":
         return rms_norm(ctx, q, rows=spec.n_head), rms_norm(ctx, k, rows=spec.n_kv_head)
-    return rms_norm(ctx, q), rms_norm(ctx, k)
+    liger, ctx.liger = ctx.liger, ctx.liger - {"rms_norm"}  # Liger leaves full-width q/k norms (OLMo-2) alone
+    normed = rms_norm(ctx, q), rms_norm(ctx, k)
+    ctx.liger = liger
+    return normed
 
 
 def _rope(ctx: Context, spec: ModelSpec, t: Tensor, width: int) -> Tensor:
-    if spec.learned_positions:
-        return t  # GPT-2: no rotary
+    if spec.learned_positions or "rope" in ctx.liger:
+        return t  # GPT-2: no rotary; Liger's RoPE rotates q and k in place and saves only cos and sin
     return ctx.op((t,), width, t.nbytes)  # q*cos + rotate_half(q)*sin: a new tensor, cos/sin shared
 
 
@@ -266,11 +310,25 @@ def _core_attention(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tens
         # transformers lets SDPA broadcast KV heads only without a mask and up to 256-wide heads;
         # otherwise it repeats them to every query head first (repeat_kv), and SDPA saves the copies
         k, v = ctx.op((k,), spec.q_dim, k.nbytes), ctx.op((v,), spec.q_dim, v.nbytes)
+    if ctx.unpadded:
+        return _varlen(ctx, spec, q, k, v)
     lse = ctx.op((), spec.n_head, 4, grad=False)  # fused kernels keep an fp32 log-sum-exp per head
     bias = (ctx.op((), ctx.seq_len, q.nbytes, grad=False),) if ctx.sdpa_mask else ()  # the mask as an additive bias
     out = ctx.op((q, k, v), spec.q_dim, q.nbytes, saved=(q, k, v, lse) + bias)
     ctx.ops[-1].saved += (out,)  # and their output
     return out
+
+
+def _varlen(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """flash-attention on padded rows (transformers' _upad_input): q, k and v gathered to the real tokens by an
+    int64 index each gather saves, flash_attn_varlen on the copies, its output scattered back to the rows."""
+    index = ctx.op((), 1, 8, grad=False)
+    q, k, v = (ctx.op((t,), width, t.nbytes, saved=(index,))
+               for t, width in ((q, spec.q_dim), (k, spec.kv_dim), (v, spec.kv_dim)))
+    lse = ctx.op((), spec.n_head, 4, grad=False)
+    out = ctx.op((q, k, v), spec.q_dim, q.nbytes, saved=(q, k, v, lse))
+    ctx.ops[-1].saved += (out,)
+    return ctx.op((out,), spec.q_dim, out.nbytes, saved=(index,))
 
 
 def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -306,6 +364,11 @@ def mlp(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     if not spec.mlp_gated:
         up = linear(ctx, h, i, _module(spec, "up"), b)
         return linear(ctx, _activation(ctx, spec, up), spec.hidden, _module(spec, "down"), b)
+    if "gated" in ctx.liger:
+        gate, up = _gate_up(ctx, spec, h)
+        prod = ctx.op((gate, up), i, up.nbytes, saved=(gate, up))  # LigerSiLUMulFunction: silu recomputed
+        ctx.ops[-1].grads_in_saved = True
+        return linear(ctx, prod, spec.hidden, _module(spec, "down"), b)
     if "gate_up" in {lin.role for lin in spec.linears()}:
         fused = linear(ctx, h, 2 * i, _module(spec, "gate_up"), b)
         gate = up = fused  # chunk() views: their gradients fill one buffer of the fused width
@@ -315,6 +378,15 @@ def mlp(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
         up = linear(ctx, h, i, _module(spec, "up"), b)
     prod = ctx.op((act, up), i, up.nbytes, saved=(act, up))
     return linear(ctx, prod, spec.hidden, _module(spec, "down"), b)
+
+
+def _gate_up(ctx: Context, spec: ModelSpec, h: Tensor) -> tuple[Tensor, Tensor]:
+    """gate_proj(x) and up_proj(x), or the halves of a fused gate_up, which Liger's ensure_contiguous copies."""
+    i, b = spec.intermediate, spec.mlp_bias
+    if "gate_up" not in {lin.role for lin in spec.linears()}:
+        return tuple(linear(ctx, h, i, _module(spec, role), b) for role in ("gate", "up"))
+    fused = linear(ctx, h, 2 * i, _module(spec, "gate_up"), b)
+    return ctx.op((fused,), i, fused.nbytes), ctx.op((fused,), i, fused.nbytes)
 
 
 def _activation(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
@@ -398,14 +470,15 @@ def layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool = False) -> Layer
 def walk_key(cfg: TrainConfig) -> tuple:
     """The fields the walk reads, so one cached walk serves every micro-batch, GPU count and optimizer."""
     seq = cfg.seq_len if cfg.attn is not Attention.FLASH else 1  # s x s terms and masks
-    return cfg.method, cfg.precision, cfg.attn, cfg.lora_r, cfg.lora_targets, deepspeed_16bit(cfg), seq
+    return (cfg.method, cfg.precision, cfg.attn, cfg.lora_r, cfg.lora_targets, deepspeed_16bit(cfg), seq,
+            cfg.batching, cfg.liger_kernels)
 
 
 def _walk_config(key: tuple) -> TrainConfig:
-    method, precision, attn, lora_r, lora_targets, ds16, seq = key
+    method, precision, attn, lora_r, lora_targets, ds16, seq, batching, liger = key
     zero = Sharding.ZERO2 if ds16 else Sharding.NONE  # DeepSpeed casts the model to 16 bit
     return TrainConfig(method=method, precision=precision, attn=attn, lora_r=lora_r, lora_targets=lora_targets,
-                       sharding=zero, gpus=2 if ds16 else 1, seq_len=seq)
+                       sharding=zero, gpus=2 if ds16 else 1, seq_len=seq, batching=batching, liger_kernels=liger)
 
 
 @lru_cache(maxsize=4096)
@@ -487,7 +560,8 @@ def backward_walk(ops: list[Op], out: Tensor, offloaded: bool = False,
         if op.scratch_peak:
             tok, fixed = _sum(list(buffers.values()) + list(saved.values()) + restored)
             steps.append((tok, fixed + op.scratch_peak, 0 if hooked else param_grads))
-        live = _sum(list(buffers.values()) + list(saved.values()) + [t.size for t in new] + restored)
+        made = [] if op.grads_in_saved else [t.size for t in new]
+        live = _sum(list(buffers.values()) + list(saved.values()) + made + restored)
         param_grads = op.param_grad if hooked else param_grads + op.param_grad
         steps.append((live[0], live[1] + op.scratch, param_grads))
         out_buffer = grads.pop(op.output.id)
@@ -559,6 +633,7 @@ def final_norm_backward(spec: ModelSpec, cfg: TrainConfig, tokens: int) -> int:
 def _final_norm_backward(spec: ModelSpec, key: tuple) -> tuple[tuple[int, int, int], ...]:
     cfg = _walk_config(key)
     ctx = context(spec, cfg)
+    ctx.liger_norm_in_place = liger_norm_in_place(spec, final=True)
     out = norm(ctx, spec, Tensor(spec.hidden, stream_bytes(cfg), grad=True))
     return _frontier(backward_walk(ctx.ops, out)[0])
 

@@ -35,3 +35,42 @@ def test_layer_saves_what_autograd_saves(key, method, precision, attn):
     spec = from_name(name, **{**TINY, **overrides})
     cfg = TrainConfig(method=method, precision=precision, attn=attn, micro_batch=2, seq_len=64)
     assert layer_saved(spec, cfg).bytes(cfg.micro_batch * cfg.seq_len) == measure_layer_saved(spec, cfg)
+
+
+# Padded rows (an attention mask with padding) and packed ones (position ids restarting): SDPA gets a b x 1 x s x s
+# mask, saves it as a bias in the compute dtype and, with grouped KV heads, saves repeat_kv's copies
+BATCHED = [(key, method, precision, batching)
+           for key in SPECS for method in ("full", "lora") for batching in ("padded", "packed")
+           for precision in ("fp32", "bf16-mixed", "bf16-true") if not (key in LAYERNORM and precision == "bf16-true")]
+
+
+@pytest.mark.parametrize("key,method,precision,batching", BATCHED, ids=["-".join(c) for c in BATCHED])
+def test_batched_layer_saves_what_autograd_saves(key, method, precision, batching):
+    name, overrides = SPECS[key]
+    spec = from_name(name, **{**TINY, **overrides})
+    cfg = TrainConfig(method=method, precision=precision, attn="sdpa", micro_batch=2, seq_len=64, batching=batching)
+    assert layer_saved(spec, cfg).bytes(cfg.micro_batch * cfg.seq_len) == measure_layer_saved(spec, cfg)
+
+
+# Liger's RMSNorm, SwiGLU / GeGLU and RoPE (measure/liger_kernels.py's stand-ins save what Liger's Functions save)
+LIGER = {"llama", "gemma2", "olmo2", "qwen3", "phi3"}
+LIGER_CASES = [(key, method, precision, batching)
+               for key in sorted(LIGER) for method in ("full", "lora") for precision in ("fp32", "bf16-mixed", "bf16-true")
+               for batching in ("fixed", "padded")]
+
+
+@pytest.mark.parametrize("key,method,precision,batching", LIGER_CASES, ids=["-".join(c) for c in LIGER_CASES])
+def test_liger_layer_saves_what_autograd_saves(key, method, precision, batching):
+    name, overrides = SPECS[key]
+    spec = from_name(name, **{**TINY, **overrides})
+    cfg = TrainConfig(method=method, precision=precision, attn="sdpa", micro_batch=2, seq_len=64, batching=batching,
+                      liger_kernels=True)
+    assert layer_saved(spec, cfg).bytes(cfg.micro_batch * cfg.seq_len) == measure_layer_saved(spec, cfg)
+
+
+def test_liger_saves_less_and_leaves_other_families_alone():
+    llama, gpt2 = (from_name(SPECS[k][0], **{**TINY, **SPECS[k][1]}) for k in ("llama", "gpt2"))
+    cfg = TrainConfig(method="full", precision="bf16-true", micro_batch=2, seq_len=64)
+    liger = cfg.with_(liger_kernels=True)
+    assert layer_saved(llama, liger).per_token < layer_saved(llama, cfg).per_token
+    assert layer_saved(gpt2, liger) == layer_saved(gpt2, cfg)
