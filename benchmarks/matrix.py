@@ -22,7 +22,8 @@ from planner.config import TrainConfig
 
 SEED = 20240611          # fixed: changing it reshuffles the halves and voids any calibration made on "tune"
 HALVES = ("tune", "holdout")
-LATER_AXES = {"loss": "standard", "loop": "trainer", "activation_offload": "none"}
+LATER_AXES = {"loss": "standard", "loop": "trainer", "activation_offload": "none", "batching": "fixed",
+              "liger_kernels": False}
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class BenchConfig:
     loss: str = "standard"
     loop: str = "trainer"
     activation_offload: str = "none"
+    batching: str = "fixed"
+    liger_kernels: bool = False
 
     @property
     def id(self) -> str:
@@ -66,7 +69,8 @@ class BenchConfig:
                            micro_batch=self.micro_batch, seq_len=self.seq_len, grad_ckpt=self.grad_ckpt,
                            attn=self.attn, double_quant=self.double_quant, lora_r=self.lora_r,
                            lora_alpha=2 * self.lora_r, lora_targets=tuple(self.lora_targets.split(",")),
-                           loss=self.loss, loop=self.loop, activation_offload=self.activation_offload)
+                           loss=self.loss, loop=self.loop, activation_offload=self.activation_offload,
+                           batching=self.batching, liger_kernels=self.liger_kernels)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,6 +171,18 @@ AXIS_RECIPES: list[tuple[str, str, int, int, bool, dict]] = [   # method, precis
     ("qlora", "bf16-mixed", 2, 2048, False, {"activation_offload": "all"}),
     ("full", "bf16-true", 1, 2048, True, {"activation_offload": "checkpoints"}),
     ("full", "bf16-true", 2, 1024, True, {"optimizer": "adamw_fused"}),
+    # batching: SDPA's b x 1 x s x s mask, its saved bias per layer and repeat_kv's copies (all three GQA)
+    ("lora", "bf16-true", 4, 1024, False, {"batching": "padded"}),
+    ("full", "bf16-mixed", 2, 1024, True, {"batching": "padded"}),
+    ("qlora", "bf16-true", 2, 2048, False, {"batching": "padded"}),
+    ("lora", "bf16-mixed", 2, 2048, False, {"batching": "packed"}),
+    ("qlora", "bf16-true", 4, 1024, True, {"batching": "packed"}),
+    # Liger's RMSNorm, SwiGLU and RoPE kernels (measure/liger_kernels.py), alone and with its fused loss
+    ("lora", "bf16-true", 2, 2048, False, {"liger_kernels": True}),
+    ("full", "bf16-true", 2, 1024, False, {"liger_kernels": True}),
+    ("qlora", "bf16-mixed", 2, 2048, False, {"liger_kernels": True}),
+    ("full", "bf16-mixed", 1, 1024, True, {"liger_kernels": True, "loss": "liger"}),
+    ("lora", "bf16-true", 4, 1024, False, {"liger_kernels": True, "batching": "padded"}),
 ]
 
 

@@ -27,7 +27,7 @@ from launch.runner import OOM_EXIT, OOM_SIGNAL, REPORT_NAME
 from planner.config import TrainConfig
 from planner.model_input import resolve_model
 from planner.params import target_modules
-from planner.enums import Method, Precision, Sharding
+from planner.enums import Batching, Method, Precision, Sharding
 from planner.optimizers import record
 from common.errors import InputError, opt
 
@@ -52,8 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, help="learning rate (default 2e-4 with adapters, 1e-5 full)")
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-pack", dest="pack", action="store_false",
-                        help="pad each text to --seq-len instead of packing texts together")
+    parser.add_argument("--no-pack", dest="pack", action="store_false", default=None,
+                        help="pad each text to --seq-len instead of packing texts together (the default when the "
+                             "plan's batching is padded)")
     parser.add_argument("--output-dir", help="where the adapter/model, losses and report go (default: the plan's folder)")
     return parser.parse_args(argv)
 
@@ -301,8 +302,7 @@ def make_batches(run: Run, vocab: int) -> tuple[int, Iterator[dict]]:
     config, args = run.config, run.args
     if not args.data:
         steps = args.steps or DEFAULT_STEPS
-        return steps, synthetic_batches(steps * config.grad_accum, config.micro_batch, config.seq_len, vocab,
-                                        args.seed + run.rank)
+        return steps, synthetic_batches(steps * config.grad_accum, config, vocab, args.seed + run.rank)
     rows = text_rows(run, vocab)
     steps = args.steps or max(1, len(rows) // (config.micro_batch * config.grad_accum * run.world))
     count = steps * config.grad_accum
@@ -314,17 +314,28 @@ def make_batches(run: Run, vocab: int) -> tuple[int, Iterator[dict]]:
     return steps, (collate(picks(i)) for i in longest_first(sizes))
 
 
-def synthetic_batches(count: int, micro_batch: int, seq_len: int, vocab: int, seed: int) -> Iterator[dict]:
-    """Random tokens, all seq_len long (so every batch is the longest)."""
+def synthetic_batches(count: int, config: TrainConfig, vocab: int, seed: int) -> Iterator[dict]:
+    """Random tokens, all seq_len long (so every batch is the longest), laid out as the plan's batching says
+    (measure/batching.py: padded batches one token short, packed rows of two sequences)."""
     import torch
+
+    from measure.batching import batch_inputs
     generator = torch.Generator().manual_seed(seed)
     for _ in range(count):
-        ids = torch.randint(0, vocab, (micro_batch, seq_len), generator=generator)
-        yield {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids), "tokens": ids.numel()}
+        ids = torch.randint(0, vocab, (config.micro_batch, config.seq_len), generator=generator)
+        batch = batch_inputs(config, ids)
+        yield {**batch, "labels": batch["labels"].clone(), "tokens": ids.numel()}
+
+
+def row_layout(run: Run) -> Batching:
+    """How --data becomes rows: the plan's batching, unless --no-pack asks for padding. Fixed concatenates the texts
+    into seq_len rows (one sequence as far as attention sees); packed does too, with position ids restarting at
+    each text (transformers then keeps the texts apart); padded pads each text to seq_len with an attention mask."""
+    return Batching.PADDED if run.args.pack is False else run.config.batching
 
 
 def text_rows(run: Run, vocab: int) -> list[dict]:
-    """Tokenized --data, packed into seq_len chunks (or padded to seq_len with --no-pack)."""
+    """Tokenized --data as rows of seq_len tokens, laid out as `row_layout` says."""
     import torch
     tokenizer = load_tokenizer(run)
     texts = read_texts(Path(run.args.data))
@@ -332,13 +343,22 @@ def text_rows(run: Run, vocab: int) -> list[dict]:
     encoded = [ids for ids in (tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts) if ids]
     if not encoded:
         raise InputError(f"{opt('data')} {run.args.data} holds no text to train on.")
-    if run.args.pack:
-        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        stream = [tok for ids in encoded for tok in ids + eos]
-        chunks = [stream[i:i + seq] for i in range(0, len(stream) - seq + 1, seq)] or [stream[:seq]]
-        return [_row(torch.tensor(c), torch.ones(len(c), dtype=torch.long), seq, 0) for c in chunks]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    return [_row(torch.tensor(ids[:seq]), torch.ones(len(ids[:seq]), dtype=torch.long), seq, pad) for ids in encoded]
+    layout = row_layout(run)
+    if layout is Batching.PADDED:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        return [_row(torch.tensor(ids[:seq]), torch.ones(len(ids[:seq]), dtype=torch.long), seq, pad)
+                for ids in encoded]
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream = [tok for ids in encoded for tok in ids + eos]
+    positions = [p for ids in encoded for p in range(len(ids) + len(eos))]   # each text from 0
+    starts = range(0, len(stream) - seq + 1, seq) or [0]
+    rows = [_row(torch.tensor(stream[i:i + seq]), torch.ones(len(stream[i:i + seq]), dtype=torch.long), seq, 0)
+            for i in starts]
+    if layout is Batching.PACKED:
+        for row, i in zip(rows, starts):
+            ids = positions[i:i + seq]
+            row["position_ids"] = torch.tensor(ids + list(range(ids[-1] + 1, ids[-1] + 1 + seq - len(ids))))
+    return rows
 
 
 def _row(ids, mask, seq_len: int, pad: int) -> dict:
@@ -376,7 +396,9 @@ def read_texts(path: Path) -> list[str]:
 
 def collate(rows: list[dict]) -> dict:
     import torch
-    batch = {key: torch.stack([row[key] for row in rows]) for key in ("input_ids", "labels", "attention_mask")}
+    # packed rows go without an attention mask: transformers reads the boundaries from the position ids only then
+    keys = ("input_ids", "labels", "position_ids" if "position_ids" in rows[0] else "attention_mask")
+    batch = {key: torch.stack([row[key] for row in rows]) for key in keys}
     batch["tokens"] = sum(row["length"] for row in rows)
     return batch
 

@@ -14,7 +14,7 @@ from planner.activations import (LayerSaved, attention_kernel, final_norm_saved,
                                   layer_walk_cache, sdpa_needs_mask, stream_bytes)
 from planner.loss import LossHead, loss_head
 from planner.config import TrainConfig
-from planner.enums import ActivationOffload, Attention, Loss, Method, Offload, Phase, Precision
+from planner.enums import ActivationOffload, Attention, Batching, Loss, Method, Offload, Phase, Precision
 from planner.optimizers import record
 from planner.params import ParamCounts, count_params, numel, trainable_tensors
 from planner.engines import Engine, clear_engine_caches, engine_for
@@ -117,9 +117,21 @@ class Activations:
             layers = [stream] * spec.n_layer  # each checkpointed layer keeps only its input
         offloaded = _offloaded(cfg, layers, stream)
         return cls(tokens=n, layers=[0] * spec.n_layer if offloaded else layers, first=first, rest=rest,
-                   head=_head_on_gpu(spec, cfg, loss_head(spec, cfg, n), n), inputs=3 * n * INDEX_BYTES, stream=stream, mask=_mask(spec, cfg),
+                   head=_head_on_gpu(spec, cfg, loss_head(spec, cfg, n), n), inputs=_inputs(spec, cfg), stream=stream, mask=_mask(spec, cfg),
                    autocast_cache=_autocast_cache(spec, cfg), restored=stream if offloaded and cfg.grad_ckpt else 0,
                    host=offloaded)
+
+
+def _inputs(spec: ModelSpec, cfg: TrainConfig) -> int:
+    """input_ids, labels and the loss's shifted labels (int64); padded rows add their attention mask, packed ones
+    their position ids, from which the rotary tables (cos, sin) are made per row instead of once for all."""
+    n = cfg.micro_batch * cfg.seq_len
+    ids = 3 * n * INDEX_BYTES
+    if cfg.batching is Batching.FIXED:
+        return ids
+    rows = cfg.micro_batch - 1 if cfg.batching is Batching.PACKED and not spec.learned_positions else 0
+    rotary = 2 * rows * cfg.seq_len * int(spec.head_dim * spec.partial_rotary) * stream_bytes(cfg)
+    return ids + n * INDEX_BYTES + rotary
 
 
 def _offloaded(cfg: TrainConfig, layers: list[int], stream: int) -> int:

@@ -22,7 +22,8 @@ from planner.model_input import ResolvedModel, closest_names
 
 # Options of the training configuration, shared by every planning endpoint (as in cli/options.py)
 TRAIN = ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len", "grad_ckpt",
-         "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus", "nodes", "gpu", "margin")
+         "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus", "nodes", "gpu", "margin", "batching",
+         "liger_kernels")
 MODEL_KEYS = ("model", "config", "config_name")
 PARAMETERS = {"estimate": TRAIN + ("grad_accum",), "timeline": TRAIN + ("grad_accum",),
               "plan": TRAIN + ("global_batch", "prefer", "tokens", "epochs"),
@@ -30,6 +31,7 @@ PARAMETERS = {"estimate": TRAIN + ("grad_accum",), "timeline": TRAIN + ("grad_ac
 COMMAND_OF = {"estimate": "estimate", "timeline": "estimate", "plan": "plan", "configs": "config"}
 # Yes/no options: the flag for yes and the flag for no (None: the command's default)
 SWITCHES = {"grad_ckpt": ("--grad-ckpt", "--no-grad-ckpt"), "double_quant": (None, "--no-double-quant"),
+            "liger_kernels": ("--liger-kernels", "--no-liger-kernels"),
             "force": ("--force", None)}
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 NOT_OPTIONS = ("model", "gpu", "margin", "as_json", "trace", "plot", "global_batch", "prefer", "tokens", "epochs",
