@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+from planner.activations import sdpa_needs_mask
 from planner.config import TrainConfig
 from planner.enums import Attention, Method
 from planner.gemm import gemm_seconds
@@ -147,10 +148,9 @@ def _attention_flops(spec: ModelSpec, cfg: TrainConfig) -> float:
 
 
 def _sdpa_masked(spec: ModelSpec, cfg: TrainConfig) -> bool:
-    """transformers hands SDPA an explicit mask (so not the flash backend) for Falcon and sliding windows."""
-    if cfg.attn is not Attention.SDPA:
-        return False
-    return spec.sdpa_always_masked or bool(spec.sliding_window and cfg.seq_len >= spec.sliding_window)
+    """transformers hands SDPA an explicit mask (so not the flash backend) for Falcon, sliding windows, padded and
+    packed rows."""
+    return cfg.attn is Attention.SDPA and sdpa_needs_mask(spec, cfg)
 
 
 def _eager_attention(spec: ModelSpec, cfg: TrainConfig, rates: DeviceRates) -> tuple[float, float]:

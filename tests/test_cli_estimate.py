@@ -165,3 +165,16 @@ def test_a_trace_knows_the_usable_bytes_but_not_the_margin():
     data = {"gpu": {"name": "RTX 4090", "memory_bytes": 24 * GiB}, "per_gpu": {"total_bytes": GiB},
             "usable_bytes": 20 * GiB, "fits": True}
     assert fit_sentence(data) == "fits on RTX 4090: needs 1.00 GiB of 20.00 GiB usable (of 24.00 GiB)"
+
+
+def test_batching_and_liger_kernels_reach_the_estimate():
+    def peak(*args: str) -> tuple[str, bool, int]:
+        data = estimate_json("meta-llama/Llama-3.1-8B", "--micro-batch", "2", "--seq-len", "4096", *args)
+        return data["config"]["batching"], data["config"]["liger_kernels"], data["per_gpu"]["allocated_peak_bytes"]
+    fixed, padded, packed, liger = peak(), peak("--batching", "padded"), peak("--batching", "packed"), peak("--liger-kernels")
+    assert (fixed[:2], padded[:2], packed[:2], liger[:2]) == (("fixed", False), ("padded", False), ("packed", False),
+                                                              ("fixed", True))
+    assert padded[2] > fixed[2] and packed[2] > fixed[2]   # SDPA's mask, saved bias and repeat_kv copies
+    assert liger[2] < fixed[2]
+    flash = [peak("--attn", "flash", "--batching", b)[2] for b in ("fixed", "packed", "padded")]
+    assert flash[0] < min(flash[1:])   # packed: position ids and rotary rows; padded: varlen's saved indices

@@ -215,3 +215,21 @@ def test_padded_texts_run_their_longest_batch_first(tiny_llama, tmp_path):
     assert steps == 2 and first["input_ids"].shape == (2, 8)
     assert first["tokens"] == 2 + 8 and second["tokens"] == 2 + 1  # the long line, cut to seq_len 8, comes first
     assert first["labels"][0, 2:].eq(-100).all() and first["attention_mask"][0, 2:].eq(0).all()
+
+
+def test_packed_texts_restart_positions_at_each_text(tiny_llama, tmp_path):
+    from launch import recipe
+    data = tmp_path / "data.txt"
+    data.write_text("short text\nmemory\nadapters train\nthe quick brown fox jumps over the lazy dog\n")
+    plan, _ = chosen_plan(str(tiny_llama), None, None, None, False, {"seq_len": 8, "micro_batch": 1})
+    args = recipe.parse_args(["--plan", "unused", "--data", str(data), "--steps", "1"])
+
+    def rows(batching: str) -> list[dict]:
+        laid_out = {**plan, "config": {**plan["config"], "batching": batching}}
+        return recipe.text_rows(recipe.Run(args, laid_out, planfile.plan_config(laid_out), tmp_path), 1000)
+    fixed, packed = rows("fixed"), rows("packed")
+    assert [r["input_ids"].tolist() for r in fixed] == [r["input_ids"].tolist() for r in packed]
+    assert "position_ids" not in fixed[0] and "attention_mask" in recipe.collate(fixed[:1])
+    positions = packed[0]["position_ids"]
+    assert positions[0] == 0 and positions.eq(0).sum() >= 2   # a second text starts inside the first row
+    assert "attention_mask" not in recipe.collate(packed[:1])   # transformers reads the boundaries without a mask
