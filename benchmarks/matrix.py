@@ -173,7 +173,7 @@ AXIS_RECIPES: list[tuple[str, str, int, int, bool, dict]] = [   # method, precis
     ("full", "bf16-true", 2, 1024, True, {"optimizer": "adamw_fused"}),
     # batching: SDPA's b x 1 x s x s mask, its saved bias per layer and repeat_kv's copies (all three GQA)
     ("lora", "bf16-true", 4, 1024, False, {"batching": "padded"}),
-    ("full", "bf16-mixed", 2, 1024, True, {"batching": "padded"}),
+    ("full", "bf16-true", 4, 2048, False, {"batching": "padded"}),
     ("qlora", "bf16-true", 2, 2048, False, {"batching": "padded"}),
     ("lora", "bf16-mixed", 2, 2048, False, {"batching": "packed"}),
     ("qlora", "bf16-true", 4, 1024, True, {"batching": "packed"}),
@@ -181,7 +181,7 @@ AXIS_RECIPES: list[tuple[str, str, int, int, bool, dict]] = [   # method, precis
     ("lora", "bf16-true", 2, 2048, False, {"liger_kernels": True}),
     ("full", "bf16-true", 2, 1024, False, {"liger_kernels": True}),
     ("qlora", "bf16-mixed", 2, 2048, False, {"liger_kernels": True}),
-    ("full", "bf16-mixed", 1, 1024, True, {"liger_kernels": True, "loss": "liger"}),
+    ("lora", "bf16-mixed", 4, 2048, False, {"liger_kernels": True, "loss": "liger"}),
     ("lora", "bf16-true", 4, 1024, False, {"liger_kernels": True, "batching": "padded"}),
 ]
 

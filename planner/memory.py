@@ -102,7 +102,7 @@ class Activations:
     head: LossHead             # final norm, lm_head and the loss (planner/loss.py)
     inputs: int                # input_ids, labels and the loss's shifted labels
     stream: int                # one hidden state (a layer's input)
-    mask: int                  # the b x s x s causal mask, alive through the forward
+    mask: int                  # the b x s x s causal mask, alive through the forward (with inputs under checkpointing)
     autocast_cache: int        # autocast's 16-bit copies of trainable fp32 weights, kept until it exits
     restored: int = 0          # brought back from host memory for the layer in backward (offloaded checkpoints)
     host: int = 0              # saved activations offloaded to host memory
@@ -116,8 +116,11 @@ class Activations:
         if cfg.grad_ckpt:
             layers = [stream] * spec.n_layer  # each checkpointed layer keeps only its input
         offloaded = _offloaded(cfg, layers, stream)
+        mask = _mask(spec, cfg)
+        kept = mask if cfg.grad_ckpt else 0  # an input of every checkpointed layer: kept for the recomputes
         return cls(tokens=n, layers=[0] * spec.n_layer if offloaded else layers, first=first, rest=rest,
-                   head=_head_on_gpu(spec, cfg, loss_head(spec, cfg, n), n), inputs=_inputs(spec, cfg), stream=stream, mask=_mask(spec, cfg),
+                   head=_head_on_gpu(spec, cfg, loss_head(spec, cfg, n), n), inputs=_inputs(spec, cfg) + kept,
+                   stream=stream, mask=mask - kept,
                    autocast_cache=_autocast_cache(spec, cfg), restored=stream if offloaded and cfg.grad_ckpt else 0,
                    host=offloaded)
 
