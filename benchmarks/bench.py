@@ -34,7 +34,7 @@ from benchmarks.matrix import HALVES, BenchConfig, family
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HARNESS_SOURCES = ("harness.py", "tracker.py", "fake4bit.py", "loss_kernels.py", "offload.py", "batching.py",
-                   "liger_kernels.py")   # in measure/
+                   "liger_kernels.py", "flash.py")   # in measure/
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes")
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",
               "activations", "logits", "temporary")

@@ -11,7 +11,8 @@ Stand-ins, where the real thing cannot run on fake tensors (each one is named in
     quantization included, and bitsandbytes' dequantize-then-matmul compute).
   - 8-bit and paged AdamW: bitsandbytes' own optimizer classes, whose `init_state` allocates the state, with
     the update replaced by an in-place one that allocates nothing, as bitsandbytes' fused kernels do.
-  - attn="flash": SDPA (which runs the flash kernel on CUDA for 16-bit inputs).
+  - attn="flash": transformers' flash path on stand-ins for flash-attn 2's kernels (`measure.flash`), which save
+    what they save; measure_hf_config (no ModelSpec) measures it as SDPA.
   - Dropout (fake/cpu): `torch.native_dropout`, CUDA's path, which saves a bool mask (`cuda_dropout`).
 
 `measure_hf_config(config_dict, cfg)` measures the same way from a raw config.json dict of any model_type
@@ -33,6 +34,7 @@ from torch import nn
 
 from measure import fake4bit   # imports bitsandbytes now: its module-level tables must not be made fake
 from measure.batching import batch_inputs, mask_path
+from measure.flash import emulated_flash
 from measure.liger_kernels import apply_liger
 from measure.loss_kernels import fused_loss
 from measure.offload import offloaded_activations
@@ -99,9 +101,9 @@ def attn_implementation(spec: ModelSpec, cfg: TrainConfig, notes: list[str]) -> 
     if kernel is not cfg.attn:
         notes.append(f"{spec.short_name} has no {cfg.attn.value} attention in transformers: measured with {kernel.value}")
     if kernel is Attention.FLASH:
-        notes.append("attn=flash measured with SDPA (flash-attn is not installed here; on CUDA SDPA runs the "
-                     "flash kernel for 16-bit inputs: output plus an fp32 log-sum-exp, no s x s scores)")
-        return "sdpa"
+        notes.append("attn=flash: transformers' flash path on stand-ins for flash-attn 2's kernels "
+                     "(measure/flash.py: what they save)")
+        return "sdpa"   # built as SDPA; emulated_flash switches it to the flash path
     return kernel.value
 
 
@@ -376,8 +378,15 @@ def measure(spec: ModelSpec, cfg: TrainConfig, steps: int = 2, device: str = "fa
 
 
 def kernels_of(model: nn.Module, spec: ModelSpec, cfg: TrainConfig, notes: list[str]):
-    """Liger's kernels on `model` when cfg asks (measure/liger_kernels.py); the context to run it in."""
-    return apply_liger(model, spec, notes) if cfg.liger_kernels else contextlib.nullcontext()
+    """The context to run `model` in: flash-attention's stand-ins (measure/flash.py) and Liger's kernels
+    (measure/liger_kernels.py) when cfg asks."""
+    from planner.activations import attention_kernel
+    stack = contextlib.ExitStack()
+    if attention_kernel(spec, cfg) is Attention.FLASH:
+        stack.enter_context(emulated_flash(model))
+    if cfg.liger_kernels:
+        stack.enter_context(apply_liger(model, spec, notes))
+    return stack
 
 
 def measure_hf_config(config: dict, cfg: TrainConfig, steps: int = 2, device: str = "fake", name: str = "",

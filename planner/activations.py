@@ -314,9 +314,14 @@ def _core_attention(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tens
         return _varlen(ctx, spec, q, k, v)
     lse = ctx.op((), spec.n_head, 4, grad=False)  # fused kernels keep an fp32 log-sum-exp per head
     bias = (ctx.op((), ctx.seq_len, q.nbytes, grad=False),) if ctx.sdpa_mask else ()  # the mask as an additive bias
-    out = ctx.op((q, k, v), spec.q_dim, q.nbytes, saved=(q, k, v, lse) + bias)
+    out = ctx.op((q, k, v), spec.q_dim, q.nbytes, saved=(q, k, v, lse) + bias + _rng_state(ctx))
     ctx.ops[-1].saved += (out,)  # and their output
     return out
+
+
+def _rng_state(ctx: Context) -> tuple[Tensor, ...]:
+    """flash-attn 2 saves its RNG state (two int64) whatever the dropout."""
+    return (ctx.op((), 16, 1, grad=False, fixed=True),) if ctx.attention is Attention.FLASH else ()
 
 
 def _varlen(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -326,7 +331,7 @@ def _varlen(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> T
     q, k, v = (ctx.op((t,), width, t.nbytes, saved=(index,))
                for t, width in ((q, spec.q_dim), (k, spec.kv_dim), (v, spec.kv_dim)))
     lse = ctx.op((), spec.n_head, 4, grad=False)
-    out = ctx.op((q, k, v), spec.q_dim, q.nbytes, saved=(q, k, v, lse))
+    out = ctx.op((q, k, v), spec.q_dim, q.nbytes, saved=(q, k, v, lse) + _rng_state(ctx))
     ctx.ops[-1].saved += (out,)
     return ctx.op((out,), spec.q_dim, out.nbytes, saved=(index,))
 

@@ -83,3 +83,22 @@ def test_liger_saves_less_and_leaves_other_families_alone():
     liger = cfg.with_(liger_kernels=True)
     assert layer_saved(llama, liger).per_token < layer_saved(llama, cfg).per_token
     assert layer_saved(gpt2, liger) == layer_saved(gpt2, cfg)
+
+
+# flash-attention: transformers' flash path on stand-ins for flash-attn 2 (measure/flash.py). Fixed and packed rows
+# run as one sequence per row (is_causal) or by cu_seqlens; padded rows are unpadded (q, k, v gathered, an index)
+FLASH_CASES = [(key, method, batching) for key in ("llama", "qwen3", "phi3") for method in ("full", "lora")
+               for batching in ("fixed", "packed", "padded")]
+
+
+@pytest.mark.parametrize("key,method,batching", FLASH_CASES, ids=["-".join(c) for c in FLASH_CASES])
+def test_flash_layer_saves_what_autograd_saves(key, method, batching):
+    name, overrides = SPECS[key]
+    spec = from_name(name, **{**TINY, **overrides})
+    cfg = TrainConfig(method=method, precision="bf16-true", attn="flash", micro_batch=2, seq_len=64, batching=batching)
+    expected = layer_saved(spec, cfg).bytes(cfg.micro_batch * cfg.seq_len)
+    if batching == "padded":   # the planner takes every token as real; the probe's batch has one padding token,
+        # which the gathers leave out (q, k, v and the output in bf16, the int64 index, the fp32 log-sum-exp),
+        # and varlen's cu_seqlens (int32, one per row and one more) are made inside the layer
+        expected -= (2 * spec.q_dim + 2 * spec.kv_dim) * 2 + 8 + 4 * spec.n_head - 4 * (cfg.micro_batch + 1)
+    assert expected == measure_layer_saved(spec, cfg)
