@@ -31,9 +31,14 @@ def batch_inputs(cfg: TrainConfig, ids: torch.Tensor) -> dict:
 
 
 def mask_path(cfg: TrainConfig):
-    """transformers reads the position ids to detect packed rows; on fake tensors it cannot and assumes packing.
-    Give it the answer a real run computes: packed only under `packed` batching."""
-    if cfg.batching is Batching.PACKED:
-        return contextlib.nullcontext()
-    from transformers import masking_utils
-    return mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None)
+    """transformers reads the position ids to detect packed rows; on fake tensors it cannot (and assumes packing
+    for masks). Give it the answer a real run computes: packed only under `packed` batching; the flash path
+    looks for flattened packing (one row) only."""
+    from transformers import masking_utils, modeling_flash_attention_utils as fa
+    packed = cfg.batching is Batching.PACKED
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(fa, "_is_packed_sequence", lambda position_ids, batch_size:
+                                          packed and batch_size == 1 and position_ids is not None))
+    if not packed:
+        stack.enter_context(mock.patch.object(masking_utils, "find_packed_sequence_indices", lambda position_ids: None))
+    return stack
