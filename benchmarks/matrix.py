@@ -171,7 +171,9 @@ AXIS_RECIPES: list[tuple[str, str, int, int, bool, dict]] = [   # method, precis
     ("qlora", "bf16-mixed", 2, 2048, False, {"activation_offload": "all"}),
     ("full", "bf16-true", 1, 2048, True, {"activation_offload": "checkpoints"}),
     ("full", "bf16-true", 2, 1024, True, {"optimizer": "adamw_fused"}),
-    # batching: SDPA's b x 1 x s x s mask, its saved bias per layer and repeat_kv's copies (all three GQA)
+    # batching: SDPA's b x 1 x s x s mask, its saved bias per layer and repeat_kv's copies (all three GQA); flash on
+    # padded rows is measured per layer only (tests/test_layer_saved.py): unpadding reads the mask's values (nonzero,
+    # max), which fake tensors cannot
     ("lora", "bf16-true", 4, 1024, False, {"batching": "padded"}),
     ("full", "bf16-true", 4, 2048, False, {"batching": "padded"}),
     ("qlora", "bf16-true", 2, 2048, False, {"batching": "padded"}),
