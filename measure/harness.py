@@ -38,7 +38,7 @@ from planner.enums import Attention, Method, Optimizer, Precision
 from planner.optimizers import PAGED_MIN_NUMEL, record
 from planner.params import target_modules
 from profiles.spec import ModelSpec
-from profiles.hf_config import hf_config_dict
+from profiles.hf_config import hf_config_dict, transformers_ready
 from profiles.models import from_name
 
 MODEL_DTYPE = {Precision.BF16_TRUE: torch.bfloat16, Precision.BF16_MIXED: torch.float32,
@@ -80,9 +80,13 @@ def hf_config(spec: ModelSpec):
     return hf_config_from_dict(hf_config_dict(spec))
 
 
-def hf_config_from_dict(config: dict):
-    """The transformers config of a config.json dict (any model_type transformers knows)."""
+def hf_config_from_dict(config: dict, notes: list[str] | None = None):
+    """The transformers config of a config.json dict (any model_type transformers knows); published values
+    transformers 5 refuses are put as it accepts them (`transformers_ready`), each with a note."""
     from transformers import AutoConfig
+    config, fixes = transformers_ready(config)
+    if notes is not None:
+        notes.extend(fixes)
     data = dict(config)
     conf = AutoConfig.for_model(data.pop("model_type"), **data)
     conf.use_cache = False   # training: no KV cache
@@ -361,7 +365,7 @@ def measure_hf_config(config: dict, cfg: TrainConfig, steps: int = 2, device: st
     if target_modules is None:
         targets = tuple(cfg.lora_targets)
         target_modules = "all-linear" if targets == ("all-linear",) else list(targets)
-    return _measure(lambda notes: build_from_config(hf_config_from_dict(config), cfg, notes, target_modules),
+    return _measure(lambda notes: build_from_config(hf_config_from_dict(config, notes), cfg, notes, target_modules),
                     name or str(config.get("model_type")), None, cfg, steps, device)
 
 

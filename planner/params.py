@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from planner.config import TARGET_ALIASES, TrainConfig
 from planner.enums import Method
 from common.errors import InputError, opt
-from profiles.spec import FUSED_ROLES, Linear, ModelSpec
+from profiles.spec import FUSED_ROLES, LayerKind, Linear, ModelSpec
 
 ROLES = ("q", "k", "v", "o", "gate", "up", "down")
 
@@ -61,8 +61,10 @@ def target_modules(spec: ModelSpec, targets: tuple[str, ...] | list[str]) -> lis
 
 
 def _adaptable(spec: ModelSpec) -> list[Linear]:
-    # transformers 5 stores routed experts as fused 3-D parameters, which peft's target_modules cannot adapt
-    return [lin for lin in spec.linears() if lin.experts == 1 and lin.role != "router"]
+    # transformers 5 stores routed experts as fused 3-D parameters, which peft's target_modules cannot adapt;
+    # where peft maps MLP names onto those experts, the dense and shared MLPs are out of its reach too
+    mlp = set(TARGET_ALIASES["mlp"]) if spec.peft_remaps_mlp else set()
+    return [lin for lin in spec.linears() if lin.experts == 1 and lin.role != "router" and not _serves(lin, mlp)]
 
 
 def _serves(lin: Linear, roles: set[str]) -> bool:
@@ -75,12 +77,18 @@ def lora_params(spec: ModelSpec, cfg: TrainConfig) -> int:
         if cfg.lora_r > min(lin.d_in, lin.d_out):
             raise InputError(f"LoRA rank {cfg.lora_r} is larger than {lin.module} ({lin.d_in}x{lin.d_out}) "
                             f"of {spec.short_name}; choose {opt('lora_r')} at most {min(lin.d_in, lin.d_out)}.")
-    return spec.n_layer * sum(cfg.lora_r * (lin.d_in + lin.d_out) for lin in targets)
+    return sum(layers * cfg.lora_r * (lin.d_in + lin.d_out) for lin, layers in _targeted(spec, targets))
+
+
+def _targeted(spec: ModelSpec, targets: list[Linear]) -> list[tuple[Linear, int]]:
+    """(adapted linear, how many layers have it): layers of different kinds carry different projections."""
+    wanted = set(targets)
+    return [(lin, layers) for lin, layers in spec.layer_linears() if lin in wanted]
 
 
 def quantized_params(spec: ModelSpec) -> int:
     """Weights bitsandbytes turns into NF4: every nn.Linear of the layers (not lm_head, not biases)."""
-    return spec.n_layer * sum(lin.d_in * lin.d_out for lin in spec.linears() if lin.experts == 1)
+    return sum(layers * lin.d_in * lin.d_out for lin, layers in spec.layer_linears() if lin.experts == 1)
 
 
 def count_params(spec: ModelSpec, cfg: TrainConfig, total: int | None = None) -> ParamCounts:
@@ -94,15 +102,14 @@ def count_params(spec: ModelSpec, cfg: TrainConfig, total: int | None = None) ->
 
 
 def layer_params(spec: ModelSpec) -> int:
-    """Parameters of one transformer layer: its linears and its share of the norms."""
-    final_norm = spec.hidden * (2 if spec.norm_bias else 1) if spec.final_norm else 0
-    return spec.layer_linear_params() + (spec.norm_params() - final_norm) // spec.n_layer
+    """Parameters of the largest transformer layer: its linears, norms, sinks and the like."""
+    return max(spec.kind_params(kind) for kind, _ in spec.layer_kinds())
 
 
 def trainable_tensors(spec: ModelSpec, cfg: TrainConfig) -> list[tuple[tuple[int, ...], int]]:
     """(shape, how many) of each trainable tensor: per-tensor rules (8-bit states, Adafactor) need them."""
     if cfg.uses_adapters:
-        return [(shape, spec.n_layer) for lin in resolve_targets(spec, cfg.lora_targets)
+        return [(shape, layers) for lin, layers in _targeted(spec, resolve_targets(spec, cfg.lora_targets))
                 for shape in ((cfg.lora_r, lin.d_in), (lin.d_out, cfg.lora_r))]
     return _base_tensors(spec)
 
@@ -110,11 +117,8 @@ def trainable_tensors(spec: ModelSpec, cfg: TrainConfig) -> list[tuple[tuple[int
 def _base_tensors(spec: ModelSpec) -> list[tuple[tuple[int, ...], int]]:
     h = spec.hidden
     per_norm = [((h,), 1)] + ([((h,), 1)] if spec.norm_bias else [])
-    layer = [(((lin.experts,) if lin.experts > 1 else ()) + (lin.d_out, lin.d_in), 1) for lin in spec.linears()]
-    layer += [((lin.experts * lin.d_out,), 1) for lin in spec.linears() if lin.bias]
-    layer += per_norm * spec.norms_per_layer
-    layer += {None: [], "head": [((spec.head_dim,), 2)], "full": [((spec.q_dim,), 1), ((spec.kv_dim,), 1)]}[spec.qk_norm]
-    tensors = [(shape, count * spec.n_layer) for shape, count in layer]
+    tensors = [(shape, count * layers) for kind, layers in spec.layer_kinds()
+               for shape, count in _layer_tensors(spec, kind, per_norm)]
     tensors.append(((spec.vocab, h), 1 if spec.tied_embeddings else 2))
     if spec.learned_positions:
         tensors.append(((spec.learned_positions, h), 1))
@@ -123,6 +127,23 @@ def _base_tensors(spec: ModelSpec) -> list[tuple[tuple[int, ...], int]]:
     if spec.final_norm:
         tensors += per_norm
     return tensors
+
+
+def _layer_tensors(spec: ModelSpec, kind: LayerKind, per_norm: list) -> list[tuple[tuple[int, ...], int]]:
+    """The parameter tensors of one layer of this kind, as transformers shapes them."""
+    linears = spec.kind_linears(kind)
+    layer = [(((lin.experts,) if lin.experts > 1 else ()) + (lin.d_out, lin.d_in), 1) for lin in linears]
+    layer += [(((lin.experts,) if lin.experts > 1 else ()) + (lin.d_out,), 1) for lin in linears if lin.bias]
+    layer += per_norm * spec.norms_per_layer
+    if kind.attention == "linear":  # DeltaNet: gated norm, depthwise conv, A_log and dt_bias
+        conv = 2 * spec.linear_k_heads * spec.linear_k_head_dim + spec.linear_v_heads * spec.linear_v_head_dim
+        return layer + [((spec.linear_v_head_dim,), 1), ((conv, 1, spec.linear_conv_kernel), 1),
+                        ((spec.linear_v_heads,), 2)]
+    if spec.is_mla:
+        return layer + [((spec.q_lora_rank,), 1)] * bool(spec.q_lora_rank) + [((spec.kv_lora_rank,), 1)]
+    layer += {None: [], "weightless": [], "head": [((spec.head_dim,), 2)],
+              "full": [((spec.q_dim,), 1), ((spec.kv_dim,), 1)]}[spec.qk_norm]
+    return layer + ([((spec.n_head,), 1)] if spec.attn_sinks else [])
 
 
 def numel(shape: tuple[int, ...]) -> int:
