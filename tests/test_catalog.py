@@ -140,6 +140,13 @@ def test_required_models_present():
     assert not missing
 
 
+def test_every_entry_has_a_release_record():
+    from profiles.releases import RELEASES
+    assert set(RELEASES) == {spec.name for spec in CATALOG}
+    assert all(2019 <= r.year <= 2025 and r.licence and r.confidence in ("high", "medium", "low")
+               for r in RELEASES.values())
+
+
 def test_short_names_are_unambiguous():
     shorts = [spec.short_name.lower() for spec in CATALOG]
     assert len(set(shorts)) == len(shorts)
