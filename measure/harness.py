@@ -127,11 +127,12 @@ def build_from_config(conf, cfg: TrainConfig, notes: list[str], target_modules: 
     `attn(notes)` picks the attention implementation (default: cfg.attn, flash measured as SDPA)."""
     from transformers import AutoModelForCausalLM
     attn = attn or (lambda notes_: config_attn_implementation(cfg, notes_))
-    if getattr(conf, "attn_pdrop", 0) and cfg.attn is not Attention.EAGER:
-        # CUDA's fused SDPA kernels apply attention dropout inside and keep no mask; the CPU falls back
-        # to the math path, which would keep one: measure what CUDA keeps
-        conf.attn_pdrop = 0.0
-        notes.append("attention dropout set to 0: CUDA's fused SDPA keeps no dropout mask, the CPU's math path would")
+    for key in ("attn_pdrop", "attention_dropout"):  # GPT-2 spells it one way, Seed-OSS the other
+        if getattr(conf, key, 0) and cfg.attn is not Attention.EAGER:
+            # CUDA's fused SDPA kernels apply attention dropout inside and keep no mask; the CPU falls back
+            # to the math path, which would keep one: measure what CUDA keeps
+            setattr(conf, key, 0.0)
+            notes.append("attention dropout set to 0: CUDA's fused SDPA keeps no dropout mask, the CPU's math path would")
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForCausalLM.from_config(conf, dtype=MODEL_DTYPE[cfg.precision],

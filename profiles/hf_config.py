@@ -236,12 +236,13 @@ _LLAMA4_KEYS = {**_LLAMA_KEYS, **_ATTN_BIAS, **_MOE_LOCAL, "intermediate": "inte
 _DEEPSEEK_KEYS = {**_NO_HEAD_DIM, **_ATTN_BIAS, "n_experts": "n_routed_experts", "experts_per_token": "num_experts_per_tok",
                   "moe_intermediate": "moe_intermediate_size", "first_dense_layers": "first_k_dense_replace",
                   "kv_lora_rank": "kv_lora_rank", "qk_rope_head_dim": "qk_rope_head_dim",
-                  "qk_nope_head_dim": "qk_nope_head_dim", "v_head_dim": "v_head_dim"}
+                  "qk_nope_head_dim": "qk_nope_head_dim", "v_head_dim": "v_head_dim", "n_group": "n_group",
+                  "topk_group": "topk_group", "norm_topk_prob": "norm_topk_prob"}
 _QWEN3_NEXT_KEYS = {**_LLAMA_KEYS, **_ATTN_BIAS, **_MOE_KEYS, "partial_rotary": "partial_rotary_factor",
                     "shared_expert_intermediate": "shared_expert_intermediate_size", "layer_types": "layer_types",
                     "linear_k_heads": "linear_num_key_heads", "linear_v_heads": "linear_num_value_heads",
                     "linear_k_head_dim": "linear_key_head_dim", "linear_v_head_dim": "linear_value_head_dim",
-                    "linear_conv_kernel": "linear_conv_kernel_dim"}
+                    "linear_conv_kernel": "linear_conv_kernel_dim", "norm_topk_prob": "norm_topk_prob"}
 # Per-layer patterns: written out for every layer, read back as their shortest period (ModelSpec keeps that).
 _PATTERNS = ("layer_types", "no_rope_layers")
 # Gemma's RMSNorm scales by (1 + weight) in fp32; Gemma-2/3 also normalise each sub-block's output.
@@ -290,7 +291,7 @@ ARCHS: dict[str, _Arch] = {
                    traits={"qk_norm": "full", "norm_placement": "post", "norm_weight_fp32": True},
                    defaults={"max_position_embeddings": 2048}),
     "olmo3": _Arch({**_LLAMA_KEYS, **_ATTN_BIAS, "sliding_window": "sliding_window", "layer_types": "layer_types"},
-                   traits={"qk_norm": "full", "norm_placement": "post", "norm_weight_fp32": True},
+                   traits={"qk_norm": "full", "norm_placement": "post", "norm_weight_fp32": True, "rope_fp32": True},
                    defaults={"max_position_embeddings": 2048, "sliding_window": 4096},
                    read_extra=_layer_types(_every(4, "sliding_attention", "full_attention"))),
     "seed_oss": _Arch({**_LLAMA_KEYS, "qkv_bias": "attention_bias", "o_bias": "attention_out_bias",
@@ -311,7 +312,7 @@ ARCHS: dict[str, _Arch] = {
                                                                      spec.n_layer)}),
     "gpt_oss": _Arch(_GPT_OSS_KEYS,
                      traits={"mlp_bias": True, "router": "softmax_topk", "router_bias": True, "router_module": "router",
-                             "attn_sinks": True, "norm_weight_fp32": True},
+                             "attn_sinks": True, "norm_weight_fp32": True, "softmax_in_scores_dtype": True},
                      defaults={"num_hidden_layers": 36, "num_local_experts": 128, "vocab_size": 201088,
                                "hidden_size": 2880, "intermediate_size": 2880, "head_dim": 64,
                                "num_attention_heads": 64, "num_key_value_heads": 8, "sliding_window": 128,
@@ -319,7 +320,8 @@ ARCHS: dict[str, _Arch] = {
                                "swiglu_limit": 7.0},
                      read_extra=_layer_types(_every(2, "sliding_attention", "full_attention")),
                      write_extra=_gpt_oss_write),
-    "llama4_text": _Arch(_LLAMA4_KEYS, traits={"router": "sigmoid_all", "router_module": "router"},
+    "llama4_text": _Arch(_LLAMA4_KEYS, traits={"router": "sigmoid_all", "router_module": "router", "rope_fp32": True,
+                                               "softmax_in_scores_dtype": True},
                          defaults={"vocab_size": 202048, "hidden_size": 5120, "intermediate_size": 8192,
                                    "intermediate_size_mlp": 16384, "num_hidden_layers": 48,
                                    "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128,
@@ -333,7 +335,7 @@ ARCHS: dict[str, _Arch] = {
                                   "num_experts_per_tok": 10, "moe_intermediate_size": 512,
                                   "shared_expert_intermediate_size": 512, "linear_num_key_heads": 16,
                                   "linear_num_value_heads": 32, "linear_key_head_dim": 128,
-                                  "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4},
+                                  "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4, "norm_topk_prob": True},
                         read_extra=_chain(_partial_rotary("partial_rotary_factor", 0.25), _first_dense("mlp_only_layers"),
                                           lambda d, got: {"layer_types": d.get("layer_types") or _every(
                                               d.get("full_attention_interval") or 4, "linear_attention",
@@ -344,7 +346,8 @@ ARCHS: dict[str, _Arch] = {
                                    "moe_intermediate_size": 2048, "num_hidden_layers": 61,
                                    "num_attention_heads": 128, "num_key_value_heads": 128, "n_routed_experts": 256,
                                    "kv_lora_rank": 512, "qk_rope_head_dim": 64, "v_head_dim": 128,
-                                   "qk_nope_head_dim": 128, "num_experts_per_tok": 8, "first_k_dense_replace": 3},
+                                   "qk_nope_head_dim": 128, "num_experts_per_tok": 8, "first_k_dense_replace": 3,
+                                   "n_group": 8, "topk_group": 4, "norm_topk_prob": True},
                          read_extra=_deepseek_read, write_extra=_deepseek_write),
     "phi": _Arch({**_LLAMA_KEYS, "partial_rotary": "partial_rotary_factor"}, traits=_PHI_TRAITS,
                  defaults={"max_position_embeddings": 2048, "hidden_act": "gelu_new"},

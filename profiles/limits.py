@@ -16,13 +16,15 @@ _INT = {  # ModelSpec field -> (lowest, highest)
     "kv_lora_rank": (0, 131072), "qk_rope_head_dim": (0, 4096), "qk_nope_head_dim": (0, 4096), "v_head_dim": (0, 4096),
     "linear_k_heads": (0, 4096), "linear_v_heads": (0, 4096), "linear_k_head_dim": (0, 4096),
     "linear_v_head_dim": (0, 4096), "linear_conv_kernel": (0, 64), "shared_expert_intermediate": (0, 1_048_576),
+    "n_group": (1, 4096), "topk_group": (1, 4096),
 }
 _FLOAT = {"partial_rotary": (0.0, 1.0), "dropout": (0.0, 1.0), "logit_softcap": (0.0, 1e6), "attn_softcap": (0.0, 1e6),
           "swiglu_limit": (0.0, 1e6)}
 _BOOL = ("tied_embeddings", "qkv_bias", "o_bias", "mlp_bias", "lm_head_bias", "parallel_block", "mlp_gated",
          "norm_bias", "final_norm", "norm_weight_fp32", "norm_weight_offset", "rope_by_cat",
          "softmax_in_scores_dtype", "sdpa_always_masked", "attn_temperature", "attn_sinks", "gated_attention",
-         "router_bias", "shared_expert_gate", "dropout_on_embeddings", "peft_remaps_mlp")
+         "router_bias", "shared_expert_gate", "dropout_on_embeddings", "peft_remaps_mlp", "norm_topk_prob",
+         "rope_fp32")
 _TEXT = ("activation", "norm", "layout", "qk_norm", "norm_placement", "router", "router_module")
 # Per-layer lists: (item type, longest list)
 _LISTS = {"layer_types": (str, 1024), "no_rope_layers": (int, 1024)}

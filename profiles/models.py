@@ -182,7 +182,8 @@ _BASES: list[ModelSpec] = [
     _spec("Qwen/Qwen3-Next-80B-A3B-Instruct", hf_type="qwen3_next", family="qwen3-next", n_layer=48, hidden=2048,
           intermediate=5120, n_head=16, n_kv_head=2, head_dim=256, vocab=151936, max_position=262144,
           n_experts=512, experts_per_token=10, moe_intermediate=512, shared_expert_intermediate=512,
-          partial_rotary=0.25, layer_types=("linear_attention",) * 3 + ("full_attention",), linear_k_heads=16,
+          partial_rotary=0.25, layer_types=("linear_attention",) * 3 + ("full_attention",), norm_topk_prob=True,
+          linear_k_heads=16,
           linear_v_heads=32, linear_k_head_dim=128, linear_v_head_dim=128, linear_conv_kernel=4,
           note="transformers builds no multi-token-prediction layer (the checkpoint has one, ~81B in all): fitplan "
                "plans what transformers builds. The linear-attention layers are planned as transformers' torch "
@@ -278,6 +279,7 @@ _BASES: list[ModelSpec] = [
     _spec("deepseek-ai/DeepSeek-V3", hf_type="deepseek_v3", family="deepseek-v3", n_layer=61, hidden=7168,
           intermediate=18432, moe_intermediate=2048, shared_expert_intermediate=2048, n_head=128, n_kv_head=128,
           head_dim=192, vocab=129280, max_position=163840, n_experts=256, experts_per_token=8, first_dense_layers=3,
+          n_group=8, topk_group=4, norm_topk_prob=True,
           q_lora_rank=1536, kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128,
           note="transformers builds the 671B main model, not the 14B multi-token-prediction module of the 685B "
                "checkpoint; the FP8 (e4m3, 128x128 block) weights are planned as bf16, as training loads them."),

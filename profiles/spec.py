@@ -131,7 +131,10 @@ class ModelSpec:
     # MoE variants
     router: str = "softmax"        # a value of ROUTERS
     router_bias: bool = False
+    norm_topk_prob: bool = False   # the chosen experts' weights are renormalised to sum to 1 (a division, kept)
     router_module: str = "gate"    # what the MoE block calls its router (gpt-oss, Llama-4: "router")
+    n_group: int = 1               # sigmoid_group: experts fall in n_group groups, the best topk_group are searched
+    topk_group: int = 1
     shared_expert_intermediate: int = 0  # width of the always-on shared expert(s) (0: none)
     shared_expert_gate: bool = False  # a sigmoid of Linear(hidden, 1) scales the shared expert (Qwen3-Next)
     swiglu_limit: float | None = None  # the experts' SwiGLU clamps gate and up to this (gpt-oss)
@@ -143,6 +146,7 @@ class ModelSpec:
     norm_weight_fp32: bool = False  # RMSNorm multiplies its weight in fp32, then casts (Gemma, OLMo-2)
     norm_weight_offset: bool = False  # RMSNorm scales by (1 + weight), kept in fp32 for backward (Gemma)
     rope_by_cat: bool = False      # rotary applied through torch.cat even over the whole head (Phi-3)
+    rope_fp32: bool = False        # cos and sin stay fp32, so rotary runs in fp32 and casts back (OLMo-3)
     softmax_in_scores_dtype: bool = False  # eager softmax keeps the scores' dtype, not fp32 (GPT-2, Falcon)
     sdpa_always_masked: bool = False  # SDPA always gets an explicit mask, never is_causal (Falcon)
     hf_overrides: dict = field(default_factory=dict, compare=False, hash=False)  # extra config.json keys
