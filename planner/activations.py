@@ -68,6 +68,7 @@ class Context:
     seq_len: int = 1       # eager attention's s x s terms need it
     sdpa_mask: bool = False  # SDPA gets an explicit mask, which it turns into a saved 16-bit bias
     kind: LayerKind = LayerKind()  # the layer being walked: its attention, rotary and MLP
+    one_sequence: bool = False  # micro-batch 1: matmul folds (batch, heads) without copying a strided v
     quantized_from: int = 2  # bytes of the dtype NF4 weights were quantized from: what dequantize returns
     ops: list[Op] = field(default_factory=list)
 
@@ -116,7 +117,8 @@ def context(spec: ModelSpec, cfg: TrainConfig, kind: LayerKind | None = None) ->
                    lora_r=cfg.lora_r, lora_modules=lora, quantized=cfg.method is Method.QLORA,
                    quantized_from=2 if cfg.precision is Precision.BF16_TRUE else 4,  # the dtype it was loaded in
                    attention=attention_kernel(spec, cfg), fp32_norm_weight=spec.norm_weight_fp32,
-                   seq_len=cfg.seq_len, sdpa_mask=_layer_needs_mask(spec, cfg, kind), kind=kind)
+                   seq_len=cfg.seq_len, sdpa_mask=_layer_needs_mask(spec, cfg, kind), kind=kind,
+                   one_sequence=cfg.micro_batch == 1)
 
 
 def sdpa_needs_mask(spec: ModelSpec, cfg: TrainConfig) -> bool:
@@ -132,7 +134,7 @@ def _layer_needs_mask(spec: ModelSpec, cfg: TrainConfig, kind: LayerKind) -> boo
         return True
     if kind.attention == "sliding":
         return bool(spec.sliding_window and cfg.seq_len >= spec.sliding_window)
-    return kind.attention == "chunked" and bool(spec.attention_chunk and cfg.seq_len > spec.attention_chunk)
+    return kind.attention == "chunked" and bool(spec.attention_chunk and cfg.seq_len >= spec.attention_chunk)
 
 
 def attention_kernel(spec: ModelSpec, cfg: TrainConfig) -> Attention:
@@ -335,7 +337,9 @@ def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Te
     k = k if k.width == spec.kv_dim else ctx.op((k,), spec.kv_dim, k.nbytes)
     if spec.n_kv_head < spec.n_head:
         k, v = ctx.op((k,), spec.q_dim, k.nbytes), ctx.op((v,), spec.q_dim, v.nbytes)
-    else:  # matmul reshapes the head-strided v for bmm: a contiguous copy, which it saves
+    elif not (spec.is_mla and ctx.one_sequence):
+        # matmul reshapes the head-strided v for bmm: a contiguous copy, which it saves. With one sequence it
+        # folds (batch, heads) as a view and saves v itself: MLA's v is a slice of kv_b's output, kept whole
         v = ctx.op((v,), spec.attn_out_dim, v.nbytes)
     scores_width = spec.n_head * ctx.seq_len
     scores = ctx.op((q, k), scores_width, q.nbytes, saved=(q, k))
@@ -351,6 +355,7 @@ def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Te
         softmax = ctx.op((scores,), scores_width, softmax_bytes)
         ctx.ops[-1].saved = (softmax,)
     probs = softmax if softmax.nbytes == q.nbytes else ctx.op((softmax,), scores_width, q.nbytes)
+    ctx.hold(scores)  # softmax(attn_weights, dtype=...).to(...): the scores live until the cast returns
     if spec.dropout:  # attention dropout on the probabilities: a new tensor and a one-byte mask
         probs = ctx.op((probs,), scores_width, q.nbytes, saved=(ctx.op((), scores_width, 1, grad=False),))
     out = ctx.op((probs, v), spec.attn_out_dim, q.nbytes, saved=(probs, v))
@@ -623,15 +628,24 @@ def _grouped_experts(ctx: Context, spec: ModelSpec, h: Tensor, weights: Tensor) 
     gathered = ctx.op((h,), k * spec.hidden, dt, saved=(indices, offsets))  # each token once per chosen expert
     expert_grad = spec.n_experts * spec.hidden * i * ctx.base_grad if trains else 0
     bias_grad = spec.n_experts * ctx.base_grad if trains and spec.mlp_bias else 0
+    _expert_biases(ctx, spec, k * 2 * i, dt)
     gate_up = ctx.op((gathered,), k * 2 * i, dt, saved=(gathered,) if trains else (),
                      param_grad=2 * expert_grad + 2 * i * bias_grad, grad=True)
     prod = _expert_gate(ctx, spec, gate_up, k * i)
+    _expert_biases(ctx, spec, k * spec.hidden, dt)
     down = ctx.op((prod,), k * spec.hidden, dt, saved=(prod,) if trains else (),
                   param_grad=expert_grad + spec.hidden * bias_grad, grad=True)
     sorted_weights = ctx.op((weights,), k, weights.nbytes)  # sample_weights[perm]
     weighted = ctx.op((down, sorted_weights), k * spec.hidden, max(dt, weights.nbytes), saved=(down, sorted_weights))
-    summed = ctx.op((weighted,), spec.hidden, weighted.nbytes)  # [inv_perm], then the sum over each token's k
+    in_order = ctx.op((weighted,), k * spec.hidden, weighted.nbytes)  # weighted_out[inv_perm]: a copy
+    summed = ctx.op((in_order,), spec.hidden, weighted.nbytes)  # the sum over each token's k experts
     return ctx.cast(summed, dt)
+
+
+def _expert_biases(ctx: Context, spec: ModelSpec, width: int, nbytes: int) -> None:
+    """gpt-oss gathers each route's expert bias (bias[expert_ids]) before adding it in place: a transient."""
+    if spec.mlp_bias:
+        ctx.hold(ctx.op((), width, nbytes, grad=False))
 
 
 def _expert_gate(ctx: Context, spec: ModelSpec, gate_up: Tensor, width: int) -> Tensor:
@@ -721,7 +735,7 @@ def layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool = False) -> Layer
     linear attention, dense and MoE), it saves their mean (rounded up) and its peaks are those of the kind
     that holds the most, which over-predicts a layer whose kind holds less by that difference.
     """
-    key = walk_key(cfg)
+    key = walk_key(cfg, spec)
     if first:
         return _layer_saved(spec, key, True, spec.layer_kind(0))
     return _rest_saved(spec, key)
@@ -729,12 +743,12 @@ def layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool = False) -> Layer
 
 def kind_saved(spec: ModelSpec, cfg: TrainConfig, kind: LayerKind) -> LayerSaved:
     """`layer_saved` of one kind of layer (not the first): what a layer of that kind saves and holds."""
-    return _layer_saved(spec, walk_key(cfg), False, kind)
+    return _layer_saved(spec, walk_key(cfg, spec), False, kind)
 
 
 def layer_walks(spec: ModelSpec, cfg: TrainConfig) -> list[tuple[LayerSaved, int]]:
     """(walk, how many layers) for each kind of layer after the first, which `layer_saved(first=True)` gives."""
-    return _kind_walks(spec, walk_key(cfg))
+    return _kind_walks(spec, walk_key(cfg, spec))
 
 
 def _kind_walks(spec: ModelSpec, key: tuple) -> list[tuple[LayerSaved, int]]:
@@ -762,17 +776,24 @@ def _rest_saved(spec: ModelSpec, key: tuple) -> LayerSaved:
                       pending=max(w.pending for w, _ in walks))
 
 
-def walk_key(cfg: TrainConfig) -> tuple:
+def walk_key(cfg: TrainConfig, spec: ModelSpec | None = None) -> tuple:
     """The fields the walk reads, so one cached walk serves every micro-batch, GPU count and optimizer."""
-    seq = cfg.seq_len if cfg.attn is not Attention.FLASH else 1  # s x s terms and masks
-    return cfg.method, cfg.precision, cfg.attn, cfg.lora_r, cfg.lora_targets, deepspeed_16bit(cfg), seq
+    seq = cfg.seq_len if cfg.attn is not Attention.FLASH or _per_sequence(spec) else 1  # s x s terms and masks
+    one = bool(spec is not None and spec.is_mla and cfg.micro_batch == 1)  # MLA's eager v: see _eager
+    return cfg.method, cfg.precision, cfg.attn, cfg.lora_r, cfg.lora_targets, deepspeed_16bit(cfg), seq, one
+
+
+def _per_sequence(spec: ModelSpec | None) -> bool:
+    """Whether the walk reads the sequence length whatever the attention kernel: DeltaNet pads to whole chunks,
+    Llama-4's NoPE temperature keeps one factor per position."""
+    return spec is not None and (spec.attn_temperature or any(k.attention == "linear" for k, _ in spec.layer_kinds()))
 
 
 def _walk_config(key: tuple) -> TrainConfig:
-    method, precision, attn, lora_r, lora_targets, ds16, seq = key
+    method, precision, attn, lora_r, lora_targets, ds16, seq, one = key
     zero = Sharding.ZERO2 if ds16 else Sharding.NONE  # DeepSpeed casts the model to 16 bit
     return TrainConfig(method=method, precision=precision, attn=attn, lora_r=lora_r, lora_targets=lora_targets,
-                       sharding=zero, gpus=2 if ds16 else 1, seq_len=seq)
+                       sharding=zero, gpus=2 if ds16 else 1, seq_len=seq, micro_batch=1 if one else 2)
 
 
 @lru_cache(maxsize=4096)
@@ -892,7 +913,7 @@ def dropout(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
 def head_saved(spec: ModelSpec, cfg: TrainConfig, tokens: int) -> int:
     """Bytes saved outside the layers: embedding dropout's mask, the final norm and lm_head (with
     autocast's 16-bit copy of an fp32 lm_head weight)."""
-    per_token, per_model = _head_saved(spec, walk_key(cfg))
+    per_token, per_model = _head_saved(spec, walk_key(cfg, spec))
     return per_token * tokens + per_model
 
 
