@@ -87,6 +87,11 @@ class Context:
         self.ops[-1].passes_grad = True
         return out
 
+    def kept(self, t: Tensor) -> Tensor:
+        """`t`, made by the last op, which keeps it for backward (exp, sigmoid, softmax keep their output)."""
+        self.ops[-1].saved = (t,)
+        return t
+
     def hold(self, t: Tensor) -> None:
         """Keep `t` alive up to here: a caller's argument lives until the call returns, past its last use."""
         self.ops.append(Op((t,), Tensor(0, 0, False), ()))
@@ -283,8 +288,7 @@ def _qkv(ctx: Context, spec: ModelSpec, h: Tensor) -> tuple[Tensor, Tensor, Tens
 
 def _gated(ctx: Context, out: Tensor, gate: Tensor) -> Tensor:
     """out * sigmoid(gate): sigmoid keeps its output, the product both factors."""
-    sig = ctx.op((gate,), gate.width, gate.nbytes)
-    ctx.ops[-1].saved = (sig,)
+    sig = ctx.kept(ctx.op((gate,), gate.width, gate.nbytes))
     return ctx.op((sig, out), out.width, out.nbytes, saved=(sig, out))
 
 
@@ -369,9 +373,7 @@ def _softmax_with_sinks(ctx: Context, spec: ModelSpec, scores: Tensor, nbytes: i
     combined = ctx.op((scores,), width, nbytes)
     index = ctx.op((), spec.n_head * 8 // nbytes, nbytes, grad=False)
     shifted = ctx.op((combined,), width, nbytes, saved=(index,))
-    softmax = ctx.op((shifted,), width, nbytes)
-    ctx.ops[-1].saved = (softmax,)
-    return softmax
+    return ctx.kept(ctx.op((shifted,), width, nbytes))
 
 
 # --- multi-head latent attention (DeepSeek-V3) -----------------------------------------------------
@@ -417,7 +419,7 @@ def _delta_net(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     q, k, v, z = (ctx.op((qkvz,), width, dt) for width in (key_dim, key_dim, H * dv, H * dv))
     b, a = ctx.op((ba,), H, dt), ctx.op((ba,), H, dt)
     mixed = _causal_conv(ctx, spec, ctx.op((q, k, v), 2 * key_dim + H * dv, dt))
-    beta = _gated_sigmoid_of(ctx, b)
+    beta = ctx.kept(ctx.op((b,), H, dt))  # sigmoid
     decay = _decay(ctx, spec, a)
     out = _chunked_delta_rule(ctx, spec, mixed, beta, decay)
     return linear(ctx, _gated_rms_norm(ctx, spec, out, z), spec.hidden, "out_proj")
@@ -430,12 +432,6 @@ def _causal_conv(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
     conv = ctx.op((x,), padded, x.nbytes, saved=(x,),  # convolution keeps its input, frozen weight or not
                   param_grad=x.width * kernel * ctx.base_grad if trains else 0)
     return ctx.op((conv,), x.width, x.nbytes, saved=(conv,))
-
-
-def _gated_sigmoid_of(ctx: Context, x: Tensor) -> Tensor:
-    sig = ctx.op((x,), x.width, x.nbytes)
-    ctx.ops[-1].saved = (sig,)
-    return sig
 
 
 def _decay(ctx: Context, spec: ModelSpec, a: Tensor) -> Tensor:
@@ -470,16 +466,15 @@ def _chunked_delta_rule(ctx: Context, spec: ModelSpec, mixed: Tensor, beta: Tens
     cum = ctx.op((decay32,), pad(H), 4)
     mask = ctx.op((), c * c, 1, grad=False, fixed=True)  # the strictly upper triangle, shared by every chunk
     masked = ctx.op((ctx.op((cum,), pad(H * c), 4),), pad(H * c), 4, saved=(mask,))  # differences, upper masked
-    pairwise = ctx.op((masked,), pad(H * c), 4)
-    _kept_output(ctx, pairwise)  # exp
+    pairwise = ctx.kept(ctx.op((masked,), pad(H * c), 4))  # exp
     ut = _product(ctx, ctx.op((k_beta, key), pad(H * c), 4, saved=(k_beta, key)), pairwise)
     intra = _product(ctx, ctx.op((query, key), pad(H * c), 4, saved=(query, key)), pairwise)
-    decayed_k_beta = _product(ctx, k_beta, _kept_output(ctx, ctx.op((cum,), pad(H), 4)))
+    decayed_k_beta = _product(ctx, k_beta, ctx.kept(ctx.op((cum,), pad(H), 4)))
     new_values = _solve(ctx, ut, v_beta)
     k_cumdecay = _solve(ctx, ut, decayed_k_beta)
-    query = _product(ctx, query, _kept_output(ctx, ctx.op((cum,), pad(H), 4)), keep_first=chunks > 1)
-    key = _product(ctx, key, _kept_output(ctx, ctx.op((cum,), pad(H), 4)))
-    chunk_decay = _kept_output(ctx, ctx.op((cum,), _per_token(H * 4 * chunks, seq), 1))
+    query = _product(ctx, query, ctx.kept(ctx.op((cum,), pad(H), 4)), keep_first=chunks > 1)
+    key = _product(ctx, key, ctx.kept(ctx.op((cum,), pad(H), 4)))
+    chunk_decay = ctx.kept(ctx.op((cum,), _per_token(H * 4 * chunks, seq), 1))
     # the scan: each chunk keeps its incoming state (the first a zero state), its v_new and, once the state
     # carries a gradient, the per-chunk decay; the last chunk's update is computed and dropped
     states = ctx.op((), _per_token(H * dk * dv * 4 * chunks, seq), 1, grad=False)
@@ -497,12 +492,6 @@ def _per_token(total: int, tokens: int) -> int:
 def _l2norm(ctx: Context, x: Tensor, rows: int) -> Tensor:
     inv = ctx.op((x,), rows, 4, saved=(x,))  # rsqrt((x * x).sum(-1) + eps)
     return ctx.op((x, inv), x.width, 4, saved=(x, inv))
-
-
-def _kept_output(ctx: Context, t: Tensor) -> Tensor:
-    """exp, sigmoid and friends keep their output for backward."""
-    ctx.ops[-1].saved = (t,)
-    return t
 
 
 def _product(ctx: Context, x: Tensor, y: Tensor, keep_first: bool = True) -> Tensor:
@@ -586,17 +575,18 @@ def _route(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     topk_index = ctx.op((), k * 8 // dt, dt, grad=False)  # top-k keeps its int64 indices
     if spec.router == "softmax_topk":  # gpt-oss: top-k logits, softmax over them in their dtype
         top = ctx.op((logits,), k, dt, saved=(topk_index,))
-        weights = ctx.op((top,), k, dt)
-        ctx.ops[-1].saved = (weights,)
-        return weights
-    probs = ctx.op((logits,), e, 4)                                  # router softmax in fp32
-    ctx.ops[-1].saved = (probs,)
+        return ctx.kept(ctx.op((top,), k, dt))
+    probs = ctx.kept(ctx.op((logits,), e, 4))                        # router softmax in fp32
     top = ctx.op((probs,), k, 4, saved=(topk_index,))
-    if spec.norm_topk_prob:  # top /= top.sum(): the division keeps the sum and its result
-        total = ctx.op((top,), 1, 4)
-        top = ctx.op((top, total), k, 4, saved=(total,))
-        ctx.ops[-1].saved += (ctx.ops[-1].output,)
-    return ctx.cast(top, dt)
+    return ctx.cast(_renormalised(ctx, top) if spec.norm_topk_prob else top, dt)
+
+
+def _renormalised(ctx: Context, top: Tensor) -> Tensor:
+    """top /= top.sum(-1): the in-place division keeps the sum and its result."""
+    total = ctx.op((top,), 1, top.nbytes)
+    out = ctx.op((top, total), top.width, top.nbytes, saved=(total,))
+    ctx.ops[-1].saved += (out,)
+    return out
 
 
 def _group_limited_route(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
@@ -607,13 +597,12 @@ def _group_limited_route(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     trains = ctx.base_trains
     h32 = ctx.op((h,), spec.hidden, 4)  # hidden_states.float(), kept for the fp32 weight's gradient
     logits = ctx.op((h32,), e, 4, saved=(h32,) if trains else (), param_grad=e * spec.hidden * 4 if trains else 0)
-    scores = ctx.op((logits,), e, 4)
-    ctx.ops[-1].saved = (scores,)
+    scores = ctx.kept(ctx.op((logits,), e, 4))  # sigmoid
     dead = ctx.op((), g * 2 * 8 + spec.topk_group * 8 + e, 1, grad=False)  # group top-2/top-k indices, mask
     index = ctx.op((), k * 2, 4, grad=False)  # the chosen experts' int64 indices, kept by gather
     picked = ctx.op((scores,), k, 4, saved=(index, dead))
-    total = ctx.op((picked,), 1, 4)
-    return ctx.op((picked, total), k, 4, saved=(picked, total))  # / (sum + eps), then * routed_scaling_factor
+    # then times routed_scaling_factor (a scalar: nothing kept)
+    return _renormalised(ctx, picked) if spec.norm_topk_prob else picked
 
 
 def _grouped_experts(ctx: Context, spec: ModelSpec, h: Tensor, weights: Tensor) -> Tensor:
@@ -658,8 +647,7 @@ def _expert_gate(ctx: Context, spec: ModelSpec, gate_up: Tensor, width: int) -> 
     # then (up + 1) * that
     gate = ctx.op((gate_up,), width, dt, saved=(gate_up,))
     up = ctx.op((gate_up,), width, dt)
-    sig = ctx.op((ctx.op((gate,), width, dt),), width, dt)
-    ctx.ops[-1].saved = (sig,)
+    sig = ctx.kept(ctx.op((ctx.op((gate,), width, dt),), width, dt))  # sigmoid(alpha * gate)
     glu = ctx.op((gate, sig), width, dt, saved=(gate, sig))
     up1 = ctx.op((up,), width, dt)
     return ctx.op((up1, glu), width, dt, saved=(up1, glu))
@@ -672,8 +660,7 @@ def _experts_on_every_token(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
     logits = linear(ctx, h, e, spec.router_module, spec.router_bias, quantized=False)
     topk_index = ctx.op((), spec.experts_per_token * 8 // dt, dt, grad=False)
     scattered = ctx.op((logits,), e, dt, saved=(topk_index,))         # -inf but at the top-k
-    sig = ctx.op((ctx.op((scattered,), e, 4),), e, 4)                # sigmoid in fp32
-    ctx.ops[-1].saved = (sig,)
+    sig = ctx.kept(ctx.op((ctx.op((scattered,), e, 4),), e, 4))      # sigmoid in fp32
     column = ctx.op((ctx.cast(sig, dt),), e, dt)                     # transpose(0, 1).reshape(-1, 1): a copy
     repeated = ctx.op((h,), e * spec.hidden, dt)
     routed = ctx.op((repeated, column), e * spec.hidden, dt, saved=(repeated, column))

@@ -129,6 +129,21 @@ def test_lora_adapter_shapes_match_peft(spec):
                         for lin, layers in small.layer_linears() if lin.module in modules or lin.experts > 1)
 
 
+@pytest.mark.parametrize("name", [s.name for s in ONE_PER_TYPE if s.is_moe and s.shared_expert_intermediate])
+def test_peft_remaps_mlp_names_where_the_spec_says(name):
+    """peft rewrites gate_proj / up_proj / down_proj targets of qwen2_moe-style types into the routed experts'
+    fused parameters: there, fitplan leaves the dense and shared MLPs out of its LoRA targets."""
+    peft = pytest.importorskip("peft")
+    small = from_name(name, n_layer=2, first_dense_layers=1)
+    fresh = _build.__wrapped__(json.dumps(hf_config_dict(small)))
+    model = peft.get_peft_model(fresh, peft.LoraConfig(r=4, target_modules=["gate_proj", "up_proj", "down_proj"]))
+    adapted = {n.split(".lora_")[0] for n, _ in model.named_parameters() if "lora_" in n}
+    reaches_dense = any(n.endswith(("mlp.gate_proj", "shared_expert.gate_proj", "shared_experts.gate_proj"))
+                        for n in adapted)
+    assert reaches_dense is not small.peft_remaps_mlp
+    assert ("gate_proj" in target_modules(small, ("all-linear",))) is not small.peft_remaps_mlp
+
+
 def test_catalog_size_and_families():
     assert len(CATALOG) >= 40
     assert len({spec.family for spec in CATALOG}) >= 12
