@@ -33,7 +33,7 @@ from pathlib import Path
 from benchmarks.matrix import HALVES, BenchConfig, family
 
 RESULTS = Path(__file__).resolve().parent / "results"
-HARNESS_SOURCES = ("harness.py", "tracker.py", "fake4bit.py")   # in measure/: what a measurement depends on
+HARNESS_SOURCES = ("harness.py", "tracker.py", "fake4bit.py", "loss_kernels.py", "offload.py")   # in measure/
 LIBRARIES = ("torch", "transformers", "peft", "bitsandbytes")
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",
               "activations", "logits", "temporary")
@@ -286,7 +286,7 @@ class Result:
 def make_row(config: BenchConfig, m: dict | None, p: dict | None, error: str | None = None,
              predict_error: str | None = None, cached: bool = False, harness: str | None = None) -> dict:
     """One CSV row: config fields, half, measured and predicted peaks, phases, components and error."""
-    row = {"id": config.id, "half": config.half, "family": family(config), **config.to_dict()}
+    row = {"id": config.id, "half": config.half, "family": family(config), "axis": config.axis, **config.to_dict()}
     row["status"] = "failed" if error else ("predict_failed" if predict_error else "ok")
     row["error_message"] = error or predict_error or ""
     row["measured_peak_bytes"] = m["allocated_peak_bytes"] if m else None
@@ -313,7 +313,7 @@ def make_row(config: BenchConfig, m: dict | None, p: dict | None, error: str | N
 
 
 def csv_columns() -> list[str]:
-    cols = ["id", "half", "family", *CONFIG_FIELDS, "status", "error_message", "measured_peak_bytes",
+    cols = ["id", "half", "family", "axis", *CONFIG_FIELDS, "status", "error_message", "measured_peak_bytes",
             "measured_phase", "predicted_peak_bytes", "predicted_phase", "error_pct"]
     cols += [f"{side}_{phase}_bytes" for phase in PHASES for side in ("measured", "predicted")]
     cols += [f"{kind}_{comp}" for comp in COMPONENTS for kind in ("measured", "predicted", "predicted_mphase")]
@@ -538,7 +538,7 @@ def report_markdown(rows: list[dict], meta: dict, notes: list[str]) -> str:
         "",
         _worst_table(rows),
         "",
-        *[line for key in ("family", "method", "precision", "optimizer")
+        *[line for key in ("family", "method", "precision", "optimizer", "axis")
           for line in (f"## Error by {key}", "", _group_table(rows, key, key), "")],
         "## Error by component (predicted minus measured at the measured peak phase, % of the measured peak)",
         "",
@@ -667,6 +667,13 @@ def run(configs: list[BenchConfig], out: Path = RESULTS, jobs: int = 1, use_cach
     if done:
         write_outputs(bench.rows, out, meta, notes)
     return bench
+
+
+def speed_section(out: Path = RESULTS) -> list[str]:
+    """The speed report (benchmarks/speed.py) next to the memory one: SPEED.md, speed.csv, speed.png; its
+    summary lines, one per half and one for the independent check."""
+    from benchmarks import speed
+    return speed.report(speed.all_rows(), out)
 
 
 def _predict_into(result: Result) -> None:

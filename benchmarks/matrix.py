@@ -22,6 +22,7 @@ from planner.config import TrainConfig
 
 SEED = 20240611          # fixed: changing it reshuffles the halves and voids any calibration made on "tune"
 HALVES = ("tune", "holdout")
+LATER_AXES = {"loss": "standard", "loop": "trainer", "activation_offload": "none"}
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,22 @@ class BenchConfig:
     double_quant: bool = True
     lora_r: int = 16
     lora_targets: str = "all-linear"
+    # axes added later; at their defaults they stay out of the id, so earlier cells keep their id and half
+    loss: str = "standard"
+    loop: str = "trainer"
+    activation_offload: str = "none"
 
     @property
     def id(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        fields = {k: v for k, v in asdict(self).items() if not (k in LATER_AXES and v == LATER_AXES[k])}
+        blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    @property
+    def axis(self) -> str:
+        """The later axis this cell varies ("loss=liger"), or "base"."""
+        changed = [f"{k}={getattr(self, k)}" for k, default in LATER_AXES.items() if getattr(self, k) != default]
+        return ",".join(changed) or "base"
 
     @property
     def half(self) -> str:
@@ -53,7 +65,8 @@ class BenchConfig:
         return TrainConfig(method=self.method, precision=self.precision, optimizer=self.optimizer,
                            micro_batch=self.micro_batch, seq_len=self.seq_len, grad_ckpt=self.grad_ckpt,
                            attn=self.attn, double_quant=self.double_quant, lora_r=self.lora_r,
-                           lora_alpha=2 * self.lora_r, lora_targets=tuple(self.lora_targets.split(",")))
+                           lora_alpha=2 * self.lora_r, lora_targets=tuple(self.lora_targets.split(",")),
+                           loss=self.loss, loop=self.loop, activation_offload=self.activation_offload)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +77,7 @@ class BenchConfig:
         bits += ["ckpt"] if self.grad_ckpt else []
         bits += [self.attn] if self.attn != "sdpa" else []
         bits += ["no-dq"] if self.method == "qlora" and not self.double_quant else []
+        bits += [] if self.axis == "base" else [self.axis]
         return " ".join(bits)
 
 
@@ -156,8 +170,34 @@ MOE_RECIPES: list[Recipe] = [
 ]
 
 
+# The later axes: each on models of two sizes and methods, where it changes the peak most
+AXIS_MODELS = ["meta-llama/Llama-3.2-1B", "Qwen/Qwen2.5-1.5B", "meta-llama/Llama-3.1-8B"]
+AXIS_RECIPES: list[tuple[str, str, int, int, bool, dict]] = [   # method, precision, micro-batch, seq, ckpt, axis
+    ("lora", "bf16-true", 2, 2048, False, {"loss": "liger"}),
+    ("full", "bf16-mixed", 1, 1024, True, {"loss": "liger"}),
+    ("qlora", "bf16-true", 2, 2048, True, {"loss": "liger"}),
+    ("lora", "bf16-true", 4, 1024, False, {"loss": "cce"}),
+    ("full", "bf16-true", 1, 2048, True, {"loss": "cce"}),
+    ("lora", "bf16-mixed", 2, 2048, False, {"loop": "plain"}),
+    ("qlora", "bf16-true", 4, 1024, True, {"loop": "plain"}),
+    ("lora", "bf16-true", 2, 2048, False, {"activation_offload": "all"}),
+    ("qlora", "bf16-mixed", 2, 2048, False, {"activation_offload": "all"}),
+    ("full", "bf16-true", 1, 2048, True, {"activation_offload": "checkpoints"}),
+    ("full", "bf16-true", 2, 1024, True, {"optimizer": "adamw_fused"}),
+]
+
+
+def axis_cells() -> list[BenchConfig]:
+    out = []
+    for model in AXIS_MODELS:
+        for method, precision, mb, seq, ckpt, axis in AXIS_RECIPES:
+            fields = {"optimizer": "adamw", **axis}
+            out.append(BenchConfig(model, method, precision, fields.pop("optimizer"), mb, seq, ckpt, **fields))
+    return out
+
+
 def matrix() -> list[BenchConfig]:
-    """Every configuration, in a fixed order (tier, model, recipe)."""
+    """Every configuration, in a fixed order (tier, model, recipe), then the later axes' cells."""
     from profiles.models import from_name
     out = []
     for models, recipes in TIERS:
@@ -173,7 +213,7 @@ def matrix() -> list[BenchConfig]:
                     continue
                 attn = "eager" if eager_only else attn
                 out.append(BenchConfig(model, method, precision, optimizer, mb, seq, ckpt, attn, dq))
-    return out
+    return out + axis_cells()
 
 
 def family(config: BenchConfig) -> str:

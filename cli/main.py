@@ -25,6 +25,7 @@ COMMANDS = {
     "bench": "cli.commands.bench",
     "env": "cli.commands.env",
     "calibrate": "cli.commands.calibrate",
+    "serve": "cli.commands.serve",
 }
 
 
@@ -55,6 +56,7 @@ def cli() -> None:
       fitplan plan meta-llama/Llama-2-7b-hf --gpu "RTX 4090"
       fitplan estimate Llama-3.1-8B --method qlora --micro-batch 4 --seq-len 2048
       fitplan fits --gpu a100-80gb
+      fitplan serve                      # the same answers on a local page
     """
 
 

@@ -6,16 +6,20 @@ Every training option defaults to None, so `plan` can tell "search this" from "t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import click
+from click.core import ParameterSource
 
-from common.errors import InputError
+from common.errors import InputError, flag, spelled
 from common.units import parse_count
 from planner.api import DEFAULT_MARGIN
 from planner.activations import attention_kernel
 from planner.config import TrainConfig
-from planner.enums import Attention, Method, Offload, Optimizer, Precision, Sharding
+from planner.enums import ActivationOffload, Attention, Loop, Loss, Method, Offload, Optimizer, Precision, Sharding
+from planner.foreign.core import COMMAND_LINE, show
 from planner.model_input import ResolvedModel
 from planner.search import Request
 
@@ -27,6 +31,12 @@ _CHOICES = [
     ("--attn", Attention.values(), "Attention implementation (eager materialises the s x s scores)."),
     ("--sharding", Sharding.values(), "Data-parallel sharding over all GPUs (DeepSpeed ZeRO or FSDP)."),
     ("--offload", Offload.values(), "CPU offload of optimizer states, or of parameters too (ZeRO / FSDP)."),
+    ("--loss", Loss.values(), "Loss kernel: transformers' standard loss over the full logits, Liger's fused "
+                              "linear cross-entropy, or Cut Cross-Entropy. [default: standard]"),
+    ("--loop", Loop.values(), "trainer drops the model's outputs before backward; plain keeps them (and the "
+                              "logits) through backward. [default: trainer]"),
+    ("--activation-offload", ActivationOffload.values(),
+     "Saved activations to CPU memory: all of them, or each checkpointed layer's input. [default: none]"),
 ]
 
 
@@ -68,6 +78,15 @@ def whole(low: int, high: int) -> click.IntRange:
 
 MARGIN_OPTION = click.option("--margin", type=Finite(0, 0.9), default=DEFAULT_MARGIN, show_default=True,
                              help="Fraction of each card's memory kept free as a safety margin.")
+
+GRAD_ACCUM_OPTION = click.option(
+    "--grad-accum", type=whole(1, 1_000_000), default=None,
+    help="Micro-batches per optimizer step; every one after the first starts with the gradients of those before "
+         "still in memory. [default: 1]")
+
+PLOT_OPTION = click.option("--plot", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                           help="Also draw the answer into FILE: .png, .svg or .html (self-contained); an "
+                                "existing picture is replaced.")
 
 
 def train_options(func: Callable) -> Callable:
@@ -112,7 +131,8 @@ LAUNCH_OPTIONS = [
 ]
 # Training fields a user can fix; the rest of TrainConfig (grad_accum) follows from them.
 FIXABLE = ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len",
-           "grad_ckpt", "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus", "nodes")
+           "grad_ckpt", "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus", "nodes", "loss", "loop",
+           "activation_offload")
 
 
 def launch_options(func: Callable) -> Callable:
@@ -125,7 +145,8 @@ def config_from_options(options: dict, **fallback) -> TrainConfig:
     """A TrainConfig from the parsed options; unset ones come from `fallback`, then TrainConfig's defaults."""
     values = dict(fallback)
     for key in ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len",
-                "grad_ckpt", "lora_r", "lora_alpha", "gpus", "nodes"):
+                "grad_ckpt", "lora_r", "lora_alpha", "gpus", "nodes", "loss", "loop", "activation_offload",
+                "grad_accum"):
         if options.get(key) is not None:
             values[key] = options[key].lower() if isinstance(options[key], str) else options[key]
     if options.get("lora_targets"):
@@ -147,13 +168,141 @@ def fixed_fields(options: dict) -> frozenset[str]:
     return frozenset(fixed - {"nodes"})
 
 
-def request_from_options(model: ResolvedModel, options: dict, **extra) -> Request:
-    """The search request of MODEL: what the user fixed, and the rest on TrainConfig's defaults."""
+def request_from_options(model: ResolvedModel, options: dict, fallback: dict | None = None, **extra) -> Request:
+    """The search request of MODEL: what the user fixed, and the rest on `fallback` (what --from files leave open)
+    or TrainConfig's defaults."""
     clean = {k: v for k, v in options.items() if not (k == "method" and (v or "").lower() == "auto")}
     try:
-        base = config_from_options(clean)
+        base = config_from_options(clean, **(fallback or {}))
     except ValueError as err:
         raise InputError(f"{err}.") from None
     base = base.with_(attn=attention_kernel(model.spec, base))  # what transformers will really run
     return Request(spec=model.spec, base=base, fixed=fixed_fields(options), exact_params=model.exact_params,
                    **extra)
+
+
+# --- --from FILE: the training configs a person already has ---------------------------------------------------
+FROM_OPTION = click.option(
+    "--from", "from_files", multiple=True, metavar="FILE",
+    help="Read the configuration from a training config (axolotl or LLaMA-Factory YAML, TRL / Trainer arguments) "
+         "and/or an Accelerate YAML or DeepSpeed JSON; repeat for several. Options given here override the files.")
+# The options that carry a TrainConfig field of the same name; the rest of what files set goes in as fallback.
+OPTION_FIELDS = ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len",
+                 "grad_ckpt", "lora_r", "lora_alpha", "lora_targets", "gpus", "nodes")
+SEARCHED = ("method", "precision", "gpus", "sharding", "offload", "grad_ckpt", "micro_batch")
+
+
+@dataclass
+class FromFiles:
+    """MODEL and the options as the --from files and the command line make them together."""
+
+    model: str
+    options: dict           # the parsed options, with what the files set filled in (fixed in plan)
+    fallback: dict          # TrainConfig fields no option carries, and the tools' values for what is left open
+    global_batch: int | None   # micro-batch x accumulation x GPUs, where the files give all three
+    per_gpu_batch: int | None  # micro-batch x accumulation, where the files give both but not the GPU count
+    section: dict           # the `from` part of --json
+    lines: list[str]        # what the text output says about the files
+
+
+def given_options(options: dict) -> set[str]:
+    """The options the user typed (--nodes has a default, so its source tells)."""
+    given = {k for k, v in options.items() if v is not None and k not in ("nodes", "no_double_quant")}
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.get_parameter_source("nodes") is ParameterSource.COMMANDLINE:
+        given.add("nodes")
+    return given
+
+
+def read_from(model: str | None, options: dict, files: tuple[str, ...], given: set[str],
+              gpu: str | None = None) -> FromFiles:
+    """Read the files, settle them against the command line (which wins, with a note: a count in --gpu too)
+    and resolve the model."""
+    from planner.foreign import api as foreign
+    from profiles.gpus import split_count
+    m = foreign.read_files(files)
+    count = split_count(gpu)[1] if gpu else 1
+    if count != 1 and options.get("gpus") is None and "gpus" in m.values:
+        options, given = {**options, "gpus": count, "gpu_text": gpu}, given | {"gpus"}
+    overridden = {f for f in given if f in OPTION_FIELDS or f == "global_batch"}
+    overridden |= {"double_quant"} if options.get("no_double_quant") else set()
+    name, resolved = _model(model, m)
+    answer = foreign.resolve(m, resolved.spec)
+    m.check(overridden)
+    merged, fallback = {k: v for k, v in options.items() if k != "gpu_text"}, {}
+    for field, value in answer.fixed.items():
+        _merge(m, field, value, merged, fallback, given, options, fixed=True)
+    for field, value in answer.defaults.items():
+        _merge(m, field, value, merged, fallback, given, options, fixed=False)
+    batch = answer.fixed.get("global_batch") if "global_batch" not in given else None
+    per_gpu = _per_gpu_batch(merged, fallback)
+    world = merged.get("gpus") and per_gpu and per_gpu * merged["gpus"] * (merged.get("nodes") or 1)
+    return FromFiles(name, merged, fallback, batch or world or None, None if world else per_gpu,
+                     foreign.section(m), foreign.summary(m) + [f"  note: {spelled(n)}" for n in m.notes])
+
+
+def _model(model: str | None, m) -> tuple[str, ResolvedModel]:
+    from planner.foreign import api as foreign
+    from planner.model_input import resolve_model
+    found = foreign.model_of(m)
+    if model:
+        if found and found[0].strip().lower() != model.strip().lower():
+            m.notes.append(f"MODEL {model[:80]} overrides {found[1]} ({found[0][:80]}).")
+        return model, resolve_model(model)
+    if not found:
+        raise InputError("Name the model: give MODEL, or the training config that names it (base_model, "
+                         "model_name_or_path) with --from.")
+    name, origin = found
+    if not _exists(Path(name).expanduser()) and _exists(Path(origin.file).parent / name):
+        name = str(Path(origin.file).parent / name)   # a local model folder written relative to the config
+    try:
+        return name, resolve_model(name)
+    except InputError as err:
+        raise InputError(f"{origin}: {err}") from None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):   # a name too long for the file system, or with a NUL: not a path
+        return False
+
+
+def _merge(m, field: str, value, merged: dict, fallback: dict, given: set[str], options: dict, fixed: bool) -> None:
+    """One value the files give: into the options where one carries it, else into the fallback."""
+    if field == "global_batch":
+        return
+    if field in given or (field == "double_quant" and options.get("no_double_quant")):
+        typed = options.get(field, False)
+        if fixed and _option_value(field, value) != _option_value(field, typed):
+            spelled_as = _spelled_option(field, typed, options)
+            m.notes.append(f"{spelled_as} overrides {m.values[field].origin} ({show(value)}).")
+        return
+    if field in OPTION_FIELDS and (fixed or field not in SEARCHED):
+        merged[field] = _option_value(field, value)
+    elif field == "double_quant" and fixed and value is False:
+        merged["no_double_quant"] = True
+    else:
+        fallback[field] = value
+
+
+def _spelled_option(field: str, typed, options: dict) -> str:
+    if field == "gpus" and options.get("gpu_text"):
+        return f'--gpu "{options["gpu_text"]}"'
+    if field == "grad_ckpt":
+        return "--grad-ckpt" if typed else "--no-grad-ckpt"
+    return flag(COMMAND_LINE.get(field, field)) + ("" if field == "double_quant" else f" {show(typed)}")
+
+
+def _option_value(field: str, value):
+    if isinstance(value, (tuple, list)):
+        return ",".join(value)
+    value = getattr(value, "value", value)
+    return value.lower() if isinstance(value, str) and field != "lora_targets" else value
+
+
+def _per_gpu_batch(options: dict, fallback: dict) -> int | None:
+    """micro-batch x accumulation where the micro-batch is fixed and the files give the accumulation."""
+    if options.get("micro_batch") is None or "grad_accum" not in fallback:
+        return None
+    return options["micro_batch"] * fallback["grad_accum"]

@@ -33,9 +33,11 @@ def estimate_table(data: dict) -> str:
 def fit_sentence(data: dict) -> str:
     """The one wording of "fits" (estimate's line, and the same test plan and config apply)."""
     gpu, total, usable = data["gpu"], data["per_gpu"]["total_bytes"], data.get("usable_bytes")
-    kept = f"{data['margin']:.0%} of {gib(gpu['memory_bytes'])} kept free"
     if usable is None:   # a trace of an older shape: no margin known
         return f"{'fits' if data['fits'] else 'does NOT fit'} on {gpu['name']}"
+    margin = data.get("margin")   # a trace knows the usable bytes but not the margin behind them
+    kept = f"{margin:.0%} of {gib(gpu['memory_bytes'])} kept free" if margin is not None else \
+        f"of {gib(gpu['memory_bytes'])}"
     if data["fits"]:
         return f"fits on {gpu['name']}: needs {gib(total)} of {gib(usable)} usable ({kept})"
     return f"does NOT fit on {gpu['name']}: needs {gib(total)}, {gib(usable)} is usable ({kept}), {gib(total - usable)} over"
@@ -54,13 +56,31 @@ def plan_table(data: dict) -> str:
             lines.append("  time and cost: give the dataset size, e.g. --tokens 20M (and --epochs).")
     lines.append("")
     if data["recommended"] is not None:
-        return "\n".join(lines + [f"  * recommended: {data['reason']}"])
+        chosen = data["plans"][data["recommended"]]
+        return "\n".join(lines + [f"  * recommended: {data['reason']}", *_time_line(chosen)])
     nothing = data["nothing_fits"]
     if nothing.get("unsupported"):
         return "\n".join(lines + [f"  {nothing['unsupported'][0].upper()}{nothing['unsupported'][1:]}"])
     lines.append(f"  Nothing fits: the smallest plan needs {gib(nothing['min_total_bytes'])} per GPU, "
                  f"{gib(nothing['usable_bytes'])} is usable.")
     return "\n".join(lines + [f"  - {s}" for s in nothing["suggestions"]])
+
+
+# How the time breakdown's parts read in the explanation.
+TIME_WORDS = {"matmul": "matmuls", "attention": "attention", "elementwise": "elementwise ops", "lora": "LoRA branch",
+              "dequant": "dequantization", "recompute": "recompute", "communication": "communication",
+              "offload": "offload", "optimizer": "optimizer", "fixed": "fixed costs"}
+
+
+def _time_line(plan: dict) -> list[str]:
+    """Where the recommended plan's step goes: '    time: 62% matmuls, 14% attention, ...' (parts >= 1%)."""
+    parts = plan.get("time_breakdown")
+    total = sum(parts.values()) if parts else 0
+    if not total:
+        return []
+    shares = sorted(((t / total, part) for part, t in parts.items()), reverse=True)
+    words = [f"{share:.0%} {TIME_WORDS.get(part, part)}" for share, part in shares if share >= 0.01]
+    return ["    time: " + ", ".join(words)]
 
 
 def _hardware_line(data: dict) -> str:

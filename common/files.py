@@ -47,26 +47,27 @@ def read_text(path: str | Path, what: str = "file", limit: int = MAX_TEXT_BYTES)
         raise InputError(f"The {what} {_short(path)} is not UTF-8 text; give the {what} itself.") from None
 
 
-def parse_json(text: str, where: str) -> object:
-    """JSON as the standard says it: no NaN or Infinity; too deep or too large numbers are errors, not crashes."""
+def parse_json(text: str, where: str, remedy: str = "fix the file or write it again") -> object:
+    """JSON as the standard says it: no NaN or Infinity; too deep or too large numbers are errors, not crashes.
+    `remedy`: what the sentence tells the reader to do."""
     def no_constant(name: str):
         raise ValueError(f"{name} is not a JSON number")
     try:
         return json.loads(text, parse_constant=no_constant)
     except json.JSONDecodeError as err:
         raise InputError(f"{where} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
-                         "fix the file or write it again.") from None
+                         f"{remedy}.") from None
     except RecursionError:
-        raise InputError(f"{where} nests too deeply to be a real file; fix the file or write it again.") from None
+        raise InputError(f"{where} nests too deeply to be real JSON; {remedy}.") from None
     except ValueError as err:   # NaN / Infinity, or an integer of thousands of digits
-        raise InputError(f"{where} holds a value JSON cannot carry ({str(err)[:80]}); fix the file.") from None
+        raise InputError(f"{where} holds a value JSON cannot carry ({str(err)[:80]}); {remedy}.") from None
 
 
 def read_json(path: str | Path, what: str = "file") -> object:
     return parse_json(read_text(path, what), f"The {what} {_short(path)}")
 
 
-def write_files(files: dict[Path, str], force: bool = False) -> list[Path]:
+def write_files(files: dict[Path, str | bytes], force: bool = False) -> list[Path]:
     """Write every file, or none: refused up front if any exists (unless `force`) or is not a regular file,
     and undone if moving one into place fails."""
     paths = [Path(p) for p in files]
@@ -82,7 +83,8 @@ def write_files(files: dict[Path, str], force: bool = False) -> list[Path]:
     return paths
 
 
-def write_text(path: str | Path, text: str, force: bool = False) -> Path:
+def write_text(path: str | Path, text: str | bytes, force: bool = False) -> Path:
+    """One file (text as UTF-8, or bytes as they are), all-or-nothing like `write_files`."""
     return write_files({Path(path): text}, force)[0]
 
 
@@ -96,12 +98,12 @@ def _refuse(paths: list[Path], force: bool) -> None:
                          f"pass {opt('force')} to overwrite, or choose another {opt('out')} folder.")
 
 
-def _stage(path: Path, text: str) -> str:
+def _stage(path: Path, text: str | bytes) -> str:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+        with os.fdopen(fd, "wb") as out:
+            out.write(text.encode("utf-8") if isinstance(text, str) else text)
             out.flush()
             os.fsync(out.fileno())   # on disk before it replaces anything: a crash leaves the old file or the new
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; these are ordinary files

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from common.errors import InputError
-from planner.enums import Attention, Method, Offload, Optimizer, Precision, Sharding
+from planner.enums import ActivationOffload, Attention, Batching, Loop, Loss, Method, Offload, Optimizer, Precision, Sharding
 
 Count = Annotated[StrictInt, Field(ge=1, le=4096)]
 Size = Annotated[StrictInt, Field(ge=1, le=100_000_000)]
@@ -47,8 +47,14 @@ class ConfigRecord(_Strict):
     sharding: Sharding
     offload: Offload
     grad_accum: Size
-    engine: Optional[dict] = None   # plans written before engine settings were recorded take the defaults
     global_batch: Size
+    # written by later fitplans; a plan without them takes the defaults
+    engine: Optional[dict] = None
+    loss: Loss = Loss.STANDARD
+    liger_kernels: StrictBool = False
+    batching: Batching = Batching.FIXED
+    loop: Loop = Loop.TRAINER
+    activation_offload: ActivationOffload = ActivationOffload.NONE
 
 
 class MultiNode(_Strict):

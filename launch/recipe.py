@@ -20,22 +20,27 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from launch import emit, planfile
 from launch.runner import OOM_EXIT, OOM_SIGNAL, REPORT_NAME
 from planner.config import TrainConfig
 from planner.model_input import resolve_model
 from planner.params import target_modules
-from planner.enums import Method, Precision
+from planner.enums import Method, Precision, Sharding
 from planner.optimizers import record
 from common.errors import InputError, opt
+
+if TYPE_CHECKING:
+    from measure.rank_memory import RankMemory
 
 FIRST_STEPS = 3          # steps whose memory peaks the report records (and where an OOM is "early")
 DEFAULT_STEPS = 10       # synthetic data: steps when --steps is not given
 INTERRUPTED_EXIT = 130
 ATTENTION = {"sdpa": "sdpa", "flash": "flash_attention_2", "eager": "eager"}
 LOSSES_NAME = "losses.jsonl"
+CPU_ENGINES_ENV = "FITPLAN_CPU_ENGINES"   # GPU engines on CPU ranks, for measuring (measure/cpu_engines.py)
+TRACK_MEMORY_ENV = "FITPLAN_TRACK_MEMORY"  # a folder: each rank writes its live bytes per phase there
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,10 +78,39 @@ class Run:
     rank: int = 0
     world: int = 1
     phase: str = "setup"    # setup (loading, preparing) | training
+    tracking: NoMemoryTracking | RankMemory = field(default_factory=lambda: NoMemoryTracking())
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+class NoMemoryTracking:
+    """The recipe's memory-tracking calls when FITPLAN_TRACK_MEMORY is unset: each does nothing. When it is set,
+    `memory_tracking` gives measure.rank_memory.RankMemory, whose methods these are."""
+
+    def __enter__(self) -> "NoMemoryTracking":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def loaded(self, model) -> None: ...
+    def prepared(self, accelerator, model, optimizer) -> None: ...
+    def step_begins(self) -> None: ...
+    def phase(self, name: str) -> None: ...
+    def gradients_ready(self) -> None: ...
+    def optimizer_stepped(self) -> None: ...
+    def step_done(self) -> None: ...
+
+
+def memory_tracking(config: TrainConfig) -> NoMemoryTracking | RankMemory:
+    """Per-rank live bytes by phase (measure/rank_memory.py) into $FITPLAN_TRACK_MEMORY/rank<k>.json, if set."""
+    where = os.environ.get(TRACK_MEMORY_ENV)
+    if not where:
+        return NoMemoryTracking()
+    from measure.rank_memory import RankMemory
+    return RankMemory(Path(where), config.sharding)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,24 +123,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    import torch
     plan = planfile.read_plan(args.plan)
     run = Run(args, plan, planfile.plan_config(plan), Path(args.output_dir or Path(args.plan).parent).resolve())
     accelerator = make_accelerator(run.config)
     run.rank, run.world = rank_and_world(accelerator)
     signals.signal(signals.SIGTERM, stop_like_ctrl_c)
+    run.tracking = memory_tracking(run.config)
     try:
-        model, optimizer, (steps, batches) = setup(run, accelerator)
-        run.phase = "training"
-        loop(run, accelerator, model, optimizer, steps, batches)
+        with run.tracking:   # from before loading to the end of the last step
+            model, optimizer, (steps, batches) = setup(run, accelerator)
+            run.phase = "training"
+            loop(run, accelerator, model, optimizer, steps, batches)
         run.status = "ok"
-    except torch.OutOfMemoryError as err:
-        return out_of_memory(run, accelerator, err)
     except KeyboardInterrupt:
         if run.phase != "training":
             raise
         run.status = "interrupted"
     except Exception as err:  # a crash: report it, then let its traceback show
+        if is_out_of_memory(err):
+            return out_of_memory(run, accelerator, err)
         run.status, run.error = "failed", f"{type(err).__name__}: {err}".splitlines()[0]
         write_report(run)
         raise
@@ -137,9 +172,11 @@ def setup(run: Run, accelerator) -> tuple:
     from accelerate.utils import set_seed
     set_seed(run.args.seed)
     model = load_model(run, accelerator)
+    run.tracking.loaded(model)
     optimizer = make_optimizer(run.config, model, run.args)
     batches = make_batches(run, vocab_size(model))
     model, optimizer = accelerator.prepare(model, optimizer)
+    run.tracking.prepared(accelerator, model, optimizer)
     run.extra["param_bytes_by_dtype"] = param_bytes_by_dtype(model)
     return model, optimizer, batches
 
@@ -149,7 +186,13 @@ def setup(run: Run, accelerator) -> tuple:
 def make_accelerator(config: TrainConfig):
     """An Accelerator; under `accelerate launch` its env decides, else the plan's precision (one process)."""
     from accelerate import Accelerator
-    kwargs = {"gradient_accumulation_steps": config.grad_accum}
+    from accelerate.utils import DistributedDataParallelKwargs
+    if os.environ.get(CPU_ENGINES_ENV):  # measuring the GPU engines on CPU ranks (launch/sharded_memory.py)
+        from measure import cpu_engines
+        cpu_engines.enable()
+    # Accelerate's YAML has no key for DDP's bucket size: the plan's engine settings carry it
+    kwargs = {"gradient_accumulation_steps": config.grad_accum,
+              "kwargs_handlers": [DistributedDataParallelKwargs(bucket_cap_mb=config.engine.ddp_bucket_cap_mb)]}
     launched = "ACCELERATE_MIXED_PRECISION" in os.environ or "ACCELERATE_USE_DEEPSPEED" in os.environ
     if not launched:
         kwargs["mixed_precision"] = emit.MIXED_PRECISION[config.precision]
@@ -198,8 +241,10 @@ def bnb_config(config: TrainConfig):
     import torch
     from transformers import BitsAndBytesConfig
     compute = torch.float16 if config.precision == Precision.FP16_MIXED else torch.bfloat16
+    # FSDP shards floating-point storage only: 4-bit weights then pack into bf16 (the bytes are the same)
+    storage = torch.bfloat16 if config.sharding.is_fsdp else torch.uint8
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
-                              bnb_4bit_use_double_quant=config.double_quant)
+                              bnb_4bit_use_double_quant=config.double_quant, bnb_4bit_quant_storage=storage)
 
 
 def adapt(model, run: Run):
@@ -218,8 +263,11 @@ def adapt(model, run: Run):
     targets = target_modules(model_spec(run, model), config.lora_targets)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=targets, lora_dropout=0.0,
                       bias="none", task_type="CAUSAL_LM")
+    # FSDP1 flattens a layer's frozen and trainable weights into one tensor of one dtype: in a bf16 model
+    # the adapters stay bf16 (peft would make them fp32, and FSDP1 refuses the mix)
+    one_dtype = config.sharding is Sharding.FSDP1 and config.precision is Precision.BF16_TRUE
     try:
-        return get_peft_model(model, lora)
+        return get_peft_model(model, lora, autocast_adapter_dtype=not one_dtype)
     except ValueError as err:
         raise InputError(f"LoRA targets {', '.join(targets)} do not match the model: {str(err).splitlines()[0]}") from None
 
@@ -367,18 +415,24 @@ def loop(run: Run, accelerator, model, optimizer, steps: int, batches: Iterator[
 
 def one_step(run: Run, accelerator, model, optimizer, micro_batches: list[dict]) -> float:
     """One optimizer step; returns the mean loss over its micro-batches and all ranks."""
-    total = 0.0
+    total, tracking = 0.0, run.tracking
+    tracking.step_begins()
     for batch in micro_batches:
         inputs = {k: v.to(accelerator.device) for k, v in batch.items() if k != "tokens"}
         with accelerator.accumulate(model):
+            tracking.phase("forward")
             loss = model(**inputs).loss
-            accelerator.backward(loss)
+            tracking.phase("backward")
+            accelerator.backward(loss)   # with DeepSpeed, its optimizer step too
+            tracking.gradients_ready()
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), emit.GRADIENT_CLIPPING)
             optimizer.step()
+            tracking.optimizer_stepped()
             optimizer.zero_grad(set_to_none=True)
         total += loss.detach().float()
         run.tokens += batch["tokens"] * run.world
+    tracking.step_done()
     return mean_over_ranks(total / len(micro_batches), run)
 
 
@@ -453,6 +507,22 @@ def param_bytes_by_dtype(model) -> dict[str, int]:
 
 
 # -- ending -----------------------------------------------------------------------------------------
+
+# what GPU OOMs say when they do not come as torch.OutOfMemoryError: a raw CUDA or HIP allocation (NCCL,
+# bitsandbytes, custom kernels: "CUDA error: out of memory"), cuBLAS / cuDNN failing to allocate their handles
+OOM_WORDS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed", "cudaerrormemoryallocation")
+
+
+def is_out_of_memory(err: BaseException | None) -> bool:
+    """Whether `err`, or an error it was raised from, is the GPU running out of memory."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err).__name__ == "OutOfMemoryError" or any(word in str(err).lower() for word in OOM_WORDS):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
 
 def out_of_memory(run: Run, accelerator, err: BaseException) -> int:
     """Report the OOM (every rank may hit it alone) and leave the signal the launcher relaunches on."""

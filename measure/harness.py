@@ -32,9 +32,11 @@ import torch
 from torch import nn
 
 from measure import fake4bit   # imports bitsandbytes now: its module-level tables must not be made fake
+from measure.loss_kernels import fused_loss
+from measure.offload import offloaded_activations
 from measure.tracker import COMPONENTS, PHASES, StorageTracker
 from planner.config import TrainConfig
-from planner.enums import Attention, Method, Optimizer, Precision
+from planner.enums import ActivationOffload, Attention, Loop, Loss, Method, Optimizer, Precision
 from planner.optimizers import PAGED_MIN_NUMEL, record
 from planner.params import target_modules
 from profiles.spec import ModelSpec
@@ -335,13 +337,15 @@ def train_step(model, opt, tracker: StorageTracker, backend: Backend, cfg: Train
 
     phase("data")
     ids = torch.randint(0, vocab, (cfg.micro_batch, cfg.seq_len), device=backend.torch_device)
-    phase("forward")
-    with backend.autocast(cfg):
-        loss = model(input_ids=ids, labels=ids).loss   # the output (and its logits) is dropped, as Trainer does
-    phase("backward")
-    tracker.region = "logits"   # loss and lm_head backward first
-    loss.backward()
-    del loss
+    offloading = cfg.activation_offload is not ActivationOffload.NONE
+    with offloaded_activations(model if offloading else None, hf_model(model).get_output_embeddings()):
+        phase("forward")
+        with backend.autocast(cfg):
+            outputs, loss = forward_loss(model, cfg, ids, tracker)
+        phase("backward")
+        tracker.region = "logits"   # loss and lm_head backward first
+        loss.backward()
+        del loss, outputs
     tracker.region = None
     tracker.tag([p.grad for p in model.parameters() if p.grad is not None], "gradients")
     phase("optimizer_step")
@@ -350,6 +354,27 @@ def train_step(model, opt, tracker: StorageTracker, backend: Backend, cfg: Train
         tracker.tag([tensor], "optimizer_states", paged=paged)
     opt.zero_grad(set_to_none=True)
     phase("done")
+
+
+def forward_loss(model, cfg: TrainConfig, ids, tracker: StorageTracker):
+    """(what the loop keeps, the loss): Trainer drops the outputs before backward, a plain loop keeps them (and
+    their logits); a fused loss (measure/loss_kernels.py) makes no logits."""
+    if cfg.loss is not Loss.STANDARD:
+        inner = hf_model(model)
+        hidden_hook = inner.model.register_forward_hook(lambda _m, _a, out: _logits_region(out.last_hidden_state, tracker))
+        try:
+            return None, fused_loss(cfg, inner, ids)
+        finally:
+            hidden_hook.remove()
+    outputs = model(input_ids=ids, labels=ids)
+    return (outputs if cfg.loop is Loop.PLAIN else None), outputs.loss
+
+
+def _logits_region(hidden, tracker: StorageTracker) -> None:
+    """A fused loss's storages count as logits, from its forward until the hidden states' gradient."""
+    tracker.region = "logits"
+    if hidden.requires_grad:
+        hidden.register_hook(lambda _grad: setattr(tracker, "region", None))
 
 
 def measure(spec: ModelSpec, cfg: TrainConfig, steps: int = 2, device: str = "fake") -> Measurement:

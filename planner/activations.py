@@ -697,21 +697,30 @@ class LayerSaved:
     per_layer: int                          # bytes saved whatever the tokens (autocast's weight copies)
     backward: tuple[tuple[int, int, int], ...]  # each backward step: live (per token, per layer) bytes of
                                                 # saved tensors and gradients, and weight gradients so far
+    offloaded_backward: tuple[tuple[int, int, int], ...]  # the same with saved tensors in host memory
+    hooked_backward: tuple[tuple[int, int, int], ...]     # the same with each weight gradient live only while
+                                                          # it is made (a ZeRO hook moves it to a bucket)
+    grad_steps: tuple[tuple[int, int, int], ...]          # at each op that makes a weight gradient, in order:
+                                                          # live bytes as in hooked_backward, and the weight
+                                                          # gradient bytes made so far
     forward: tuple[tuple[int, int], ...]        # each forward step: live (per token, per layer) bytes
+    unsaved_forward: tuple[tuple[int, int], ...]  # the same under no_grad (checkpointing's first forward)
     pending: int                                # bytes per token of gradients live when backward first
                                                 # needs a saved tensor (and checkpointing recomputes)
 
     def bytes(self, tokens: int) -> int:
         return self.per_token * tokens + self.per_layer
 
-    def backward_peak(self, tokens: int) -> tuple[int, int]:
+    def backward_peak(self, tokens: int, offloaded: bool = False, hooked: bool = False) -> tuple[int, int]:
         """The step of this layer's backward that holds the most: (activation bytes, weight-gradient bytes)."""
-        tok, fixed, grads = max(self.backward, key=lambda s: s[0] * tokens + s[1] + s[2])
+        steps = self.hooked_backward if hooked else self.offloaded_backward if offloaded else self.backward
+        tok, fixed, grads = max(steps, key=lambda s: s[0] * tokens + s[1] + s[2])
         return tok * tokens + fixed, grads
 
-    def forward_peak(self, tokens: int) -> int:
-        """The most this layer holds while its forward runs: saved tensors and transient results."""
-        return max(tok * tokens + fixed for tok, fixed in self.forward)
+    def forward_peak(self, tokens: int, keeps_saved: bool = True) -> int:
+        """The most this layer holds while its forward runs: saved tensors (unless under no_grad) and
+        transient results."""
+        return max(tok * tokens + fixed for tok, fixed in (self.forward if keeps_saved else self.unsaved_forward))
 
 
 def layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool = False) -> LayerSaved:
@@ -756,10 +765,16 @@ def _rest_saved(spec: ModelSpec, key: tuple) -> LayerSaved:
     def mean(values: list[tuple[int, int]]) -> int:
         return -(-sum(n * v for v, n in values) // layers)  # rounded up: never under
 
+    def peaks(field: str) -> tuple[tuple[int, ...], ...]:
+        return _frontier([s for w, _ in walks for s in getattr(w, field)])
+
+    # gradient reductions run inside the kind that makes the most weight-gradient bytes
+    largest = max((w for w, _ in walks), key=lambda w: w.grad_steps[-1][2] if w.grad_steps else 0)
     return LayerSaved(per_token=mean([(w.per_token, n) for w, n in walks]),
                       per_layer=mean([(w.per_layer, n) for w, n in walks]),
-                      backward=_frontier([s for w, _ in walks for s in w.backward]),
-                      forward=_frontier([s for w, _ in walks for s in w.forward]),
+                      backward=peaks("backward"), offloaded_backward=peaks("offloaded_backward"),
+                      hooked_backward=peaks("hooked_backward"), grad_steps=largest.grad_steps,
+                      forward=peaks("forward"), unsaved_forward=peaks("unsaved_forward"),
                       pending=max(w.pending for w, _ in walks))
 
 
@@ -791,8 +806,22 @@ def _layer_saved(spec: ModelSpec, key: tuple, first: bool, kind: LayerKind) -> L
     out = _block(ctx, spec, x)
     tok, fixed = ctx.saved_size()
     steps, pending = backward_walk(ctx.ops, out)
+    hooked = backward_walk(ctx.ops, out, hooked=True)[0]
     return LayerSaved(per_token=tok, per_layer=fixed, backward=_frontier(steps),
-                      forward=_frontier(forward_walk(ctx.ops)), pending=pending)
+                      offloaded_backward=_frontier(backward_walk(ctx.ops, out, offloaded=True)[0]),
+                      hooked_backward=_frontier(hooked), grad_steps=_made_so_far(hooked),
+                      forward=_frontier(forward_walk(ctx.ops)),
+                      unsaved_forward=_frontier(forward_walk(ctx.ops, keeps_saved=False)), pending=pending)
+
+
+def _made_so_far(hooked: list[tuple[int, int, int]]) -> tuple[tuple[int, int, int], ...]:
+    """The steps of a hooked backward walk that make a weight gradient, each with the gradient bytes made so far."""
+    out, made = [], 0
+    for tok, fixed, grad in hooked:
+        if grad:
+            made += grad
+            out.append((tok, fixed, made))
+    return tuple(out)
 
 
 def _frontier(steps: list[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
@@ -805,10 +834,11 @@ def _frontier(steps: list[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
     return tuple(sorted(kept))
 
 
-def forward_walk(ops: list[Op]) -> list[tuple[int, int]]:
-    """Live bytes as each op's output appears: what is saved so far, plus results still to be consumed."""
+def forward_walk(ops: list[Op], keeps_saved: bool = True) -> list[tuple[int, int]]:
+    """Live bytes as each op's output appears: what is saved so far, plus results still to be consumed.
+    Without `keeps_saved` (a checkpointed layer's first forward, under no_grad) nothing is kept for backward."""
     last_use = {t.id: j for j, op in enumerate(ops) for t in op.inputs}
-    saved = {t.id for op in ops for t in op.saved}
+    saved = {t.id for op in ops for t in op.saved} if keeps_saved else set()
     live: dict[int, tuple[int, int]] = {}
     steps = []
     for j, op in enumerate(ops):
@@ -824,12 +854,15 @@ def forward_walk(ops: list[Op]) -> list[tuple[int, int]]:
     return steps
 
 
-def backward_walk(ops: list[Op], out: Tensor) -> tuple[list[tuple[int, int, int]], int]:
+def backward_walk(ops: list[Op], out: Tensor, offloaded: bool = False,
+                  hooked: bool = False) -> tuple[list[tuple[int, int, int]], int]:
     """Live bytes at each backward step: ops run in reverse, each allocating its inputs' gradients
     and its weight's before freeing its output's gradient and what only it had saved. Also the
-    gradient bytes per token live when the first op that needs a saved tensor runs."""
+    gradient bytes per token live when the first op that needs a saved tensor runs. `offloaded`: saved
+    tensors wait in host memory and are on the GPU only while the op that needs them runs. `hooked`: a
+    weight's gradient leaves as soon as it is made (ZeRO's hooks copy it into a bucket)."""
     users = Counter(t.id for op in ops for t in set(op.saved))
-    saved = {t.id: t.size for op in ops for t in op.saved}
+    saved = {} if offloaded else {t.id: t.size for op in ops for t in op.saved}
     grads: dict[int, int] = {out.id: out.id}  # tensor -> the buffer holding its gradient
     buffers: dict[int, tuple[int, int]] = {out.id: out.size}
     param_grads, steps, pending = 0, [], None
@@ -840,11 +873,12 @@ def backward_walk(ops: list[Op], out: Tensor) -> tuple[list[tuple[int, int, int]
             pending = _sum(buffers.values())[0]
         passed = {t.id for t in op.inputs if t.grad and _shares_grad(op, t) and t.id not in grads}
         new = [t for t in op.inputs if t.grad and t.id not in passed]
+        restored = [t.size for t in {t.id: t for t in op.saved}.values()] if offloaded else []
         if op.scratch_peak:
-            tok, fixed = _sum(list(buffers.values()) + list(saved.values()))
-            steps.append((tok, fixed + op.scratch_peak, param_grads))
-        live = _sum(list(buffers.values()) + list(saved.values()) + [t.size for t in new])
-        param_grads += op.param_grad
+            tok, fixed = _sum(list(buffers.values()) + list(saved.values()) + restored)
+            steps.append((tok, fixed + op.scratch_peak, 0 if hooked else param_grads))
+        live = _sum(list(buffers.values()) + list(saved.values()) + [t.size for t in new] + restored)
+        param_grads = op.param_grad if hooked else param_grads + op.param_grad
         steps.append((live[0], live[1] + op.scratch, param_grads))
         out_buffer = grads.pop(op.output.id)
         for tid in passed:
@@ -904,12 +938,35 @@ def head_saved(spec: ModelSpec, cfg: TrainConfig, tokens: int) -> int:
     return per_token * tokens + per_model
 
 
+def final_norm_backward(spec: ModelSpec, cfg: TrainConfig, tokens: int) -> int:
+    """The most the final norm's backward holds (its saved tensors, the incoming gradient and its own), when a
+    fused loss hands it the hidden states' gradient."""
+    steps = _final_norm_backward(spec, walk_key(cfg))
+    return max(tok * tokens + fixed for tok, fixed, _ in steps)
+
+
 @lru_cache(maxsize=4096)
-def _head_saved(spec: ModelSpec, key: tuple) -> tuple[int, int]:
+def _final_norm_backward(spec: ModelSpec, key: tuple) -> tuple[tuple[int, int, int], ...]:
+    cfg = _walk_config(key)
+    ctx = context(spec, cfg)
+    out = norm(ctx, spec, Tensor(spec.hidden, stream_bytes(cfg), grad=True))
+    return _frontier(backward_walk(ctx.ops, out)[0])
+
+
+def final_norm_saved(spec: ModelSpec, cfg: TrainConfig, tokens: int) -> int:
+    """`head_saved` without lm_head: a fused loss (Liger, Cut Cross-Entropy) takes the norm's output itself."""
+    per_token, per_model = _head_saved(spec, walk_key(cfg), with_lm_head=False)
+    return per_token * tokens + per_model
+
+
+@lru_cache(maxsize=4096)
+def _head_saved(spec: ModelSpec, key: tuple, with_lm_head: bool = True) -> tuple[int, int]:
     cfg = _walk_config(key)
     ctx = context(spec, cfg)
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=True)
-    linear(ctx, norm(ctx, spec, x), spec.vocab, "lm_head", quantized=False)  # bitsandbytes leaves lm_head
+    normed = norm(ctx, spec, x)
+    if with_lm_head:
+        linear(ctx, normed, spec.vocab, "lm_head", quantized=False)  # bitsandbytes leaves lm_head
     per_token, per_model = ctx.saved_size()
     return per_token + (spec.hidden if spec.dropout and spec.dropout_on_embeddings else 0), per_model
 

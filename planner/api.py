@@ -16,7 +16,7 @@ from planner.memory import Estimate, estimate
 from planner.model_input import ResolvedModel, resolve_model
 from planner.nvml import probe
 from planner.recommend import plan, unsupported_everywhere
-from planner.search import Plan, Request, SearchResult, feasible_plans, usable_bytes
+from planner.search import Plan, Request, SearchResult, feasible_plans, usable_bytes, with_global_batch
 from planner.rules import card_problem, unsupported
 from profiles.spec import ModelSpec
 
@@ -137,13 +137,6 @@ def choose(model: ResolvedModel, request: Request, hardware: Hardware | None, fo
                             request.global_batch)
     forced = evaluate(model, cfg, hardware, request.margin)
     return Choice(forced, (*forced.warnings, f"Written anyway (forced): {message}"))
-
-
-def with_global_batch(cfg: TrainConfig, global_batch: int | None) -> TrainConfig:
-    """Gradient accumulation for the global batch asked for (rounded up to whole micro-batches on every GPU)."""
-    if not global_batch:
-        return cfg
-    return cfg.with_(grad_accum=max(1, -(-global_batch // (cfg.micro_batch * cfg.world_size))))
 
 
 def _batch_warnings(request: Request, cfg: TrainConfig) -> list[str]:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from planner.enums import Attention, Method, Offload, Optimizer, Precision, Sharding
+from planner.enums import (ActivationOffload, Attention, Batching, Loop, Loss, Method, Offload, Optimizer, Precision,
+                           Sharding)
 from planner.sharding import EngineSettings
 
 # Aliases accepted by --lora-targets, expanded to roles of `profiles.models.Linear`.
@@ -34,10 +35,16 @@ class TrainConfig:
     offload: Offload = Offload.NONE
     grad_accum: int = 1
     engine: EngineSettings = field(default_factory=EngineSettings)
+    loss: Loss = Loss.STANDARD
+    liger_kernels: bool = False      # Liger's RMSNorm, SwiGLU and RoPE kernels
+    batching: Batching = Batching.FIXED
+    loop: Loop = Loop.TRAINER
+    activation_offload: ActivationOffload = ActivationOffload.NONE
 
     def __post_init__(self) -> None:
         for name, enum in (("method", Method), ("precision", Precision), ("optimizer", Optimizer),
-                           ("attn", Attention), ("sharding", Sharding), ("offload", Offload)):
+                           ("attn", Attention), ("sharding", Sharding), ("offload", Offload), ("loss", Loss),
+                           ("batching", Batching), ("loop", Loop), ("activation_offload", ActivationOffload)):
             if not isinstance(getattr(self, name), enum):
                 object.__setattr__(self, name, enum(getattr(self, name)))
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))

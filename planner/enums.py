@@ -29,6 +29,7 @@ class Precision(Choice):
 
 class Optimizer(Choice):
     ADAMW = "adamw"
+    ADAMW_FUSED = "adamw_fused"
     ADAMW_8BIT = "adamw8bit"
     PAGED_ADAMW = "paged_adamw"
     PAGED_ADAMW_8BIT = "paged_adamw8bit"
@@ -76,6 +77,29 @@ class Attention(Choice):
     SDPA = "sdpa"
     FLASH = "flash"
     EAGER = "eager"
+
+
+class Loss(Choice):
+    STANDARD = "standard"   # transformers' loss over the full logits
+    LIGER = "liger"         # Liger's fused linear cross-entropy: logits never materialised, chunked
+    CCE = "cce"             # Apple's Cut Cross-Entropy: logits never materialised
+
+
+class Batching(Choice):
+    FIXED = "fixed"         # every sequence seq_len tokens, no padding (what the planner assumes so far)
+    PADDED = "padded"       # padded to the longest with an attention mask
+    PACKED = "packed"       # several sequences per row, boundaries by position ids
+
+
+class Loop(Choice):
+    TRAINER = "trainer"     # transformers' Trainer: the outputs (logits) are dropped before backward
+    PLAIN = "plain"         # a hand-written loop keeping `outputs` through backward
+
+
+class ActivationOffload(Choice):
+    NONE = "none"
+    ALL = "all"                   # torchtune / TRL: saved activations go to CPU memory
+    CHECKPOINTS = "checkpoints"   # offloaded checkpointing: each checkpointed layer's input on the CPU
 
 
 class Phase(Choice):

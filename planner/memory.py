@@ -8,19 +8,21 @@ the largest phase, and its components are what is live then. Step 2 is modelled:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from planner.activations import (LayerSaved, attention_kernel, head_saved, head_walk_cache, layer_saved,
+from planner.activations import (LayerSaved, attention_kernel, final_norm_saved, head_walk_cache, layer_saved,
                                   layer_walk_cache, sdpa_needs_mask, stream_bytes)
+from planner.loss import LossHead, loss_head
 from planner.config import TrainConfig
-from planner.enums import Attention, Method, Offload, Phase, Precision
+from planner.enums import ActivationOffload, Attention, Loss, Method, Offload, Phase, Precision
 from planner.optimizers import record
 from planner.params import ParamCounts, count_params, numel, trainable_tensors
+from planner.engines import Engine, clear_engine_caches, engine_for
 from planner.states import ModelStates, deepspeed_16bit, model_states, trainable_bytes
 from profiles.spec import ModelSpec
 
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",
-              "activations", "logits", "temporary")
+              "gathered_weights", "comm_buffers", "activations", "logits", "temporary")
 INDEX_BYTES = 8  # input_ids and labels are int64
 
 
@@ -31,6 +33,7 @@ class Estimate:
     counts: ParamCounts
     states: ModelStates
     phases: dict[Phase, dict[str, int]]
+    host_activations: int = 0      # offloaded activations in host memory
 
     @property
     def peak_phase(self) -> Phase:
@@ -51,32 +54,40 @@ class Estimate:
 
     @property
     def cpu_bytes(self) -> int:
-        return self.states.cpu
+        return self.states.cpu + self.host_activations
 
 
 def estimate(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None) -> Estimate:
+    engine = engine_of(spec, cfg, total_params)
+    acts = Activations.of(spec, cfg)
+    layers = sorted({*peak_layers(spec.n_layer), *engine.extra_layers()}, reverse=True)
+    phases = {
+        Phase.FORWARD: highest(forward_moments(engine, acts, layers[:1])).components,
+        Phase.BACKWARD: highest(backward_moments(engine, acts, layers)).components,
+        Phase.OPTIMIZER_STEP: optimizer_moment(engine, acts).components,
+    }
+    return Estimate(spec=spec, cfg=cfg, counts=engine.counts, states=engine.states, phases=phases,
+                    host_activations=acts.host)
+
+
+def engine_of(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None) -> Engine:
+    """The engine of a configuration, with its parameters and model states (the same for every micro-batch and
+    sequence length, so kept)."""
     key = (spec, cfg.method, cfg.precision, cfg.optimizer, cfg.lora_r, cfg.lora_targets, cfg.double_quant,
            cfg.gpus, cfg.nodes, cfg.sharding, cfg.offload, total_params)  # what model states depend on
     if key not in _STATES:
         counts = count_params(spec, cfg, total_params)
         _STATES[key] = counts, model_states(spec, cfg, counts)
-    counts, states = _STATES[key]
-    acts = Activations.of(spec, cfg)
-    phases = {
-        Phase.FORWARD: _forward(cfg, states, acts),
-        Phase.BACKWARD: _backward(spec, cfg, counts, states, acts),
-        Phase.OPTIMIZER_STEP: _optimizer_step(spec, cfg, states, acts),
-    }
-    return Estimate(spec=spec, cfg=cfg, counts=counts, states=states, phases=phases)
+    return engine_for(spec, cfg, *_STATES[key])
 
 
-# Parameters and model states, the same for every micro-batch and sequence length
 _STATES: dict[tuple, tuple[ParamCounts, ModelStates]] = {}
 
 
 def clear_caches() -> None:
     """Forget every cached state and walk (for timing a cold search)."""
     _STATES.clear()
+    clear_engine_caches()
     layer_walk_cache.cache_clear()
     head_walk_cache.cache_clear()
 
@@ -85,17 +96,16 @@ def clear_caches() -> None:
 class Activations:
     """Activation bytes of one micro-batch on one GPU."""
     tokens: int
-    layers: list[int]          # saved per layer (its checkpointed input alone with checkpointing)
+    layers: list[int]          # saved per layer on the GPU (its checkpointed input alone with checkpointing)
     first: LayerSaved          # the first layer (its input needs no gradient under LoRA)
     rest: LayerSaved           # every other layer
-    head: int                  # final norm and lm_head inputs
-    logits_forward: int        # logits live at the loss's peak in the forward pass
-    logits_saved: int          # logits saved for backward (the log-softmax output)
-    logits_backward: int       # logits and their gradients at the loss's backward
+    head: LossHead             # final norm, lm_head and the loss (planner/loss.py)
     inputs: int                # input_ids, labels and the loss's shifted labels
     stream: int                # one hidden state (a layer's input)
     mask: int                  # the b x s x s causal mask, alive through the forward
     autocast_cache: int        # autocast's 16-bit copies of trainable fp32 weights, kept until it exits
+    restored: int = 0          # brought back from host memory for the layer in backward (offloaded checkpoints)
+    host: int = 0              # saved activations offloaded to host memory
 
     @classmethod
     def of(cls, spec: ModelSpec, cfg: TrainConfig) -> "Activations":
@@ -105,17 +115,24 @@ class Activations:
         layers = [first.bytes(n)] + [rest.bytes(n)] * (spec.n_layer - 1)
         if cfg.grad_ckpt:
             layers = [stream] * spec.n_layer  # each checkpointed layer keeps only its input
-        v = n * spec.vocab
-        logit_bytes = _logit_bytes(cfg)
-        fp32_copy = 0 if logit_bytes == 4 else 4 * v  # the loss upcasts 16-bit logits
-        capped = logit_bytes * v if spec.logit_softcap else 0  # Gemma-2: cap * tanh(logits / cap) keeps tanh's output
-        return cls(tokens=n, layers=layers, first=first, rest=rest,
-                   head=head_saved(spec, cfg, n),
-                   # forward: logits, their fp32 copy and log-softmax's output; backward: that output,
-                   # the NLL gradient and log-softmax's gradient, all fp32
-                   logits_forward=logit_bytes * v + fp32_copy + 4 * v + capped, logits_saved=4 * v + capped,
-                   logits_backward=12 * v + capped, inputs=3 * n * INDEX_BYTES, stream=stream,
-                   mask=_mask(spec, cfg), autocast_cache=_autocast_cache(spec, cfg))
+        offloaded = _offloaded(cfg, layers, stream)
+        return cls(tokens=n, layers=[0] * spec.n_layer if offloaded else layers, first=first, rest=rest,
+                   head=_head_on_gpu(spec, cfg, loss_head(spec, cfg, n), n), inputs=3 * n * INDEX_BYTES, stream=stream, mask=_mask(spec, cfg),
+                   autocast_cache=_autocast_cache(spec, cfg), restored=stream if offloaded and cfg.grad_ckpt else 0,
+                   host=offloaded)
+
+
+def _offloaded(cfg: TrainConfig, layers: list[int], stream: int) -> int:
+    """Bytes of saved activations moved to host memory: with offloading, every saved tensor of the layers
+    (TRL's OffloadActivations), or under checkpointing only each layer's input."""
+    return 0 if cfg.activation_offload is ActivationOffload.NONE else sum(layers)
+
+
+def _head_on_gpu(spec: ModelSpec, cfg: TrainConfig, head: LossHead, tokens: int) -> LossHead:
+    """With offloading, the final norm's saved tensors leave too; lm_head's stay (TRL's NoOpManager)."""
+    if cfg.activation_offload is ActivationOffload.NONE or cfg.loss is not Loss.STANDARD:
+        return head
+    return replace(head, saved=head.saved - final_norm_saved(spec, cfg, tokens))
 
 
 def _autocast_cache(spec: ModelSpec, cfg: TrainConfig) -> int:
@@ -134,12 +151,36 @@ def _mask(spec: ModelSpec, cfg: TrainConfig) -> int:
     return cfg.micro_batch * cfg.seq_len**2 if sdpa_needs_mask(spec, cfg) else 0
 
 
-def _logit_bytes(cfg: TrainConfig) -> int:
-    """lm_head output dtype: fp32 when its weight is fp32 and no autocast, else 16 bit."""
-    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED)
-    if cfg.method is Method.QLORA and not deepspeed_16bit(cfg) and not mixed:
-        return 4  # prepare_model_for_kbit_training left lm_head in fp32, and nothing casts it down
-    return 4 if cfg.precision is Precision.FP32 else 2
+@dataclass(frozen=True)
+class Moment:
+    """One moment of the step: what runs, its phase and the bytes live then, by component (per GPU)."""
+
+    step: str
+    phase: Phase
+    components: dict[str, int]
+    layer: int | None = None   # 1-based transformer layer, None outside the layers
+
+    @property
+    def total(self) -> int:
+        return sum(self.components.values())
+
+
+def highest(moments: list[Moment]) -> Moment:
+    """The moment holding the most (the earliest of equals: where the memory is first needed)."""
+    return max(moments, key=lambda m: m.total)
+
+
+def peak_layers(n_layer: int) -> list[int]:
+    """The layers (0-based, top first) whose moments can hold a pass's peak: along the layers that walk alike
+    (all but the bottom one) activations and gradients change linearly, so one end of that line holds the
+    most, the top or the second layer; the bottom layer walks differently (under LoRA its input needs no
+    gradient) and is evaluated on its own. Where an engine allocates inside a layer it says so itself
+    (`Engine.reduction_moments`)."""
+    return sorted({n_layer - 1, min(1, n_layer - 1), 0}, reverse=True)
+
+
+def _walk(acts: "Activations", index: int) -> LayerSaved:
+    return acts.first if index == 0 else acts.rest
 
 
 def _states(states: ModelStates, with_grads: bool) -> dict[str, int]:
@@ -149,49 +190,98 @@ def _states(states: ModelStates, with_grads: bool) -> dict[str, int]:
     return out
 
 
-def _forward(cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[str, int]:
-    """The larger of the loss computation (everything saved plus the fp32 logits) and the last layer's
-    forward (its transient results on top of everything saved). A checkpointed forward saves nothing
-    inside layers: its transients show up again, larger, when backward recomputes the layer."""
-    base = dict(_states(states, with_grads=False), temporary=states.gathered)
-    at_loss = dict(base, activations=sum(acts.layers) + acts.head + acts.inputs, logits=acts.logits_forward)
-    if cfg.grad_ckpt:
-        at_loss["temporary"] += acts.autocast_cache  # checkpointed layers save no weight copies; the cache keeps them
-        return at_loss
-    # the layer's input lives on as its residual, beside what the layer makes
-    in_layer = dict(base, activations=sum(acts.layers[:-1]) + acts.stream + acts.rest.forward_peak(acts.tokens)
-                    + acts.mask + acts.inputs, logits=0)
-    return max((at_loss, in_layer), key=lambda m: sum(m.values()))
+def forward_moments(engine: Engine, acts: Activations, layers: list[int]) -> list[Moment]:
+    """The forward of each of `layers` (0-based, in order), then the loss. A layer's transients sit on top of
+    everything saved below it; at the loss, every saved activation and the loss's fp32 logits. A checkpointed
+    forward saves nothing inside layers: its transients show up again, larger, when backward recomputes it."""
+    cfg = engine.cfg
+    base = dict(_states(engine.states, with_grads=False), **engine.resident(), temporary=0)
+    cache = acts.autocast_cache if cfg.grad_ckpt else 0   # checkpointed layers save no weight copies; autocast keeps them
+    moments = [_layer_forward(engine, acts, base, index) for index in layers]
+    at_loss = dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs, logits=acts.head.forward,
+                   temporary=cache)
+    moments.append(Moment("loss", Phase.FORWARD, at_loss | engine.at_loss()))
+    return moments
 
 
-def _backward(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, states: ModelStates,
-              acts: Activations) -> dict[str, int]:
-    """The larger of the loss's backward (logit gradients) and the backward of the top or bottom layer:
-    activations fall and gradients rise linearly in between, so one of the ends holds the most."""
-    base = _states(states, with_grads=False)
-    at_loss = dict(base, activations=sum(acts.layers) + acts.head + acts.inputs,
-                   logits=acts.logits_backward, temporary=states.gathered)
-    layer_grads = _layer_grad_bytes(spec, counts, states)
+def _layer_forward(engine: Engine, acts: Activations, base: dict[str, int], index: int) -> Moment:
+    # the layer's input lives on as its residual, beside what the layer makes; a checkpointed layer under
+    # no_grad keeps nothing for backward, and offloaded saved tensors leave as they are saved
+    spec, cfg = engine.spec, engine.cfg
+    held = _walk(acts, index).forward_peak(acts.tokens, keeps_saved=not (cfg.grad_ckpt or acts.host))
+    cached = acts.autocast_cache * (index + 1) // spec.n_layer if cfg.grad_ckpt else 0  # autocast's copies accumulate
+    parts = dict(base, activations=sum(acts.layers[:index]) + acts.stream + held + acts.mask + acts.inputs, logits=0,
+                 temporary=cached)
+    return Moment(f"layer {index + 1} forward", Phase.FORWARD, parts | engine.forward_layer(index), index + 1)
+
+
+def backward_moments(engine: Engine, acts: Activations, layers: list[int]) -> list[Moment]:
+    """The loss's backward (logit gradients), lm_head's weight gradient where the engine acts on it, a fused
+    loss's final-norm backward, each of `layers` (0-based, in order: recomputed first under checkpointing, then
+    its backward), a tied embedding's gradient, and the engine's last reduction."""
+    spec, cfg, states, back = engine.spec, engine.cfg, engine.states, Phase.BACKWARD
+    base = dict(_states(states, with_grads=False), **engine.resident(), temporary=0, logits=acts.head.kept)
+    per_layer = _layer_grad_bytes(spec, engine.counts, states)
     # the input embedding's gradient appears only after the first layer's backward (unless tied to lm_head)
     embedding = 0 if spec.tied_embeddings or cfg.method is not Method.FULL else _embedding_grad(spec, cfg)
-    head_grads = states.gradients - layer_grads * spec.n_layer - embedding
-    moments = [at_loss]
-    for index, layer in ((spec.n_layer - 1, acts.rest), (0, acts.first)):
-        below = sum(acts.layers[:index + 1 if cfg.grad_ckpt else index])  # checkpoints keep their own input
-        grads_above = head_grads + layer_grads * (spec.n_layer - 1 - index)
-        live, new_grads = layer.backward_peak(acts.tokens)
-        moments.append(dict(base, gradients=grads_above + new_grads, activations=below + live + acts.inputs,
-                            logits=0, temporary=states.gathered))
-        if cfg.grad_ckpt:  # first the layer's forward runs again, its output's gradient waiting
-            recompute = layer.forward_peak(acts.tokens) + layer.pending * acts.tokens
-            moments.append(dict(base, gradients=grads_above, activations=below + recompute + acts.inputs,
-                                logits=0, temporary=states.gathered))
+    head_grads = states.gradients - per_layer * spec.n_layer - embedding
+    saved = sum(acts.layers) + acts.inputs
+    moments = [Moment("loss backward", back, dict(base, activations=saved + acts.head.saved,
+                                                  logits=acts.head.backward) | engine.loss_backward())]
+    head = engine.head_backward()
+    if head is not None:   # lm_head has made its weight's gradient; the hidden states' gradient waits
+        moments.append(Moment("lm_head backward", back, dict(base, activations=saved + acts.stream) | head))
+    if acts.head.norm_backward:   # a fused loss hands the final norm its gradient: the norm's backward runs
+        moments.append(Moment("final norm backward", back, dict(base, activations=saved + acts.head.norm_backward)
+                              | engine.backward_layer(spec.n_layer, head_grads, 0)))
+    reductions = engine.reduction_moments()
+    for index in layers:
+        moments += _layer_backward(engine, acts, base, index, head_grads + per_layer * (spec.n_layer - 1 - index))
+        moments += [_reduction(engine, acts, base, *r) for r in reductions if r[0] == index]
+    # an engine's allocations inside other layers hold the peak whatever the layers evaluated
+    moments += [_reduction(engine, acts, base, *r) for r in reductions if r[0] not in layers]
     if spec.tied_embeddings and cfg.method is Method.FULL:
         # the embedding's gradient is summed out of place into the tied lm_head's: both live with the sum
-        tied = _embedding_grad(spec, cfg)
-        moments.append(dict(base, gradients=states.gradients, activations=acts.inputs + acts.stream, logits=0,
-                            temporary=states.gathered + 2 * tied))
-    return max(moments, key=lambda m: sum(m.values()))
+        parts = engine.backward_layer(-1, states.gradients, 0)
+        moments.append(Moment("embedding backward", back, dict(base, activations=acts.inputs + acts.stream) | parts
+                              | {"temporary": 2 * _embedding_grad(spec, cfg)}))
+    end = engine.backward_end()
+    if end is not None:
+        moments.append(Moment("backward end", back, dict(base, activations=acts.inputs + acts.stream) | end))
+    return moments
+
+
+def _layer_backward(engine: Engine, acts: Activations, base: dict[str, int], index: int,
+                    grads_above: int) -> list[Moment]:
+    cfg = engine.cfg
+    walk, layer = _walk(acts, index), index + 1
+    # checkpoints keep their own input; an offloaded checkpoint is brought back for its layer
+    below = sum(acts.layers[:index + 1 if cfg.grad_ckpt else index]) + acts.restored + acts.inputs
+    moments = []
+    if cfg.grad_ckpt:  # first the layer's forward runs again, its output's gradient waiting
+        recompute = walk.forward_peak(acts.tokens) + walk.pending * acts.tokens
+        moments.append(Moment(f"layer {layer} recompute", Phase.BACKWARD, dict(base, activations=below + recompute)
+                              | engine.backward_layer(index, grads_above, 0), layer))
+    live, new_grads = walk.backward_peak(acts.tokens, offloaded=bool(acts.host) and not cfg.grad_ckpt,
+                                         hooked=engine.hooks_gradients)
+    moments.append(Moment(f"layer {layer} backward", Phase.BACKWARD, dict(base, activations=below + live)
+                          | engine.backward_layer(index, grads_above, new_grads), layer))
+    return moments
+
+
+def _reduction(engine: Engine, acts: Activations, base: dict[str, int], index: int, made: float,
+               parts: dict[str, int]) -> Moment:
+    """The engine's allocation inside layer `index`'s backward, once `made` of its weight gradients exist: the
+    layer's live bytes then (each gradient leaving as it is made), what is saved below it."""
+    steps = _walk(acts, index).grad_steps
+    total = steps[-1][2] if steps else 0
+    at = next((i for i, step in enumerate(steps) if step[2] >= made * total), len(steps) - 1)
+    tok, fixed, so_far = steps[at] if steps else (0, 0, 0)
+    in_flight = so_far - (steps[at - 1][2] if at else 0)
+    below = sum(acts.layers[:index + 1 if engine.cfg.grad_ckpt else index]) + acts.restored + acts.inputs
+    return Moment(f"layer {index + 1} gradient reduction", Phase.BACKWARD,
+                  dict(base, activations=below + tok * acts.tokens + fixed) | parts
+                  | {"gradients": parts["gradients"] + in_flight}, index + 1)
 
 
 def _embedding_grad(spec: ModelSpec, cfg: TrainConfig) -> int:
@@ -208,12 +298,10 @@ def _layer_grad_bytes(spec: ModelSpec, counts: ParamCounts, states: ModelStates)
     return states.gradients * per_layer // max(counts.trainable, 1)
 
 
-def _optimizer_step(spec: ModelSpec, cfg: TrainConfig, states: ModelStates, acts: Activations) -> dict[str, int]:
-    out = _states(states, with_grads=True)
-    out["activations"] = acts.inputs
-    out["logits"] = 0
-    out["temporary"] = _step_temporaries(spec, cfg, states)
-    return out
+def optimizer_moment(engine: Engine, acts: Activations) -> Moment:
+    spec, cfg, states = engine.spec, engine.cfg, engine.states
+    parts = dict(_states(states, with_grads=True), gathered_weights=0, activations=acts.inputs, logits=0)
+    return Moment("optimizer step", Phase.OPTIMIZER_STEP, parts | engine.step(_step_temporaries(spec, cfg, states)))
 
 
 def _step_temporaries(spec: ModelSpec, cfg: TrainConfig, states: ModelStates) -> int:

@@ -77,13 +77,18 @@ def _looks_like_path(arg: str) -> bool:
     return arg.endswith(".json") or arg.startswith(("/", "./", "../", "~", "\\")) or "\\" in arg
 
 
-def _unknown_model_message(arg: str) -> str:
+def closest_names(arg: str, count: int = 3) -> list[str]:
+    """The catalog names closest to a mistyped one (by full or short name), best first."""
     names = {}
     for spec in catalog():
         names.setdefault(spec.name.lower(), spec.name)
         names.setdefault(spec.short_name.lower(), spec.name)
-    close = difflib.get_close_matches(arg.lower(), names, n=6, cutoff=0.6)
-    suggestions = list(dict.fromkeys(names[c] for c in close))[:3]
+    close = difflib.get_close_matches(arg.lower(), names, n=2 * count, cutoff=0.6)
+    return list(dict.fromkeys(names[c] for c in close))[:count]
+
+
+def _unknown_model_message(arg: str) -> str:
+    suggestions = closest_names(arg)
     hint = f" (closest catalog names: {', '.join(suggestions)})" if suggestions else ""
     return (f"Unknown model {_short(arg)!r}{hint}: it is neither a catalog name nor an existing local path; "
             f"run `fitplan models` for the catalog, or give the path of a local config.json or model folder.")

@@ -66,6 +66,9 @@ OPTIMIZERS: dict[Optimizer, OptimizerRecord] = {record.name: record for record i
     # foreach (CUDA's default): the step makes sqrt(exp_avg_sq) for every parameter at once
     OptimizerRecord(Optimizer.ADAMW, _adam, "foreach", 16, "torch.optim:AdamW", {"foreach": True},
                     deepspeed_type="AdamW"),
+    # fused (Trainer's default adamw_torch_fused): one kernel per parameter group, no parameter-sized temporary
+    OptimizerRecord(Optimizer.ADAMW_FUSED, _adam, "none", 16, "torch.optim:AdamW", {"fused": True},
+                    deepspeed_type="AdamW"),
     OptimizerRecord(Optimizer.ADAMW_8BIT, _adam8, "none", 16, "bitsandbytes.optim:AdamW8bit"),
     OptimizerRecord(Optimizer.PAGED_ADAMW, _adam32, "none", 16, "bitsandbytes.optim:PagedAdamW", paged=True),
     OptimizerRecord(Optimizer.PAGED_ADAMW_8BIT, _adam8, "none", 16, "bitsandbytes.optim:PagedAdamW8bit", paged=True),

@@ -1,6 +1,7 @@
 """Exact parameter accounting: what is there, what is quantized, what trains."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -116,35 +117,91 @@ def trainable_tensors(spec: ModelSpec, cfg: TrainConfig) -> list[tuple[tuple[int
 
 def _base_tensors(spec: ModelSpec) -> list[tuple[tuple[int, ...], int]]:
     h = spec.hidden
-    per_norm = [((h,), 1)] + ([((h,), 1)] if spec.norm_bias else [])
-    tensors = [(shape, count * layers) for kind, layers in spec.layer_kinds()
-               for shape, count in _layer_tensors(spec, kind, per_norm)]
+    tensors = [(shape, layers) for kind, layers in spec.layer_kinds() for shape in _kind_shapes(spec, kind)]
     tensors.append(((spec.vocab, h), 1 if spec.tied_embeddings else 2))
     if spec.learned_positions:
         tensors.append(((spec.learned_positions, h), 1))
     if spec.lm_head_bias:
         tensors.append(((spec.vocab,), 1))
     if spec.final_norm:
-        tensors += per_norm
+        tensors.append(((h,), 2 if spec.norm_bias else 1))
     return tensors
 
 
-def _layer_tensors(spec: ModelSpec, kind: LayerKind, per_norm: list) -> list[tuple[tuple[int, ...], int]]:
+def _kind_shapes(spec: ModelSpec, kind: LayerKind) -> list[tuple[int, ...]]:
     """The parameter tensors of one layer of this kind, as transformers shapes them."""
-    linears = spec.kind_linears(kind)
-    layer = [(((lin.experts,) if lin.experts > 1 else ()) + (lin.d_out, lin.d_in), 1) for lin in linears]
-    layer += [(((lin.experts,) if lin.experts > 1 else ()) + (lin.d_out,), 1) for lin in linears if lin.bias]
-    layer += per_norm * spec.norms_per_layer
+    return [shape for lin in spec.kind_linears(kind) for shape in _linear_shapes(lin)] + _other_shapes(spec, kind)
+
+
+def _linear_shapes(lin: Linear) -> list[tuple[int, ...]]:
+    """Its weight, then its bias; routed experts stack theirs in one parameter."""
+    stacked = (lin.experts,) if lin.experts > 1 else ()
+    return [stacked + (lin.d_out, lin.d_in)] + ([stacked + (lin.d_out,)] if lin.bias else [])
+
+
+def _other_shapes(spec: ModelSpec, kind: LayerKind) -> list[tuple[int, ...]]:
+    """A layer's tensors besides its linears: its norms, then per-head or latent norms, DeltaNet's or sinks."""
+    layer = [(spec.hidden,)] * (spec.norms_per_layer * (2 if spec.norm_bias else 1))
     if kind.attention == "linear":  # DeltaNet: gated norm, depthwise conv, A_log and dt_bias
         conv = 2 * spec.linear_k_heads * spec.linear_k_head_dim + spec.linear_v_heads * spec.linear_v_head_dim
-        return layer + [((spec.linear_v_head_dim,), 1), ((conv, 1, spec.linear_conv_kernel), 1),
-                        ((spec.linear_v_heads,), 2)]
+        return layer + [(spec.linear_v_head_dim,), (conv, 1, spec.linear_conv_kernel)] + [(spec.linear_v_heads,)] * 2
     if spec.is_mla:
-        return layer + [((spec.q_lora_rank,), 1)] * bool(spec.q_lora_rank) + [((spec.kv_lora_rank,), 1)]
-    layer += {None: [], "weightless": [], "head": [((spec.head_dim,), 2)],
-              "full": [((spec.q_dim,), 1), ((spec.kv_dim,), 1)]}[spec.qk_norm]
-    return layer + ([((spec.n_head,), 1)] if spec.attn_sinks else [])
+        return layer + [(spec.q_lora_rank,)] * bool(spec.q_lora_rank) + [(spec.kv_lora_rank,)]
+    layer += {None: [], "weightless": [], "head": [(spec.head_dim,)] * 2,
+              "full": [(spec.q_dim,), (spec.kv_dim,)]}[spec.qk_norm]
+    return layer + ([(spec.n_head,)] if spec.attn_sinks else [])
 
 
 def numel(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
+
+
+@dataclass(frozen=True)
+class ParamTensor:
+    """One parameter tensor as `model.parameters()` lists it."""
+
+    numel: int
+    layer: int | None      # 0-based transformer layer; None for the embeddings, the final norm and lm_head
+    trainable: bool
+    quantized: bool = False  # stored as NF4 (QLoRA's layer linears)
+
+
+def ordered_params(spec: ModelSpec, cfg: TrainConfig) -> tuple[ParamTensor, ...]:
+    """Every parameter tensor in `model.parameters()` order: the embeddings, each layer by its own kind (its
+    linears with LoRA's A and B after the weight they adapt, then its norms and the rest), the final norm,
+    lm_head. ZeRO's partitions and gradient buckets and FSDP's units follow this order."""
+    return _ordered_params(spec, cfg.method, cfg.lora_r, cfg.lora_targets)
+
+
+def clear_param_caches() -> None:
+    _ordered_params.cache_clear()
+
+
+@functools.lru_cache(maxsize=256)
+def _ordered_params(spec: ModelSpec, method: Method, lora_r: int, targets: tuple[str, ...]) -> tuple[ParamTensor, ...]:
+    full, h = method is Method.FULL, spec.hidden
+    adapted = set(resolve_targets(spec, targets)) if method is not Method.FULL else set()
+    embeddings = [spec.vocab * h] + ([spec.learned_positions * h] if spec.learned_positions else [])
+    out = [ParamTensor(n, None, full) for n in embeddings]
+    for layer in range(spec.n_layer):
+        out += _layer_params(spec, layer, full, adapted, lora_r, method is Method.QLORA)
+    if spec.final_norm:
+        out += [ParamTensor(h, None, full)] * (2 if spec.norm_bias else 1)
+    if not spec.tied_embeddings:
+        out.append(ParamTensor(spec.vocab * h, None, full))
+    if spec.lm_head_bias:
+        out.append(ParamTensor(spec.vocab, None, full))
+    return tuple(out)
+
+
+def _layer_params(spec: ModelSpec, layer: int, full: bool, adapted: set[Linear], r: int,
+                  quantized: bool) -> list[ParamTensor]:
+    """One layer's tensors by its own kind: each linear's weight, bias and LoRA's A and B, then the rest."""
+    kind, out = spec.layer_kind(layer), []
+    for lin in spec.kind_linears(kind):
+        weight, *bias = map(numel, _linear_shapes(lin))
+        out.append(ParamTensor(weight, layer, full, quantized and lin.experts == 1))
+        out += [ParamTensor(n, layer, full) for n in bias]
+        if lin in adapted:
+            out += [ParamTensor(r * lin.d_in, layer, True), ParamTensor(lin.d_out * r, layer, True)]
+    return out + [ParamTensor(numel(shape), layer, full) for shape in _other_shapes(spec, kind)]

@@ -1,93 +1,164 @@
-"""Step time and throughput from FLOPs, memory traffic and communication.
+"""Step time, throughput and where the time goes, from mechanisms: `step_speed`.
 
-A roofline-style model, not a measurement: matmul FLOPs at an achievable fraction of the card's dense
-16-bit peak, QLoRA's dequantisation and the optimizer step at memory bandwidth, gradient and parameter
-collectives at the link's bandwidth. It ranks plans; it does not promise seconds.
+One optimizer step on one GPU is `grad_accum` micro-batches and a step:
+- each micro-batch's GPU time by mechanism (`planner.layer_costs`): matmuls by shape, attention by kernel and
+  sequence, elementwise traffic, the LoRA branch, QLoRA's dequantization, and checkpointing's recomputed
+  forward; never less than the host's time to launch its kernels (eager PyTorch runs ahead of the GPU only
+  as fast as Python dispatches);
+- communication (`planner.comm`) over the plan's links (`planner.interconnect`), hidden behind the pass it
+  overlaps with where the engine overlaps it, exposed where it does not or is longer than that pass;
+- the optimizer step, bandwidth-bound over the states it touches (`planner.optimizers` step_bytes_per_param),
+  on the CPU with offload; gradient clipping; the training loop's fixed costs.
+The breakdown sums to the step time.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
+from planner.comm import Traffic, traffic
 from planner.config import TrainConfig
-from planner.enums import Method, Offload, Sharding
+from planner.enums import Method, Offload, Precision
+from planner.hardware import Card
+from planner.interconnect import Links, links_for
+from planner.layer_costs import MicroBatchCosts, micro_batch_costs
 from planner.optimizers import record
-from planner.params import ParamCounts
-from planner.states import trainable_bytes
+from planner.params import ParamCounts, trainable_tensors
+from planner.rates import DeviceRates, rates_for
+from planner.stack import HF, Stack, adapters_fp32, compute_bytes
 from profiles.spec import ModelSpec
 
-# Model FLOPs utilisation a well-tuned Hugging Face fine-tune reaches (large matmuls, fused attention);
-# published LoRA/QLoRA throughput on A100/H100 sits at 35-50% of dense peak.
-MFU = 0.40
-# Effective all-reduce / all-gather bandwidth, GB/s per GPU: NVLink boards, PCIe peer-to-peer, and
-# between nodes (200-400 Gb/s InfiniBand / RoCE per GPU).
-LINK_GBS = {"nvlink": 150.0, "pcie": 12.0, "network": 20.0}
-# Host <-> device for offload (PCIe 4.0 x16 in practice) and CPU Adam throughput (DeepSpeed CPUAdam).
-PCIE_GBS = 20.0
-CPU_ADAM_PARAMS_PER_S = 1.5e9
+PARTS = ("matmul", "attention", "elementwise", "lora", "dequant", "recompute", "communication", "offload",
+         "optimizer", "fixed")
+# Fitted on the tuning half (benchmarks/speed.py): the share of communication time that still slows compute
+# when hidden behind it (NCCL's kernels take SMs and memory bandwidth while they run).
+OVERLAP_TAX = 0.20
+# The training loop outside the GPU's work, estimates: per micro-batch the DataLoader's next batch (collated in
+# the main process: transformers' dataloader_num_workers=0), its host-to-device copy and Accelerate's
+# accumulation bookkeeping; per step the scheduler, zero_grad and the loss's .item() sync for logging.
+LOOP_MICRO_S, LOOP_STEP_S = 1e-3, 3e-3
+# Optimizer launches: torch's foreach AdamW/SGD issue ~10 multi-tensor kernels per step (~20 us each) plus
+# ~2 us of list handling per tensor; per-tensor optimizers (bitsandbytes, Adafactor) ~30 us per tensor
+# (a Python call and a kernel each). Clipping: foreach norms (~2 us per tensor) and the scale. Estimates.
+FOREACH_KERNELS, FOREACH_KERNEL_S, FOREACH_TENSOR_S, PER_TENSOR_S = 10, 20e-6, 2e-6, 30e-6
+CLIP_PASSES = 3            # clip_grad_norm_ reads every gradient for the norm, then reads and writes it to scale
+# CPU Adam (DeepSpeed CPUAdam, FSDP's CPU optimizer) is bound by host memory: fp32 parameter, gradient and two
+# states read, three written (28 bytes per parameter), at ~100 GB/s per node (8-channel DDR4-3200 peaks at
+# 204.8 GB/s per socket; about half for a read-modify-write stream), shared by the node's GPUs. Estimate.
+CPU_ADAM_BYTES, HOST_MEMORY_GBS = 28, 100.0
 
 
 @dataclass(frozen=True)
 class Speed:
-    step_time_s: float       # one optimizer step: micro-batch x grad_accum on every GPU
-    tokens_per_s: float      # over all GPUs
+    step_time_s: float                           # one optimizer step: micro-batch x grad_accum on every GPU
+    tokens_per_s: float                          # over all GPUs
+    breakdown: tuple[tuple[str, float], ...] = ()   # seconds of the step by mechanism (PARTS), summing to it
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return dict(self.breakdown)
+
+    def shares(self) -> dict[str, float]:
+        """Each mechanism's share of the step, largest first."""
+        total = sum(t for _, t in self.breakdown) or 1.0
+        return dict(sorted(((k, t / total) for k, t in self.breakdown), key=lambda kv: -kv[1]))
 
 
-def train_flops_per_token(spec: ModelSpec, cfg: TrainConfig) -> float:
-    """Forward 2P per token; backward 2P for input gradients, +2P for weight gradients (full only);
-    checkpointing recomputes the forward; causal attention adds 2*s*d per layer and pass."""
-    active = _active_matmul_params(spec)
-    attention = 2 * spec.n_layer * cfg.seq_len * spec.q_dim  # QK^T and PV, causal half of 4*s*d
-    forward = 2 * active + attention
-    # adapters' own matmuls are r/d of the base ones: below this model's resolution
-    backward = 2 * forward if cfg.method is Method.FULL else forward
-    return forward + backward + (forward if cfg.grad_ckpt else 0)
+def step_speed(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, card: Card,
+               interconnect: str | None = None, stack: Stack = HF) -> Speed:
+    """The speed of `cfg` on `card` (cfg.gpus per node, cfg.nodes), over `interconnect` (None: the card's
+    defaults: NVLink boards and InfiniBand, else PCIe and Ethernet)."""
+    rates = rates_for(card)
+    return predict(spec, cfg, counts, rates, links_for(rates, cfg.gpus, cfg.nodes, interconnect), stack)
 
 
-def _active_matmul_params(spec: ModelSpec) -> int:
-    per_layer = 0
-    for lin in spec.linears():
-        routed = spec.experts_per_token if lin.experts > 1 else 1
-        per_layer += routed * lin.d_in * lin.d_out
-    return spec.n_layer * per_layer + spec.vocab * spec.hidden  # + the lm_head
+def predict(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, rates: DeviceRates, links: Links,
+            stack: Stack = HF) -> Speed:
+    mb = micro_batch_costs(spec, cfg, rates, stack)
+    share, matmul_share = stack.recompute(cfg)
+    recompute = mb.recompute(share, matmul_share)
+    forward, backward = mb.forward, _backward(mb, cfg) + recompute
+    accum = cfg.grad_accum
+    parts = {
+        "matmul": accum * (mb.matmul_forward + mb.matmul_backward),
+        "attention": accum * (mb.attention_forward + mb.attention_backward),
+        "elementwise": accum * (mb.elementwise_forward + mb.elementwise_backward),
+        "lora": accum * (mb.lora_forward + mb.lora_backward),
+        "dequant": accum * mb.dequant_pass * (2 if cfg.method is Method.QLORA else 0),
+        "recompute": accum * recompute,
+        "communication": _communication(traffic(spec, cfg, counts, stack), links, forward, backward, accum),
+        "offload": _offload(spec, cfg, counts, links, stack, forward, backward),
+        "optimizer": _optimizer(spec, cfg, counts, rates, stack),
+        "fixed": accum * (max(0.0, mb.host - forward - backward) + LOOP_MICRO_S) + LOOP_STEP_S,
+    }
+    step = sum(parts.values())
+    tokens = cfg.micro_batch * cfg.seq_len * accum * cfg.world_size
+    return Speed(step_time_s=step, tokens_per_s=tokens / step, breakdown=tuple(parts.items()))
 
 
-def step_speed(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, tflops: float, bandwidth_gbs: float,
-               link: str) -> Speed:
-    tokens_per_gpu = cfg.micro_batch * cfg.seq_len * cfg.grad_accum
-    compute = tokens_per_gpu * train_flops_per_token(spec, cfg) / (tflops * 1e12 * MFU)
-    dequant = cfg.grad_accum * _dequant_seconds(cfg, counts, bandwidth_gbs)
-    step = compute + dequant + _optimizer_seconds(cfg, counts, bandwidth_gbs) + _comm_seconds(cfg, counts, link)
-    return Speed(step_time_s=step, tokens_per_s=tokens_per_gpu * cfg.world_size / step)
+def _backward(mb: MicroBatchCosts, cfg: TrainConfig) -> float:
+    dequant = mb.dequant_pass if cfg.method is Method.QLORA else 0.0    # bitsandbytes dequantizes again
+    return mb.matmul_backward + mb.attention_backward + mb.elementwise_backward + mb.lora_backward + dequant
 
 
-def _dequant_seconds(cfg: TrainConfig, counts: ParamCounts, bandwidth_gbs: float) -> float:
-    """QLoRA dequantises every NF4 weight to bf16 in forward and again in backward (and recompute)."""
-    if cfg.method is not Method.QLORA:
+def _communication(t: Traffic, links: Links, forward: float, backward: float, accum: int) -> float:
+    """Exposed communication of one step, plus the tax of what hides behind compute."""
+    def secs(nbytes: float, collectives: float = 0) -> float:
+        return links.seconds(nbytes, collectives, t.within_node)
+
+    def micro_batch(extra: float, extra_tail: float, extra_collectives: int) -> float:
+        fwd, bwd = secs(t.forward), secs(t.backward + extra)
+        hidden = min(fwd, forward) + min(bwd, backward)
+        exposed = max(0.0, fwd - forward) + max(0.0, bwd - backward)
+        fixed = secs(t.tail + extra_tail, t.collectives + extra_collectives)
+        return exposed + fixed + OVERLAP_TAX * hidden
+
+    across = links.seconds(t.across, 1 if t.across else 0) if t.across else 0.0
+    sync = micro_batch(t.sync, t.sync_tail, t.sync_collectives) + across
+    normal = micro_batch(0.0, 0.0, 0) if accum > 1 else 0.0
+    return sync + (accum - 1) * normal + secs(t.step, t.step_collectives)
+
+
+def _offload(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, links: Links, stack: Stack,
+             forward: float, backward: float) -> float:
+    """Host-device copies and the CPU optimizer step. Parameter offload copies each micro-batch's shard in
+    for the forward and again for the backward, prefetched behind compute like the gathers."""
+    if cfg.offload is Offload.NONE:
         return 0.0
-    passes = 3 if cfg.grad_ckpt else 2
-    return passes * counts.quantized * (0.5 + 2 + 2) / (bandwidth_gbs * 1e9)  # read NF4, write + read bf16
+    shards = _state_shards(cfg, stack)
+    local = counts.trainable / shards
+    grad_bytes = 4 if adapters_fp32(cfg) or cfg.precision is not Precision.BF16_TRUE else 2
+    per_gpu_host = HOST_MEMORY_GBS * 1e9 / cfg.gpus
+    step = local * CPU_ADAM_BYTES / per_gpu_host + local * (grad_bytes + 2) / links.host_bytes_per_s
+    if cfg.offload is not Offload.PARAMS:
+        return step
+    params = (counts.quantized * 0.51 + (counts.total - counts.quantized) * compute_bytes(cfg)) / shards
+    copy = params / links.host_bytes_per_s
+    exposed = max(0.0, copy - forward) + max(0.0, copy - backward) + OVERLAP_TAX * (min(copy, forward)
+                                                                                    + min(copy, backward))
+    return step + cfg.grad_accum * exposed
 
 
-def _optimizer_seconds(cfg: TrainConfig, counts: ParamCounts, bandwidth_gbs: float) -> float:
-    shards = cfg.world_size if cfg.sharding not in (Sharding.NONE, Sharding.DDP) else 1
-    params = counts.trainable / shards
+def _state_shards(cfg: TrainConfig, stack: Stack) -> int:
+    if not cfg.sharding.shards_states:
+        return 1
+    return min(stack.shard_group or cfg.world_size, cfg.world_size)
+
+
+@lru_cache(maxsize=1024)
+def _tensor_count(spec: ModelSpec, cfg: TrainConfig) -> int:
+    return sum(n for _, n in trainable_tensors(spec, cfg))
+
+
+def _optimizer(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, rates: DeviceRates, stack: Stack) -> float:
+    """The GPU optimizer step over this rank's states, and gradient clipping; 0 on the GPU when offloaded."""
+    rec = record(cfg.optimizer)
+    local = counts.trainable / _state_shards(cfg, stack)
+    tensors = _tensor_count(spec, cfg.with_(gpus=1, nodes=1, grad_accum=1, micro_batch=1))
+    grad_bytes = 4 if adapters_fp32(cfg) or cfg.precision is not Precision.BF16_TRUE else 2
+    clip = CLIP_PASSES * local * grad_bytes / rates.stream_bytes_per_s + tensors * FOREACH_TENSOR_S
     if cfg.offload is not Offload.NONE:
-        return params / CPU_ADAM_PARAMS_PER_S + 2 * params * trainable_bytes(cfg) / (PCIE_GBS * 1e9)
-    return params * record(cfg.optimizer).step_bytes_per_param / (bandwidth_gbs * 1e9)
-
-
-def _comm_seconds(cfg: TrainConfig, counts: ParamCounts, link: str) -> float:
-    world = cfg.world_size
-    if world == 1:
-        return 0.0
-    link = "network" if cfg.nodes > 1 else link
-    ring = 2 * (world - 1) / world
-    grads = counts.trainable * trainable_bytes(cfg) * ring
-    gathered = 0.0
-    if cfg.sharding.shards_params:
-        passes = 2 * cfg.grad_accum  # all-gather for forward and for backward, every micro-batch
-        gathered = passes * counts.total * 2 * (world - 1) / world
-    offload = 0.0
-    if cfg.offload is Offload.PARAMS:
-        offload = 2 * cfg.grad_accum * counts.total * 2 / world / (PCIE_GBS * 1e9)
-    return (grads + gathered) / (LINK_GBS[link] * 1e9) + offload
+        return clip
+    foreach = rec.step_temporary == "foreach"
+    host = FOREACH_KERNELS * FOREACH_KERNEL_S + tensors * FOREACH_TENSOR_S if foreach else tensors * PER_TENSOR_S
+    return local * rec.step_bytes_per_param / rates.stream_bytes_per_s + host + clip

@@ -3,14 +3,26 @@ the launcher all apply. Each rule returns the sentence that says why not, or Non
 from __future__ import annotations
 
 from planner.config import TrainConfig
-from planner.enums import Method, Offload, Precision, Sharding
+from planner.enums import ActivationOffload, Loss, Method, Offload, Precision, Sharding
 from profiles.spec import ModelSpec
 from common.errors import opt
 
 
 def unsupported(spec: ModelSpec, cfg: TrainConfig) -> str | None:
     """Why the libraries cannot train `cfg` on `spec`, or None."""
-    return _moe_precision(spec, cfg) or layout_problem(cfg)
+    return _moe_precision(spec, cfg) or layout_problem(cfg) or kernel_problem(cfg)
+
+
+def kernel_problem(cfg: TrainConfig) -> str | None:
+    """Kernels and offloading that need something else set."""
+    if cfg.loss is Loss.CCE and cfg.precision is not Precision.BF16_TRUE:
+        # its kernel asserts 16-bit hidden states, which fp32 master weights (and fp32) do not give
+        return (f"unsupported: Cut Cross-Entropy needs a model loaded in 16 bit; use {opt('precision')} "
+                "bf16-true.")
+    if cfg.activation_offload is ActivationOffload.CHECKPOINTS and not cfg.grad_ckpt:
+        return (f"unsupported: offloading checkpoints moves each checkpointed layer's input to the CPU, so it "
+                f"needs {opt('grad_ckpt')}.")
+    return None
 
 
 def _moe_precision(spec: ModelSpec, cfg: TrainConfig) -> str | None:

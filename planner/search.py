@@ -31,6 +31,7 @@ class Request:
     prefer: str = "balanced"
     tokens: int | None = None      # dataset tokens per epoch, for time and cost
     epochs: float = 1.0
+    interconnect: str | None = None  # --interconnect: links within / between nodes (None: the card's defaults)
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,27 @@ def cached_estimate(spec: ModelSpec, cfg: TrainConfig, exact_params: int | None)
     return estimate(spec, cfg, exact_params)
 
 
+def with_global_batch(cfg: TrainConfig, global_batch: int | None) -> TrainConfig:
+    """Gradient accumulation for the global batch asked for (rounded up to whole micro-batches on every GPU)."""
+    if not global_batch:
+        return cfg
+    return cfg.with_(grad_accum=max(1, -(-global_batch // (cfg.micro_batch * cfg.world_size))))
+
+
 def max_micro_batch(req: Request, cfg: TrainConfig, hw: Hardware, limit: int = MAX_MICRO_BATCH) -> int:
-    """Largest micro-batch whose total fits, by doubling then bisection; 0 when even 1 does not."""
+    """Largest micro-batch whose total fits, by doubling then bisection; 0 when even 1 does not. Below the
+    whole batch per GPU, gradients carried between micro-batches cost the same at every size, so memory
+    grows with the micro-batch; the whole batch at once carries none, so it is tried on its own first."""
     budget = usable_bytes(hw, req.margin)
 
     def fits(b: int) -> bool:
-        est = cached_estimate(req.spec, replace(cfg, micro_batch=b), req.exact_params)
+        est = cached_estimate(req.spec, with_global_batch(replace(cfg, micro_batch=b), req.global_batch),
+                              req.exact_params)
         return total_bytes(est, hw.card.overhead) <= budget
 
+    whole_batch = with_global_batch(replace(cfg, micro_batch=limit), req.global_batch)
+    if req.global_batch and whole_batch.grad_accum == 1 and fits(limit):
+        return limit
     if not fits(1):
         return 0
     low, high = 1, 2
@@ -130,13 +144,10 @@ def _offloads(sharding: Sharding) -> list[Offload]:
 
 def make_plan(req: Request, cfg: TrainConfig, hw: Hardware) -> Plan:
     """A plan for one configuration whose micro-batch is set: gradient accumulation, speed, cost."""
-    accum = 1
-    if req.global_batch:
-        accum = max(1, math.ceil(req.global_batch / (cfg.micro_batch * cfg.world_size)))
-    cfg = replace(cfg, grad_accum=accum)
+    cfg = with_global_batch(cfg, req.global_batch)
     est = cached_estimate(req.spec, cfg, req.exact_params)
     card = hw.card
-    speed = step_speed(req.spec, cfg, est.counts, card.ranking_tflops, card.ranking_bandwidth_gbs, card.link)
+    speed = step_speed(req.spec, cfg, est.counts, card, req.interconnect)
     time_s = req.tokens * req.epochs / speed.tokens_per_s if req.tokens else None
     cost = None
     if time_s is not None and card.price_usd_per_hour is not None:

@@ -7,7 +7,8 @@ from planner.calibration import Overhead
 from planner.config import TrainConfig
 from planner.hardware import Hardware
 from planner.memory import COMPONENTS, Estimate
-from planner.search import Plan, SearchResult
+from planner.search import Plan, SearchResult, usable_bytes
+from planner.timeline import Point, peak_index, timeline
 
 
 def per_gpu_dict(est: Estimate, overhead: Overhead) -> dict:
@@ -58,6 +59,20 @@ def estimate_dict(evaluation) -> dict:
     return out
 
 
+def timeline_dict(evaluation) -> dict:
+    """`estimate --json` of a `planner.api.Evaluation` with "timeline": every moment of its training step."""
+    points = timeline(evaluation.estimate)
+    peak = peak_index(points)
+    return {**estimate_dict(evaluation),
+            "timeline": {"components": list(COMPONENTS), "points": [_point_dict(p) for p in points],
+                         "peak": {"index": peak, **_point_dict(points[peak])}}}
+
+
+def _point_dict(point: Point) -> dict:
+    return {"step": point.step, "phase": point.phase.value, "layer": point.layer,
+            "allocated_bytes": point.total, "components": {name: point.components[name] for name in COMPONENTS}}
+
+
 def plan_entry(p: Plan, hw: Hardware, recommended: bool) -> dict:
     """One plan of `plan --json`."""
     cfg, known = p.cfg, hw.card.rates_known
@@ -76,8 +91,14 @@ def plan_entry(p: Plan, hw: Hardware, recommended: bool) -> dict:
         "step_time_s": round(p.speed.step_time_s, 4) if known else None,
         "time_s": round(p.time_s, 1) if known and p.time_s is not None else None,
         "cost_usd": round(p.cost_usd, 2) if known and p.cost_usd is not None else None,
+        "time_breakdown": time_breakdown(p) if known else None,
         "recommended": recommended,
     }
+
+
+def time_breakdown(p: Plan) -> dict:
+    """Seconds of one optimizer step by mechanism (planner.perf.PARTS); they sum to step_time_s."""
+    return {part: round(seconds, 6) for part, seconds in p.speed.breakdown}
 
 
 def hardware_dict(hw: Hardware) -> dict:
@@ -86,11 +107,13 @@ def hardware_dict(hw: Hardware) -> dict:
             "gpus": [{"name": c.name, "memory_bytes": c.memory_bytes, "free_bytes": c.free_bytes} for c in cards]}
 
 
-def plan_dict(model: str, hw: Hardware, result: SearchResult) -> dict:
+def plan_dict(model: str, hw: Hardware, result: SearchResult, margin: float) -> dict:
     """`plan --json`."""
     return {
         "model": model,
         "hardware": hardware_dict(hw),
+        "usable_bytes": usable_bytes(hw, margin),
+        "margin": margin,
         "plans": [plan_entry(p, hw, i == result.recommended) for i, p in enumerate(result.plans)],
         "recommended": result.recommended,
         "reason": spelled(result.reason),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from planner.config import TrainConfig
 from planner.enums import Method, Offload, Precision, Sharding
 from planner.optimizers import record
-from planner.params import ParamCounts, trainable_tensors
+from planner.params import ParamCounts, ordered_params, trainable_tensors
 from profiles.spec import ModelSpec
 
 NF4_BLOCK = 64              # bitsandbytes 4-bit blocksize (params per absmax)
@@ -27,7 +27,6 @@ class ModelStates:
     master_weights: int
     paged: int               # paged optimizer states: managed memory on the card, invisible to torch
     cpu: int                 # offloaded to host memory
-    gathered: int            # ZeRO-3 / FSDP: parameters gathered for the layers being computed
 
     def as_components(self) -> dict[str, int]:
         return {"weights": self.weights, "quant_constants": self.quant_constants, "adapters": self.adapters,
@@ -93,12 +92,38 @@ def model_states(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts) -> Mode
     paged = record(cfg.optimizer).paged
     sharded = _shard(cfg, world, weights=weights, adapters=adapters, grads=grads, states=states,
                      trainable=counts.trainable)
-    gathered = _gathered(spec, cfg, counts, world)
+    if cfg.sharding in (Sharding.ZERO1, Sharding.ZERO2):
+        sharded["gradients"] = zero12_partition_grads(spec, cfg)
     cpu = sharded.pop("cpu")
     return ModelStates(quant_constants=quant_constant_bytes(spec, cfg) // _param_shards(cfg, world),
                        paged=sharded.pop("optimizer_states") if paged else 0,
-                       optimizer_states=0 if paged else sharded.pop("optimizer_states"),
-                       gathered=gathered, cpu=cpu, **sharded)
+                       optimizer_states=0 if paged else sharded.pop("optimizer_states"), cpu=cpu, **sharded)
+
+
+def zero_grad_bytes(cfg: TrainConfig) -> int:
+    """ZeRO's gradients are in the model's dtype: 16 bit in DeepSpeed's bf16/fp16 mode (no grad_accum_dtype)."""
+    return 2 if deepspeed_16bit(cfg) else 4
+
+
+def zero_partition(numel: int, world: int) -> int:
+    """Elements of one rank's partition: ZeRO-1/2 pad the flat group to a multiple of 2 x world."""
+    return 2 * -(-numel // (2 * world))
+
+
+def zero12_partition_grads(spec: ModelSpec, cfg: TrainConfig) -> int:
+    """`grads_in_partition` of the rank that holds the most (stage_1_and_2.py `copy_grads_in_partition`): every
+    trainable tensor that touches the rank's slice of the flat group counts whole."""
+    world = cfg.world_size
+    sizes = [p.numel for p in ordered_params(spec, cfg) if p.trainable]
+    size = zero_partition(sum(sizes), world)
+    touching = [0] * world
+    start = 0
+    for numel in sizes:
+        first, last = start // size, min((start + numel - 1) // size, world - 1)
+        for rank in range(first, last + 1):
+            touching[rank] += numel
+        start += numel
+    return max(touching) * zero_grad_bytes(cfg)
 
 
 def _packed_nf4(counts: ParamCounts) -> int:
@@ -116,15 +141,12 @@ def _shard(cfg: TrainConfig, world: int, *, weights: int, adapters: int, grads: 
     master = 0
     if deepspeed_16bit(cfg):
         master = trainable * 4          # DeepSpeed keeps an fp32 master copy of 16-bit trainable weights
-    extra_fp32_grads = trainable * 4 if master else 0  # and fp32 gradient partitions for the optimizer (stage_1_and_2.py)
-    if s is Sharding.DDP and world > 1:
-        grads *= 2                      # DDP's reducer keeps bucket copies of all gradients
     shard_states, shard_grads = s.shards_states, s.shards_grads
     n_param = _param_shards(cfg, world)
     out = {
         "weights": weights // n_param,
         "adapters": adapters // n_param,
-        "gradients": grads // (world if shard_grads else 1) + extra_fp32_grads // (world if shard_states else 1),
+        "gradients": grads // (world if shard_grads else 1),
         "optimizer_states": states // (world if shard_states else 1),
         "master_weights": master // (world if shard_states else 1),
         "cpu": 0,
@@ -143,10 +165,3 @@ def _offload(cfg: TrainConfig, out: dict[str, int]) -> dict[str, int]:
         out["cpu"] += out[key]
         out[key] = 0
     return out
-
-
-def _gathered(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, world: int) -> int:
-    """ZeRO-3 / FSDP all-gather one layer to compute it and prefetch the next: two layers in 16 bit."""
-    if _param_shards(cfg, world) == 1:
-        return 0
-    return 2 * counts.largest_layer * 2

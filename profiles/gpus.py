@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from common.errors import InputError, opt
 from common.units import GiB, MiB
@@ -47,6 +47,13 @@ class GpuSpec:
     aliases: tuple[str, ...] = ()     # other spellings, NVML's full names first
     memory_exact: bool = False        # memory_bytes is the known NVML total, not the marketing size
     nvlink: bool = False              # a multi-GPU server of this card links the GPUs by NVLink (SXM, NVL)
+    # What the speed model needs beyond the headline rates (filled from UNITS_AND_LINKS below):
+    sms: int = 0                      # streaming multiprocessors (GEMM wave quantization)
+    fp32_tflops: float = 0.0          # non-tensor FP32 TFLOP/s (fp32 matmuls: PyTorch leaves TF32 off)
+    pcie_gen: int = 4                 # host link generation, x16 (offload, and GPU-to-GPU without NVLink)
+    nvlink_gbs: float = 0.0           # NVLink bandwidth per GPU, one direction, GB/s; 0 without NVLink
+    nvlink_group: int = 0             # GPUs one NVLink domain joins (8 on an NVSwitch board, 2 or 4 on bridges)
+    pcie_p2p: bool = True             # peer-to-peer over PCIe (GeForce drivers disable it: traffic goes via host)
 
     def __post_init__(self) -> None:
         if not self.source or self.memory_bytes <= 0 or self.fp16_tflops <= 0 or self.mem_bandwidth_gbs <= 0:
@@ -198,6 +205,41 @@ CATALOG: list[GpuSpec] = [
     _gpu("B200", "b200", 180, (10, 0), 2250.0, 8000, 5.99, ON_DEMAND, DATACENTER.format("hgx"),
          ("NVIDIA B200", "B200 SXM"), nvlink=True),
 ]
+
+# SM count, non-tensor FP32 TFLOP/s, PCIe generation (x16), NVLink GB/s per GPU per direction, GPUs per NVLink
+# domain, PCIe peer-to-peer. Sources: the same datasheets/whitepapers as each entry above (SMs and FP32 rates are
+# in their spec tables); NVLink per direction is half the datasheet's bidirectional figure (NVLink 2: 300,
+# 3: 600, 4: 900, 5: 1800 GB/s; ml-engineering network/README.md, "Intra-node networking"); H100 NVL bridges
+# join pairs (600 GB/s), H200 NVL bridges join up to 4 GPUs (900 GB/s). GeForce drivers refuse PCIe
+# peer-to-peer, so NCCL stages through host memory (tinygrad/open-gpu-kernel-modules exists to undo that).
+UNITS_AND_LINKS: dict[str, tuple[int, float, int, float, int, bool]] = {
+    "rtx-2080-ti": (68, 13.4, 3, 0, 0, False), "rtx-3060": (28, 12.7, 4, 0, 0, False),
+    "rtx-3080": (68, 29.8, 4, 0, 0, False), "rtx-3090": (82, 35.6, 4, 0, 0, False),
+    "rtx-3090-ti": (84, 40.0, 4, 0, 0, False), "rtx-4060-ti-16gb": (34, 22.1, 4, 0, 0, False),
+    "rtx-4080": (76, 48.7, 4, 0, 0, False), "rtx-4080-super": (80, 52.2, 4, 0, 0, False),
+    "rtx-4090": (128, 82.6, 4, 0, 0, False), "rtx-5080": (84, 56.3, 5, 0, 0, False),
+    "rtx-5090": (170, 104.8, 5, 0, 0, False),
+    "rtx-a4000": (48, 19.2, 4, 0, 0, True), "rtx-a5000": (64, 27.8, 4, 0, 0, True),
+    "rtx-a6000": (84, 38.7, 4, 0, 0, True), "rtx-6000-ada": (142, 91.1, 4, 0, 0, True),
+    "a40": (84, 37.4, 4, 0, 0, True), "t4": (40, 8.1, 3, 0, 0, True), "a10": (72, 31.2, 4, 0, 0, True),
+    "a10g": (80, 31.2, 4, 0, 0, True), "l4": (58, 30.3, 4, 0, 0, True), "l40": (142, 90.5, 4, 0, 0, True),
+    "l40s": (142, 91.6, 4, 0, 0, True),
+    "v100-16gb": (80, 15.7, 3, 150, 8, True), "v100-32gb": (80, 15.7, 3, 150, 8, True),
+    "a100-40gb": (108, 19.5, 4, 300, 8, True), "a100-80gb": (108, 19.5, 4, 300, 8, True),
+    "a100-80gb-pcie": (108, 19.5, 4, 0, 0, True),
+    "h100-sxm": (132, 67.0, 5, 450, 8, True), "h100-pcie": (114, 51.0, 5, 0, 0, True),
+    "h100-nvl": (132, 60.0, 5, 300, 2, True), "h200": (132, 67.0, 5, 450, 8, True),
+    "h200-nvl": (132, 60.0, 5, 450, 4, True), "b200": (148, 80.0, 5, 900, 8, True),
+}
+
+
+def _with_units(spec: GpuSpec) -> GpuSpec:
+    sms, fp32, gen, nvlink_gbs, group, p2p = UNITS_AND_LINKS[spec.key]
+    return replace(spec, sms=sms, fp32_tflops=fp32, pcie_gen=gen, nvlink_gbs=float(nvlink_gbs),
+                   nvlink_group=group, pcie_p2p=p2p)
+
+
+CATALOG = [_with_units(spec) for spec in CATALOG]
 
 # Words that vendors and NVML put in names but that do not tell cards apart.
 NOISE = {"nvidia", "geforce", "tesla", "quadro", "generation"}

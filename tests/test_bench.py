@@ -58,6 +58,18 @@ CI_CASES = [
     ("gpt2", dict(method="lora", precision="fp32", optimizer="adamw", micro_batch=2, seq_len=256, attn="eager")),
     ("mistral-layer", dict(method="qlora", precision="bf16-mixed", optimizer="adamw", micro_batch=2, seq_len=128,
                            grad_ckpt=True)),
+    # the later axes: a fused loss (no logits), a plain loop (logits kept through backward), offloading, fused AdamW
+    ("mistral-layer", dict(method="lora", precision="bf16-true", optimizer="adamw", micro_batch=2, seq_len=128,
+                           loss="liger")),
+    ("qwen3", dict(method="lora", precision="bf16-true", optimizer="adamw", micro_batch=2, seq_len=256,
+                   grad_ckpt=True, loss="cce")),
+    ("llama", dict(method="lora", precision="bf16-mixed", optimizer="adamw", micro_batch=2, seq_len=256,
+                   loop="plain")),
+    ("mistral-layer", dict(method="lora", precision="bf16-true", optimizer="adamw", micro_batch=2, seq_len=128,
+                           activation_offload="all")),
+    ("gemma", dict(method="lora", precision="bf16-true", optimizer="adamw", micro_batch=2, seq_len=256,
+                   activation_offload="all")),
+    ("llama", dict(method="full", precision="bf16-true", optimizer="adamw_fused", micro_batch=2, seq_len=256)),
 ]
 
 

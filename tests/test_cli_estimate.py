@@ -41,7 +41,7 @@ def test_estimate_json_has_the_contract_keys():
     assert set(data) - {"fits", "gpu", "usable_bytes", "margin"} == TOP_KEYS | TOP_EXTRA
     assert set(data["per_gpu"]) == PER_GPU_KEYS | PER_GPU_EXTRA
     assert set(data["per_gpu"]["components"]) == set(COMPONENTS)
-    assert len(COMPONENTS) == 9
+    assert len(COMPONENTS) == 11
     assert data["model"] == LLAMA2_7B
 
 
@@ -156,3 +156,12 @@ def test_a_mistake_is_one_sentence_on_stderr(mistake, as_json, tmp_path):
     make_args, says = MISTAKES[mistake]
     result = fitplan("estimate", *make_args(tmp_path), *(["--json"] if as_json else []))
     assert_user_error(result, says, as_json)
+
+
+def test_a_trace_knows_the_usable_bytes_but_not_the_margin():
+    """`estimate --trace --gpu` prints its fit without the margin a trace does not record."""
+    from cli.render import fit_sentence
+    from common.units import GiB
+    data = {"gpu": {"name": "RTX 4090", "memory_bytes": 24 * GiB}, "per_gpu": {"total_bytes": GiB},
+            "usable_bytes": 20 * GiB, "fits": True}
+    assert fit_sentence(data) == "fits on RTX 4090: needs 1.00 GiB of 20.00 GiB usable (of 24.00 GiB)"

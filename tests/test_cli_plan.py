@@ -20,11 +20,11 @@ FITPLAN = Path(sys.executable).parent / "fitplan"
 LLAMA2_7B = "meta-llama/Llama-2-7b-hf"
 
 TOP_KEYS = {"model", "hardware", "plans", "recommended", "reason", "nothing_fits"}
-TOP_EXTRA = {"calibration", "warnings"}
+TOP_EXTRA = {"calibration", "warnings", "usable_bytes", "margin"}  # usable_bytes: what each GPU may use
 PLAN_KEYS = {"method", "precision", "optimizer", "micro_batch", "grad_accum", "seq_len", "grad_ckpt", "attn",
              "sharding", "offload", "gpus", "nodes", "per_gpu", "tokens_per_s", "step_time_s", "time_s", "cost_usd",
              "recommended"}
-PLAN_EXTRA = {"headroom_bytes", "cpu_bytes", "global_batch"}
+PLAN_EXTRA = {"headroom_bytes", "cpu_bytes", "global_batch", "time_breakdown"}
 LORA_KEYS = {"lora_r", "lora_alpha", "lora_targets"}
 
 

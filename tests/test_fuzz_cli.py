@@ -160,3 +160,68 @@ def test_any_run_report_is_calibrated_or_refused(report):
             del os.environ["FITPLAN_CALIBRATION"]
     assert code in (0, 2) and "Traceback" not in out + err, err
     json.loads(out)
+
+
+# --- --from FILE: training configs of the tools, mutated or made up ---------------------------------------------
+FROM_FIXTURES = sorted((Path(__file__).parent / "fixtures" / "from").iterdir())
+FROM_KEYS = ["base_model", "adapter", "load_in_4bit", "load_in_8bit", "micro_batch_size", "gradient_accumulation_steps",
+             "batch_size", "sequence_len", "bf16", "fp16", "bfloat16", "optimizer", "optim", "gradient_checkpointing",
+             "activation_offloading", "sample_packing", "plugins", "liger_fused_linear_cross_entropy", "lora_r",
+             "lora_target_modules", "lora_target_linear", "deepspeed", "fsdp", "fsdp_config", "fsdp_version",
+             "model_name_or_path", "stage", "finetuning_type", "quantization_bit", "cutoff_len", "lora_target",
+             "flash_attn", "per_device_train_batch_size", "packing", "max_length", "peft_config", "model_init_kwargs",
+             "use_peft", "dataset_text_field", "distributed_type", "num_processes", "num_machines", "mixed_precision",
+             "deepspeed_config", "zero_optimization", "train_micro_batch_size_per_gpu", "train_batch_size"]
+FROM_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 10**6), st.floats(allow_nan=True), TEXT,
+    st.sampled_from(["auto", "true", "cpu", "nvme", "FSDP", "DEEPSPEED", "MULTI_GPU", "qlora", "lora", "full", "all",
+                     "full_shard auto_wrap offload", "meta-llama/Llama-3.2-1B", "Qwen/Qwen2.5-0.5B", "fa2",
+                     "adamw_torch_fused", "paged_adamw_8bit", "lion_8bit", "bfloat16", "zero3.json", "/dev/zero",
+                     "axolotl.integrations.liger.LigerPlugin", [], {}, ["q_proj", "lm_head"], {"stage": 3},
+                     {"version": 2, "offload_params": True}, {"r": 4, "target_modules": "all-linear"},
+                     {"zero_stage": 3, "offload_param_device": "cpu"}, {"stage": 9}]))
+
+
+def _fixture_data(path: Path) -> dict:
+    import yaml
+    return yaml.safe_load(path.read_text())
+
+
+def from_documents():
+    """A fixture with values replaced or dropped at any depth; the tools' keys with made-up values; or text."""
+    fixtures = st.sampled_from(FROM_FIXTURES).flatmap(lambda p: mutated(_fixture_data(p), depth=3))
+    made_up = st.dictionaries(st.sampled_from(FROM_KEYS), FROM_VALUES, max_size=8)
+    text = st.one_of(TEXT, st.sampled_from(["- a\n- b\n", "a: &x [*x]\n", "a: b: c\n", "{", "[" * 300, "\x00",
+                                            "base_model: !!binary aGk=\n", "? [a]\n: b\n", "1: 2\n", ""]))
+    return st.one_of(fixtures, fixtures, made_up, text)
+
+
+def _write_document(folder: Path, doc, as_json: bool) -> Path:
+    import yaml
+    path = folder / ("train.json" if as_json else "train.yaml")
+    if isinstance(doc, str):
+        path.write_text(doc)
+    else:
+        path.write_text(json.dumps(doc) if as_json else yaml.safe_dump(doc))
+    return path
+
+
+@given(doc=from_documents(), as_json_file=st.booleans(), command=st.sampled_from(["estimate", "estimate", "plan"]),
+       model=st.sampled_from([None, None, "meta-llama/Llama-3.2-1B", "Qwen/Qwen2.5-0.5B", "nope/nope"]),
+       second=st.sampled_from([None, None, "accelerate_fsdp.yaml", "zero3_bf16.json", "deepspeed_zero3_auto.json",
+                               "trl_sft_config.json"]),
+       options=option_lists("estimate"), as_json=st.booleans())
+def test_any_from_file_ends_in_output_or_one_sentence(doc, as_json_file, command, model, second, options, as_json):
+    with tempfile.TemporaryDirectory() as folder:
+        path = _write_document(Path(folder), doc, as_json_file)
+        extra = ["--from", str(Path(__file__).parent / "fixtures" / "from" / second)] if second else []
+        argv = [command, *([model] if model else []), "--from", str(path), *extra, *options]
+        if command == "plan" and "--gpu" not in options:
+            argv += ["--gpu", "RTX 4090"]
+        code, out, err = run(argv + (["--json"] if as_json else []))
+    assert code in (0, 1, 2), (argv, code, err)
+    assert "Traceback" not in out + err, err
+    if code == 2:
+        assert err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+    if as_json and (out or code == 2):
+        json.loads(out)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from launch import emit, planfile
-from planner.api import with_global_batch
+from planner.search import with_global_batch
 from planner.params import count_params, target_modules
 from launch.runner import smaller_micro_batch
 from planner.config import TrainConfig
@@ -93,17 +93,6 @@ def test_existing_files_need_force_and_writes_leave_no_temp_files(tmp_path):
 
 
 # -- emitted configs, loaded back by Accelerate and DeepSpeed ---------------------------------------
-
-@pytest.fixture
-def deepspeed_world(monkeypatch):
-    """DeepSpeedConfig checks train_batch_size against the world size it sees; show it the plan's."""
-    import deepspeed.runtime.config as ds_config
-
-    def set_world(world: int):
-        monkeypatch.setattr(ds_config.dist, "get_rank", lambda *a, **k: 0)
-        monkeypatch.setattr(ds_config.dist, "get_world_size", lambda *a, **k: world)
-    return set_world
-
 
 @pytest.mark.parametrize("case", CASES)
 def test_accelerate_config_loads_and_holds_sane_values(tmp_path, case):

@@ -164,20 +164,44 @@ def test_ctrl_c_saves_the_adapter_and_exits_130(recipe_plan, monkeypatch):
     assert (recipe_plan.parent / "adapter" / "adapter_model.safetensors").exists()
 
 
-def test_oom_in_first_steps_reports_and_exits_3(recipe_plan, monkeypatch):
+def _torch_oom():
     import torch
+    return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
+
+def _chained(cause: BaseException) -> Exception:
+    err = RuntimeError("the engine failed to set up its buffers")
+    err.__cause__ = cause
+    return err
+
+
+OOMS = {  # the ways a GPU OOM reaches the recipe
+    "torch": _torch_oom,
+    "cuda runtime": lambda: RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be reported later"),
+    "cublas": lambda: RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    "raised from one": lambda: _chained(RuntimeError("CUDA error: out of memory")),
+}
+
+
+@pytest.mark.parametrize("oom", OOMS.values(), ids=OOMS.keys())
+def test_oom_in_first_steps_reports_and_exits_3(recipe_plan, monkeypatch, oom):
     from launch import recipe
 
     def out_of_memory(*args):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise oom()
     monkeypatch.setattr(recipe, "one_step", out_of_memory)
     monkeypatch.delenv("FITPLAN_OOM_FILE", raising=False)
     assert recipe.main(["--plan", str(recipe_plan), "--steps", "5"]) == runner.OOM_EXIT
     report = json.loads((recipe_plan.parent / "run_report.json").read_text())
     assert report["status"] == "oom" and report["oom_step"] == 1 and report["phase"] == "training"
-    assert "Tried to allocate" in report["error"]
+    assert report["error"] == str(oom()).splitlines()[0]
     assert (recipe_plan.parent / runner.OOM_SIGNAL).exists()
+
+
+def test_a_crash_that_mentions_memory_elsewhere_is_not_an_oom():
+    from launch.recipe import is_out_of_memory
+    assert not is_out_of_memory(RuntimeError("expected all tensors to be on the same device"))
+    assert not is_out_of_memory(ValueError("memory-efficient attention needs a mask"))
 
 
 def test_padded_texts_run_their_longest_batch_first(tiny_llama, tmp_path):

@@ -7,8 +7,8 @@ from planner.config import TrainConfig
 from planner.enums import Phase
 from common.errors import InputError
 from planner.memory import COMPONENTS, estimate
-from planner.params import count_params, lora_params, numel, trainable_tensors
-from planner.states import model_states, quant_constant_bytes
+from planner.params import count_params, lora_params, numel, ordered_params, trainable_tensors
+from planner.states import model_states, quant_constant_bytes, zero_partition
 from profiles.models import catalog, from_name
 
 LLAMA2_7B = from_name("meta-llama/Llama-2-7b-hf")
@@ -31,14 +31,20 @@ def test_full_mixed_keeps_fp32_weights_grads_and_states():
     assert (s.weights, s.gradients, s.optimizer_states) == (4 * P, 4 * P, 8 * P)
 
 
-def test_zero_follows_deepspeed_bf16_16_bytes_plus_fp32_grad_partition():
-    # DeepSpeed bf16: 16-bit weights and grads, fp32 master + Adam states + fp32 gradient partition
-    s = states(TrainConfig(method="full", precision="bf16-mixed", gpus=8, sharding="zero2"))
+def test_zero_follows_deepspeed_bf16_16_bit_weights_fp32_masters_and_partition_gradients():
+    # DeepSpeed bf16: 16-bit weights, fp32 master + Adam states, 16-bit gradients of the rank's partition
+    cfg = TrainConfig(method="full", precision="bf16-mixed", gpus=8, sharding="zero2")
+    s = states(cfg)
     assert s.weights == 2 * P
     assert s.master_weights == 4 * P // 8 and s.optimizer_states == 8 * P // 8
-    assert s.gradients == 2 * P // 8 + 4 * P // 8  # 2P + 18P/N in all, as current DeepSpeed code does
+    # grads_in_partition: an eighth of the gradients, plus the tensors straddling the partition's edges whole
+    largest = 32000 * 4096
+    assert 2 * P // 8 < s.gradients <= 2 * (P // 8 + 2 * largest)
+    step = estimate(LLAMA2_7B, cfg).phases[Phase.OPTIMIZER_STEP]
+    assert step["gradients"] == s.gradients
+    assert step["temporary"] == zero_partition(P, 8) * (2 + 4)   # the flattened gradients and their fp32 copy
     z3 = states(TrainConfig(method="full", precision="bf16-mixed", gpus=8, sharding="zero3"))
-    assert z3.weights == 2 * P // 8 and z3.gathered > 0
+    assert z3.weights == 2 * P // 8
 
 
 def test_zero1_shards_only_optimizer_side():
@@ -59,10 +65,14 @@ def test_offload_moves_states_to_cpu():
     assert params.weights == 0 and params.cpu == on.cpu + 2 * P // 8
 
 
-def test_ddp_keeps_gradient_buckets():
+def test_ddp_keeps_gradient_buckets_in_every_phase():
     single = states(TrainConfig(method="full", gpus=1))
-    ddp = states(TrainConfig(method="full", gpus=2, sharding="ddp"))
-    assert ddp.gradients == 2 * single.gradients
+    cfg = TrainConfig(method="full", gpus=2, sharding="ddp")
+    assert states(cfg).gradients == single.gradients
+    # the Reducer's buckets are a second copy of every gradient, allocated when DDP wraps the model
+    assert {phase: parts["comm_buffers"] for phase, parts in estimate(LLAMA2_7B, cfg).phases.items()} == \
+        dict.fromkeys(Phase, single.gradients)
+    assert all(parts["comm_buffers"] == 0 for parts in estimate(LLAMA2_7B, TrainConfig(method="full")).phases.values())
 
 
 def test_qlora_weights_are_half_a_byte_plus_fp32_unquantized():
@@ -94,6 +104,20 @@ def test_lora_adapters_and_states_are_fp32():
 @pytest.mark.parametrize("spec", list(catalog())[::7], ids=lambda s: s.short_name)
 def test_trainable_tensors_cover_every_parameter(spec):
     assert sum(numel(shape) * c for shape, c in trainable_tensors(spec, TrainConfig(method="full"))) == spec.params
+
+
+@pytest.mark.parametrize("spec", list(catalog()), ids=lambda s: s.short_name)
+def test_ordered_params_follow_each_layer_and_sum_to_the_counts(spec):
+    full = ordered_params(spec, TrainConfig(method="full"))
+    assert sum(p.numel for p in full) == spec.params == count_params(spec, TrainConfig(method="full")).total
+    for layer in range(spec.n_layer):  # a model whose layers differ lists each by its own kind
+        assert sum(p.numel for p in full if p.layer == layer) == spec.kind_params(spec.layer_kind(layer))
+    for method in ("lora", "qlora"):
+        cfg = TrainConfig(method=method, lora_targets=("all-linear",))
+        tensors, counts = ordered_params(spec, cfg), count_params(spec, cfg)
+        assert sum(p.numel for p in tensors if p.trainable) == counts.trainable == counts.adapters
+        assert sum(p.numel for p in tensors if not p.trainable) == spec.params
+        assert sum(p.numel for p in tensors if p.quantized) == counts.quantized
 
 
 def test_adam8bit_uses_two_bytes_plus_block_constants():

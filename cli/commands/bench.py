@@ -30,9 +30,13 @@ def _split(values: tuple[str, ...]) -> list[str]:
               help="Seconds one configuration may take before it is recorded as failed.")
 @click.option("--list", "list_only", is_flag=True, help="Print the selected configurations and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print one row per configuration as JSON, not the summary.")
-def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s, list_only, as_json) -> None:
+@click.option("--speed-only", is_flag=True,
+              help="Only the speed section: published throughput against the speed model (seconds, no harness).")
+def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s, list_only, as_json,
+            speed_only) -> None:
     """Measure each configuration of the benchmark matrix with the harness (fake tensors, exact live bytes),
-    predict it with the planner and report the error.
+    predict it with the planner and report the error; then the speed section: published training throughput
+    against the speed model, per half of the table and for the independent fine-tuning check.
 
     A rerun measures only what changed (cache keyed by config, model, library versions and harness source).
     A filtered run writes its own bench.csv / REPORT.md / bench.png: use --out for a scratch folder.
@@ -47,6 +51,10 @@ def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s,
     from benchmarks import bench
     from benchmarks.matrix import matrix, select
 
+    if speed_only:
+        lines = bench.speed_section(out or bench.RESULTS)
+        click.echo(json.dumps({"speed": lines}) if as_json else "\n".join(lines))
+        return
     chosen = select(matrix(), families=_split(families), methods=methods, ids=_split(ids), half=half, limit=limit)
     if not chosen:
         raise InputError("no configuration of the benchmark matrix matches these filters "
@@ -61,8 +69,9 @@ def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s,
     result = bench.run(chosen, out=out or bench.RESULTS, jobs=jobs, use_cache=not no_cache, timeout_s=timeout_s,
                        selection="filtered: " + " ".join(filters) if filters else "full matrix")
     rows = result.rows
+    speed = bench.speed_section(out or bench.RESULTS)
     if as_json:
-        click.echo(json.dumps({"summary": bench.summary_line(rows), "rows": rows}, default=str))
+        click.echo(json.dumps({"summary": bench.summary_line(rows), "rows": rows, "speed": speed}, default=str))
         if result.interrupted:
             raise KeyboardInterrupt
         return
@@ -72,6 +81,7 @@ def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s,
         click.echo(f"{len(failed)} configurations failed to measure or predict (see REPORT.md)")
     if len(result.meta["harness_versions"]) > 1:
         click.echo("warning: the harness source changed during the run; rerun to remeasure the stale results")
-    click.echo(f"wrote {(out or bench.RESULTS) / 'bench.csv'}, REPORT.md and bench.png")
+    click.echo("\n".join(speed))
+    click.echo(f"wrote {(out or bench.RESULTS) / 'bench.csv'}, REPORT.md and bench.png (speed: SPEED.md, speed.png)")
     if result.interrupted:
         raise KeyboardInterrupt

@@ -42,16 +42,18 @@ def command(model: str, model_path: str | None, out_dir: str | None, force: bool
     click.echo(render_written(paths, plan))
 
 
-def chosen_plan(model: str, model_path: str | None, gpu: str | None, global_batch: int | None, force: bool,
+def chosen_plan(model, model_path: str | None, gpu: str | None, global_batch: int | None, force: bool,
                 options: dict, margin: float = DEFAULT_MARGIN) -> tuple[dict, tuple[str, ...]]:
-    """The plan.json of MODEL: the search's choice on the named or probed card (see `planner.api.choose`)."""
+    """The plan.json of MODEL (a name, a path or a `ResolvedModel`): the search's choice on the named or probed
+    card (see `planner.api.choose`)."""
     from planner.api import choose
-    from planner.model_input import resolve_model
+    from planner.model_input import ResolvedModel, resolve_model
 
-    resolved = resolve_model(model or model_path)
+    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model or model_path)
+    named = resolved.spec.name if isinstance(model, ResolvedModel) else model or model_path
     request = request_from_options(resolved, options, global_batch=global_batch, margin=margin)
     choice = choose(resolved, request, launch_hardware(gpu, options), force)
-    return runner.make_plan(resolved, model or model_path, choice, model_path), choice.warnings
+    return runner.make_plan(resolved, named, choice, model_path), choice.warnings
 
 
 def launch_hardware(gpu: str | None, options: dict):

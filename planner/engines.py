@@ -1,0 +1,255 @@
+"""What a data-parallel engine holds on one GPU beyond the model states, moment by moment.
+
+The model states (`planner.states`) are what lives between steps. Around them each engine allocates its own
+buffers at its own moments: DDP's gradient buckets, ZeRO's reduction buckets and gradient partitions, the
+parameters ZeRO-3 and FSDP gather, FSDP's unsharded gradients. `planner.memory` asks the engine of a
+configuration what is live at each moment of the step (`Engine.forward_layer`, `backward_layer`, ...): the
+answers are whole component values (`gradients`, `comm_buffers`, `gathered_weights`, `temporary`) that
+replace the moment's defaults. Every rule names the engine code it follows (docs/sharded-memory.md) and was
+checked against per-rank measurements of real runs (benchmarks/sharded.py).
+
+Pure arithmetic: no torch.
+"""
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from dataclasses import dataclass
+
+from planner.config import TrainConfig
+from planner.enums import Sharding
+from planner.params import ParamCounts, clear_param_caches, ordered_params
+from planner.states import ModelStates, zero_grad_bytes, zero_partition
+from profiles.spec import ModelSpec
+
+Parts = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """One bucket reduction in the backward: where it happens and how many elements the bucket holds."""
+
+    layer: int | None     # 0-based layer whose gradients trigger it; None: lm_head, final norm or embeddings
+    head: bool            # triggered above the layers (lm_head, final norm)
+    elements: int
+    made: float = 1.0     # share of the layer's trainable elements whose gradients exist when it starts
+
+
+class Engine:
+    """One GPU (or DDP, which replicates it): gradients accumulate in `.grad` as autograd makes them."""
+
+    def __init__(self, spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, states: ModelStates):
+        self.spec, self.cfg, self.counts, self.states = spec, cfg, counts, states
+
+    @property
+    def accumulating(self) -> bool:
+        """Micro-batches after the first start with the gradients of the ones before (gradient accumulation)."""
+        return self.cfg.grad_accum > 1
+
+    @functools.cached_property
+    def buckets(self) -> int:
+        """DDP's Reducer keeps a flat bucket copy of every gradient from construction on
+        (gradient_as_bucket_view=False, Accelerate's default): as large as the gradients, in every phase."""
+        return self.states.gradients if self.cfg.sharding is Sharding.DDP and self.cfg.world_size > 1 else 0
+
+    def resident(self) -> Parts:
+        """Live through every moment of the forward and the backward, beyond the model states."""
+        return {"gradients": self.states.gradients if self.accumulating else 0, "comm_buffers": self.buckets,
+                "gathered_weights": 0}
+
+    def extra_layers(self) -> list[int]:
+        """Layers (0-based) whose backward can hold the peak because the engine allocates from there on."""
+        return []
+
+    def reduction_moments(self) -> list[tuple[int, float, Parts]]:
+        """Moments inside a layer's backward where the engine allocates: (layer, share of the layer's weight
+        gradients made by then, what it holds then)."""
+        return []
+
+    def forward_layer(self, index: int) -> Parts:
+        return {}
+
+    def at_loss(self) -> Parts:
+        return {}
+
+    def loss_backward(self) -> Parts:
+        return {}
+
+    def head_backward(self) -> Parts | None:
+        """The moment lm_head's weight gradient is made (full fine-tuning), when the engine acts on it."""
+        return None
+
+    hooks_gradients = False   # each weight gradient leaves the layer's backward as its hook fires
+
+    def backward_layer(self, index: int, grads_above: int, new_grads: int) -> Parts:
+        """At the peak of layer `index`'s backward: `grads_above` were made by the layers above (and the
+        head), `new_grads` by this layer so far (with `hooks_gradients`, the one being made)."""
+        held = self.states.gradients if self.accumulating else grads_above  # accumulation adds in place
+        return {"gradients": held + new_grads}
+
+    def backward_end(self) -> Parts | None:
+        """The moment the engine finishes the backward (its last reduction), when it allocates anything then."""
+        return None
+
+    def step(self, temporaries: int) -> Parts:
+        """The optimizer step: every gradient, and what the step allocates (`temporaries`: the optimizer's)."""
+        return {"gradients": self.states.gradients, "comm_buffers": self.buckets, "temporary": temporaries}
+
+
+class ZeroStage12(Engine):
+    """DeepSpeed ZeRO-1/2 (runtime/zero/stage_1_and_2.py): each gradient is copied into a reduction bucket as
+    its hook fires and freed; a full bucket is flattened (a copy), all-reduced and this rank's part kept in
+    `grads_in_partition`. ZeRO-1 with overlap_comm reduces in the hooks like ZeRO-2; without it, gradients
+    accumulate whole and are reduced after the backward."""
+
+    @functools.cached_property
+    def grad_bytes(self) -> int:
+        return zero_grad_bytes(self.cfg)
+
+    @property
+    def hooks_gradients(self) -> bool:
+        return self.reduces_in_hooks
+
+    @functools.cached_property
+    def bucket_set(self) -> int:
+        """`setup_buckets` at the first gradient hook: one bucket of reduce_bucket_size elements, two with
+        overlap_comm (double buffering)."""
+        engine = self.cfg.engine
+        return (1 + engine.overlap_comm) * engine.reduce_bucket_size * self.grad_bytes
+
+    @property
+    def reduces_in_hooks(self) -> bool:
+        return self.cfg.sharding is Sharding.ZERO2 or self.cfg.engine.overlap_comm
+
+    @functools.cached_property
+    def reductions(self) -> tuple[Reduction, ...]:
+        return bucket_reductions(self.spec, self.cfg, self.cfg.engine.reduce_bucket_size)
+
+    @functools.cached_property
+    def partition(self) -> int:
+        """`grads_in_partition` of the rank that allocates the most: every gradient touching its partition."""
+        return self.states.gradients
+
+    def resident(self) -> Parts:
+        if not self.accumulating:
+            return {"gradients": 0, "comm_buffers": 0, "gathered_weights": 0}
+        if self.cfg.sharding is Sharding.ZERO2:   # reduced every micro-batch: the partition's gradients carry over
+            return {"gradients": self.partition, "comm_buffers": 0, "gathered_weights": 0}
+        # ZeRO-1 reduces only at the boundary micro-batch: whole gradients and the buckets carry over
+        return {"gradients": self.counts.trainable * self.grad_bytes, "comm_buffers": self.bucket_set,
+                "gathered_weights": 0}
+
+    def extra_layers(self) -> list[int]:
+        """grads_in_partition lives from the first reduction on: the layer below it holds it with the most
+        activations still saved."""
+        first = next((r for r in self.reductions[:-1]), None)
+        return [first.layer - 1] if self.reduces_in_hooks and first and first.layer and not first.head else []
+
+    def reduction_moments(self) -> list[tuple[int, float, Parts]]:
+        """The first two reductions inside the layers (later ones hold no more, with fewer activations below):
+        the flattened copy of the bucket beside both buckets; grads_in_partition appears after the first."""
+        if not self.reduces_in_hooks:
+            return []
+        carried = self.resident()["gradients"]
+        out = []
+        for k, r in enumerate(r for r in self.reductions if r.layer is not None and not r.head):
+            if k == 2:
+                break
+            partition = self.partition if k or self._head_reduced() else 0
+            out.append((r.layer, r.made, {"gradients": carried + partition,
+                                          "comm_buffers": self.bucket_set + r.elements * self.grad_bytes}))
+            if not partition:   # then the partition's gradients are copied out, the flat copy gone
+                out.append((r.layer, r.made, {"gradients": carried + self.partition, "comm_buffers": self.bucket_set}))
+        return out
+
+    def _head_reduced(self) -> bool:
+        return any(r.head for r in self.reductions)
+
+    def head_backward(self) -> Parts | None:
+        head = self._head_grad()
+        if not head:
+            return None
+        resident = self.resident()
+        flatten = max((r.elements for r in self.reductions if r.head), default=0) * self.grad_bytes
+        return {"gradients": resident["gradients"] + head, "comm_buffers": self.bucket_set + flatten}
+
+    def _head_grad(self) -> int:
+        """lm_head's (or the tied embedding's) weight gradient, made before any layer's."""
+        if not self.cfg.method.value == "full":
+            return 0
+        return self.spec.vocab * self.spec.hidden * self.grad_bytes
+
+    def backward_layer(self, index: int, grads_above: int, new_grads: int) -> Parts:
+        resident = self.resident()
+        if not self.reduces_in_hooks:   # gradients accumulate whole; the bucket exists from the first hook
+            held = max(resident["gradients"], grads_above)
+            return {"gradients": held + new_grads, "comm_buffers": self.bucket_set}
+        # grads_in_partition exists once a reduction ran above this layer (a new one is added into the one
+        # carried over from the micro-batch before)
+        reduced = any(r.head or (r.layer is not None and r.layer > index) for r in self.reductions[:-1])
+        return {"gradients": new_grads + resident["gradients"] + (self.partition if reduced else 0),
+                "comm_buffers": self.bucket_set}
+
+    def backward_end(self) -> Parts | None:
+        last = self.reductions[-1].elements if self.reductions else 0
+        resident = self.resident()
+        grads = self.partition + (resident["gradients"] if self.accumulating else 0)
+        if not self.reduces_in_hooks:   # every gradient still whole, reduced bucket by bucket
+            grads = self.counts.trainable * self.grad_bytes + self.partition
+        return {"gradients": grads, "comm_buffers": self.bucket_set + last * self.grad_bytes}
+
+    def step(self, temporaries: int) -> Parts:
+        """Per group, the partition's gradients are flattened (a copy) and cast to fp32 (another) while
+        grads_in_partition still lives (`step`: flatten, .to(fp32), then free)."""
+        shard = zero_partition(self.counts.trainable, self.cfg.world_size)
+        flat = shard * (self.grad_bytes + 4)
+        return {"gradients": self.states.gradients, "comm_buffers": 0, "temporary": max(flat, temporaries)}
+
+
+def bucket_reductions(spec: ModelSpec, cfg: TrainConfig, bucket: int) -> tuple[Reduction, ...]:
+    return _bucket_reductions(spec, cfg.with_(micro_batch=1, seq_len=1, grad_accum=1, gpus=1, nodes=1), bucket)
+
+
+@functools.lru_cache(maxsize=1024)
+def _bucket_reductions(spec: ModelSpec, cfg: TrainConfig, bucket: int) -> tuple[Reduction, ...]:
+    """The reductions of one backward: gradients arrive in reverse parameter order and fill a bucket of
+    `bucket` elements; one that would overflow it reduces the bucket first; one larger than the bucket is
+    reduced on its own; what is left is reduced at the end (the last entry)."""
+    params = [p for p in ordered_params(spec, cfg) if p.trainable]
+    per_layer = Counter()
+    for p in params:
+        per_layer[p.layer] += p.numel
+    out, elements, in_layers, made = [], 0, False, Counter()
+    for p in reversed(ordered_params(spec, cfg)):
+        in_layers = in_layers or p.layer is not None   # lm_head and the final norm come before the layers
+        if not p.trainable:
+            continue
+        made[p.layer] += p.numel
+        if p.numel > bucket or (elements + p.numel > bucket and elements):
+            out.append(Reduction(p.layer, not in_layers, p.numel if p.numel > bucket else elements,
+                                 made[p.layer] / per_layer[p.layer]))
+            elements = 0 if p.numel <= bucket else elements
+        if p.numel <= bucket:
+            elements += p.numel
+    out.append(Reduction(None, False, elements))
+    return tuple(out)
+
+
+class GatheringEngine(Engine):
+    """ZeRO-3 and FSDP: a layer's parameters are gathered to compute it, the next one's prefetched."""
+
+    def resident(self) -> Parts:
+        return {**super().resident(), "gathered_weights": 2 * self.counts.largest_layer * 2}
+
+
+def clear_engine_caches() -> None:
+    _bucket_reductions.cache_clear()
+    clear_param_caches()
+
+
+def engine_for(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, states: ModelStates) -> Engine:
+    if cfg.sharding in (Sharding.ZERO1, Sharding.ZERO2):
+        return ZeroStage12(spec, cfg, counts, states)
+    if cfg.sharding.shards_params and cfg.world_size > 1:
+        return GatheringEngine(spec, cfg, counts, states)
+    return Engine(spec, cfg, counts, states)
