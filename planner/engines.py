@@ -12,14 +12,16 @@ Pure arithmetic: no torch.
 """
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 from collections import Counter
 from dataclasses import dataclass
 
 from planner.config import TrainConfig
-from planner.enums import Sharding
-from planner.params import ParamCounts, clear_param_caches, ordered_params
-from planner.states import ModelStates, zero_grad_bytes, zero_partition
+from planner.enums import Method, Offload, Sharding
+from planner.params import ParamCounts, ParamTensor, clear_param_caches, ordered_params
+from planner.states import ModelStates, adapter_bytes, zero_grad_bytes, zero_partition
 from profiles.spec import ModelSpec
 
 Parts = dict[str, int]
@@ -59,6 +61,10 @@ class Engine:
 
     def extra_layers(self) -> list[int]:
         """Layers (0-based) whose backward can hold the peak because the engine allocates from there on."""
+        return []
+
+    def extra_forward_layers(self) -> list[int]:
+        """Layers (0-based) below the top one whose forward can hold the peak because the engine holds more there."""
         return []
 
     def reduction_moments(self) -> list[tuple[int, float, Parts]]:
@@ -235,21 +241,233 @@ def _bucket_reductions(spec: ModelSpec, cfg: TrainConfig, bucket: int) -> tuple[
     return tuple(out)
 
 
-class GatheringEngine(Engine):
-    """ZeRO-3 and FSDP: a layer's parameters are gathered to compute it, the next one's prefetched."""
+@dataclass(frozen=True)
+class Fetch:
+    """One use of a module's parameters in the step, in the order ZeRO-3's coordinator traces them."""
+
+    module: str
+    layer: int | None     # 0-based layer; None: embeddings, final norm, lm_head
+    backward: bool        # in the backward (a checkpointed layer's recompute included)
+    params: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GatheredProfile:
+    """Bytes of gathered parameters: the most during each layer's forward and backward, around the head."""
+
+    forward: tuple[int, ...]
+    backward: tuple[int, ...]
+    head_forward: int
+    head_backward: int
+    persistent: int       # small parameters gathered once and kept (param_persistence_threshold)
+
+
+class Zero3(Engine):
+    """DeepSpeed ZeRO-3 (runtime/zero/stage3.py, partitioned_param_coordinator.py): every parameter is
+    partitioned and gathered module by module; the coordinator keeps a gathered parameter that is used again
+    within max_reuse_distance elements and prefetches prefetch_bucket_size elements ahead; parameters under
+    param_persistence_threshold stay gathered. Gradients are copied into one persistent reduction bucket and
+    reduce-scattered into a persistent flat buffer of this rank's gradient partitions."""
+
+    hooks_gradients = True
+
+    @functools.cached_property
+    def grad_bytes(self) -> int:
+        return zero_grad_bytes(self.cfg)
+
+    @functools.cached_property
+    def bucket(self) -> int:
+        """The reduction bucket, allocated at initialisation and kept (one buffer: stage 3 does not double it)."""
+        return self.cfg.engine.reduce_bucket_size * self.grad_bytes if self.cfg.engine.contiguous_gradients else 0
+
+    @functools.cached_property
+    def gathered(self) -> GatheredProfile:
+        return zero3_gathered(self.spec, self.cfg)
+
+    @functools.cached_property
+    def reductions(self) -> tuple[Reduction, ...]:
+        return bucket_reductions(self.spec, self.cfg, self.cfg.engine.reduce_bucket_size)
 
     def resident(self) -> Parts:
-        return {**super().resident(), "gathered_weights": 2 * self.counts.largest_layer * 2}
+        return {"gradients": self.states.gradients, "comm_buffers": self.bucket,
+                "gathered_weights": self.gathered.persistent}
+
+    def extra_layers(self) -> list[int]:
+        return rising_layers(self.gathered.backward)
+
+    def extra_forward_layers(self) -> list[int]:
+        return rising_layers(self.gathered.forward)
+
+    def _with_gathered(self, gathered: int) -> Parts:
+        return {"gathered_weights": self.gathered.persistent + gathered}
+
+    def forward_layer(self, index: int) -> Parts:
+        return self._with_gathered(self.gathered.forward[index])
+
+    def at_loss(self) -> Parts:
+        return self._with_gathered(self.gathered.head_forward)
+
+    def loss_backward(self) -> Parts:
+        return self._with_gathered(self.gathered.head_backward)
+
+    def _scatter_copies(self, elements: int) -> int:
+        """reduce_scatter_coalesced interleaves the bucket into one `torch.cat` copy, and a second bucket-sized
+        copy is live beside it (measured on CPU ranks)."""
+        return 2 * elements * self.grad_bytes
+
+    def head_backward(self) -> Parts | None:
+        if self.cfg.method is not Method.FULL:
+            return None
+        head = self.spec.vocab * self.spec.hidden * self.grad_bytes
+        flatten = max((r.elements for r in self.reductions if r.head), default=0)
+        return {"gradients": self.states.gradients + head, "comm_buffers": self.bucket + self._scatter_copies(flatten),
+                **self._with_gathered(self.gathered.head_backward)}
+
+    def backward_layer(self, index: int, grads_above: int, new_grads: int) -> Parts:
+        gathered = self.gathered.backward[index] if 0 <= index < self.spec.n_layer else self.gathered.head_backward
+        return {"gradients": self.states.gradients + new_grads, **self._with_gathered(gathered)}
+
+    def reduction_moments(self) -> list[tuple[int, float, Parts]]:
+        """The first two reductions inside the layers, each with its scatter copies."""
+        inside = [r for r in self.reductions if r.layer is not None and not r.head][:2]
+        return [(r.layer, r.made, {"gradients": self.states.gradients, "comm_buffers": self.bucket
+                                   + self._scatter_copies(r.elements), **self._with_gathered(self.gathered.backward[r.layer])})
+                for r in inside]
+
+    def backward_end(self) -> Parts | None:
+        last = self.reductions[-1].elements if self.reductions else 0
+        return {"gradients": self.states.gradients, "comm_buffers": self.bucket + self._scatter_copies(last),
+                "gathered_weights": self.gathered.persistent}
+
+    def step(self, temporaries: int) -> Parts:
+        """Per sub-group the gradient partitions are flattened and cast to fp32, and the optimizer's foreach
+        temporary joins them (stage3.py `_prepare_fp32_grad_for_sub_group`); offloaded, all of it is on the host."""
+        shard = -(-self.counts.trainable // self.cfg.world_size)
+        on_gpu = self.cfg.offload is Offload.NONE
+        return {"gradients": self.states.gradients, "comm_buffers": self.bucket, "gathered_weights": 0,
+                "temporary": shard * (4 + 4) if on_gpu else 0}
+
+
+def rising_layers(held: tuple[int, ...]) -> list[int]:
+    """The layers, top down, holding more than every layer above them: with saved activations growing upward,
+    only these can hold a pass's peak."""
+    out, most = [], -1
+    for index in reversed(range(len(held))):
+        if held[index] > most:
+            out.append(index)
+            most = held[index]
+    return out
+
+
+def zero3_gathered(spec: ModelSpec, cfg: TrainConfig) -> GatheredProfile:
+    e = cfg.engine
+    return _zero3_gathered(spec, cfg.with_(micro_batch=1, seq_len=1, grad_accum=1, gpus=1, nodes=1, sharding=Sharding.ZERO3),
+                           e.param_persistence_threshold, e.max_reuse_distance, e.prefetch_bucket_size,
+                           e.max_live_parameters)
+
+
+@functools.lru_cache(maxsize=256)
+def _zero3_gathered(spec: ModelSpec, cfg: TrainConfig, persist: int, reuse: int, prefetch: int,
+                    max_live: int) -> GatheredProfile:
+    """Replays the coordinator over one step once its trace is complete (from the second step on): each use
+    gathers its module; the prefetcher then walks the parameter trace ahead until `prefetch` elements not yet
+    gathered are on their way, marking every use it passes; after the use, a parameter stays gathered if the
+    prefetcher passed a later use of it or it is used again within `reuse` elements of the module trace
+    (`__params_to_release`). Parameters of at most `persist` elements are never released."""
+    trace, params = zero3_trace(spec, cfg)
+    persistent = {pid for pid, (numel, _) in params.items() if numel <= persist}
+    entries = [(pid, at) for at, f in enumerate(trace) for pid in f.params]
+    uses: dict[int, list[int]] = {}
+    for pid, at in entries:
+        uses.setdefault(pid, []).append(at)
+    starts = list(itertools.accumulate((sum(params[pid][0] for pid in f.params) for f in trace), initial=0))
+    available, queue, marked, held = set(persistent), 0, {}, []
+    n_available = 0   # the coordinator's count restarts every step
+    for at, f in enumerate(trace):
+        new = [pid for pid in f.params if pid not in available]
+        available.update(new)
+        n_available += sum(params[pid][0] for pid in new)
+        pending = {pid for pid in f.params if marked.get(pid, -1) < at}   # pop the current use off the queue
+        while pending and queue < len(entries):
+            pid, used = entries[queue]
+            queue += 1
+            marked[pid] = used
+            pending.discard(pid)
+        budget, fetching = min(max_live - n_available, prefetch), 0
+        while queue < len(entries) and fetching < budget:
+            pid, used = entries[queue]
+            queue += 1
+            marked[pid] = max(marked.get(pid, -1), used)
+            if pid not in available:
+                available.add(pid)
+                fetching += params[pid][0]
+        n_available += fetching
+        held.append(sum(params[pid][1] for pid in available - persistent))
+        for pid in f.params:
+            if pid in persistent or marked[pid] > at + 1 or _reused(uses[pid], at, starts, reuse):
+                continue
+            available.discard(pid)
+            n_available -= params[pid][0]
+    return _profile(spec, trace, held, sum(params[pid][1] for pid in persistent))
+
+
+def _reused(uses: list[int], at: int, starts: list[int], reuse: int) -> bool:
+    """Used again before the module trace after `at` has passed `reuse` elements."""
+    later = bisect.bisect_right(uses, at)
+    return later < len(uses) and starts[uses[later]] - starts[at + 1] < reuse
+
+
+def _profile(spec: ModelSpec, trace: list[Fetch], held: list[int], persistent: int) -> GatheredProfile:
+    forward, backward = [0] * spec.n_layer, [0] * spec.n_layer
+    head = {False: 0, True: 0}
+    for f, bytes_ in zip(trace, held):
+        if f.layer is None:
+            head[f.backward] = max(head[f.backward], bytes_)
+        else:
+            side = backward if f.backward else forward
+            side[f.layer] = max(side[f.layer], bytes_)
+    return GatheredProfile(tuple(forward), tuple(backward), head[False], head[True], persistent)
+
+
+def zero3_trace(spec: ModelSpec, cfg: TrainConfig) -> tuple[list[Fetch], dict[int, tuple[int, int]]]:
+    """The modules' uses in one step: the forward in order; the backward from lm_head down, a checkpointed
+    layer's forward again before its backward; the embedding last when its output needs a gradient. Returns the uses and each
+    parameter's (elements, bytes when gathered)."""
+    modules: dict[str, list[int]] = {}
+    params: dict[int, tuple[int, int]] = {}
+    layer_of: dict[str, int | None] = {}
+    for pid, p in enumerate(ordered_params(spec, cfg)):
+        modules.setdefault(p.module, []).append(pid)
+        layer_of[p.module] = p.layer
+        params[pid] = (p.numel, p.numel * (adapter_bytes(cfg) if p.trainable and cfg.method is not Method.FULL else 2))
+    if spec.tied_embeddings:
+        modules["lm_head"], layer_of["lm_head"] = modules["embed"], None   # lm_head's weight is the embedding's
+
+    def use(name: str, backward: bool) -> Fetch:
+        return Fetch(name, layer_of[name], backward, tuple(modules[name]))
+
+    order = [name for name in modules if name != "lm_head"] + ["lm_head"]
+    trace = [use(name, False) for name in order]
+    trace += [use(name, True) for name in ("lm_head", "norm") if name in modules]
+    for layer in reversed(range(spec.n_layer)):
+        names = [name for name in order if layer_of[name] == layer]
+        if cfg.grad_ckpt:
+            trace += [use(name, False) for name in names]
+        trace += [use(name, True) for name in reversed(names)]
+    if cfg.method is Method.FULL or cfg.grad_ckpt:   # checkpointing hooks the embedding's output to need grad
+        trace.append(use("embed", True))
+    return trace, params
 
 
 def clear_engine_caches() -> None:
     _bucket_reductions.cache_clear()
+    _zero3_gathered.cache_clear()
     clear_param_caches()
 
 
 def engine_for(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, states: ModelStates) -> Engine:
     if cfg.sharding in (Sharding.ZERO1, Sharding.ZERO2):
         return ZeroStage12(spec, cfg, counts, states)
-    if cfg.sharding.shards_params and cfg.world_size > 1:
-        return GatheringEngine(spec, cfg, counts, states)
+    if cfg.sharding is Sharding.ZERO3 and cfg.world_size > 1:
+        return Zero3(spec, cfg, counts, states)
     return Engine(spec, cfg, counts, states)

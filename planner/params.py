@@ -138,6 +138,7 @@ class ParamTensor:
     layer: int | None      # 0-based transformer layer; None for the embeddings, the final norm and lm_head
     trainable: bool
     quantized: bool = False  # stored as NF4 (QLoRA's layer linears)
+    module: str = ""         # the module that owns it directly (ZeRO-3 gathers module by module)
 
 
 def ordered_params(spec: ModelSpec, cfg: TrainConfig) -> tuple[ParamTensor, ...]:
@@ -156,15 +157,15 @@ def _ordered_params(spec: ModelSpec, method: Method, lora_r: int, targets: tuple
     full, h = method is Method.FULL, spec.hidden
     adapted = set(resolve_targets(spec, targets)) if method is not Method.FULL else set()
     embeddings = [spec.vocab * h] + ([spec.learned_positions * h] if spec.learned_positions else [])
-    out = [ParamTensor(n, None, full) for n in embeddings]
+    out = [ParamTensor(n, None, full, module=name) for n, name in zip(embeddings, ("embed", "positions"))]
     for layer in range(spec.n_layer):
         out += _layer_params(spec, layer, full, adapted, lora_r, method is Method.QLORA)
     if spec.final_norm:
-        out += [ParamTensor(h, None, full)] * (2 if spec.norm_bias else 1)
+        out += [ParamTensor(h, None, full, module="norm")] * (2 if spec.norm_bias else 1)
     if not spec.tied_embeddings:
-        out.append(ParamTensor(spec.vocab * h, None, full))
+        out.append(ParamTensor(spec.vocab * h, None, full, module="lm_head"))
     if spec.lm_head_bias:
-        out.append(ParamTensor(spec.vocab, None, full))
+        out.append(ParamTensor(spec.vocab, None, full, module="lm_head"))
     return tuple(out)
 
 
@@ -172,11 +173,15 @@ def _layer_params(spec: ModelSpec, layer: int, full: bool, adapted: set[Linear],
                   quantized: bool) -> list[ParamTensor]:
     out = []
     for lin in spec.linears():
-        out.append(ParamTensor(lin.experts * lin.d_in * lin.d_out, layer, full, quantized and lin.experts == 1))
+        name = f"{layer}.{lin.module}"
+        out.append(ParamTensor(lin.experts * lin.d_in * lin.d_out, layer, full, quantized and lin.experts == 1, name))
         if lin.bias:
-            out.append(ParamTensor(lin.experts * lin.d_out, layer, full))
+            out.append(ParamTensor(lin.experts * lin.d_out, layer, full, module=name))
         if lin in adapted:
-            out += [ParamTensor(r * lin.d_in, layer, True), ParamTensor(lin.d_out * r, layer, True)]
+            out += [ParamTensor(r * lin.d_in, layer, True, module=name + ".lora_A"),
+                    ParamTensor(lin.d_out * r, layer, True, module=name + ".lora_B")]
     per_norm = [spec.hidden] * (2 if spec.norm_bias else 1)
+    norms = [(n, f"{layer}.norm{k}") for k in range(spec.norms_per_layer) for n in per_norm]
     qk = {None: [], "head": [spec.head_dim] * 2, "full": [spec.q_dim, spec.kv_dim]}[spec.qk_norm]
-    return out + [ParamTensor(n, layer, full) for n in per_norm * spec.norms_per_layer + qk]
+    norms += [(n, f"{layer}.qk_norm{k}") for k, n in enumerate(qk)]
+    return out + [ParamTensor(n, layer, full, module=name) for n, name in norms]
