@@ -10,14 +10,15 @@ gradients (and its weight's), then frees its output's gradient and the tensors o
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import count
 
 from planner.config import TrainConfig
 from planner.enums import Attention, Method, Precision, Sharding
 from planner.params import resolve_targets
-from planner.states import adapter_compute_bytes, computes_16bit_params, deepspeed_16bit, trainable_bytes, weight_bytes
+from planner.states import (adapter_compute_bytes, computes_16bit_params, deepspeed_16bit, flat_unit_grads, trainable_bytes,
+                            weight_bytes)
 from profiles.spec import FUSED_ROLES, ModelSpec
 
 _ids = count()
@@ -110,7 +111,7 @@ def context(spec: ModelSpec, cfg: TrainConfig) -> Context:
     mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED) and not sixteen
     compute = 4 if cfg.precision is Precision.FP32 else 2
     lora = {lin.module for lin in resolve_targets(spec, cfg.lora_targets)} if cfg.uses_adapters else set()
-    return Context(compute=compute, autocast=mixed, base_trains=cfg.method is Method.FULL,
+    return Context(compute=compute, autocast=mixed, base_trains=cfg.method is Method.FULL or flat_unit_grads(cfg),
                    base_grad=2 if sixteen else trainable_bytes(cfg), norm_weight=2 if sixteen else weight_bytes(cfg),
                    adapter=adapter_compute_bytes(cfg) if lora else 0,
                    saves_linear_inputs=cfg.sharding is Sharding.ZERO3,
@@ -581,7 +582,7 @@ def final_norm_saved(spec: ModelSpec, cfg: TrainConfig, tokens: int) -> int:
 @lru_cache(maxsize=4096)
 def _head_saved(spec: ModelSpec, key: tuple, with_lm_head: bool = True) -> tuple[int, int]:
     cfg = _walk_config(key)
-    ctx = context(spec, cfg)
+    ctx = replace(context(spec, cfg), base_trains=cfg.method is Method.FULL)   # FSDP1's root unit is frozen under LoRA
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=True)
     normed = norm(ctx, spec, x)
     if with_lm_head:

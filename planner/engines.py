@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from planner.config import TrainConfig
 from planner.enums import Method, Offload, Sharding
 from planner.params import ParamCounts, ParamTensor, clear_param_caches, ordered_params
-from planner.states import ModelStates, adapter_bytes, zero_grad_bytes, zero_partition
+from planner.states import (ModelStates, adapter_bytes, computes_16bit_params, flat_unit_grads, weight_bytes,
+                            zero_grad_bytes, zero_partition)
 from profiles.spec import ModelSpec
 
 Parts = dict[str, int]
@@ -74,6 +75,10 @@ class Engine:
 
     def forward_layer(self, index: int) -> Parts:
         return {}
+
+    def forward_gather(self, index: int) -> Parts | None:
+        """Before layer `index` (`n_layer`: the final norm and lm_head) runs, when the engine gathers its parameters."""
+        return None
 
     def at_loss(self) -> Parts:
         return {}
@@ -459,6 +464,207 @@ def zero3_trace(spec: ModelSpec, cfg: TrainConfig) -> tuple[list[Fetch], dict[in
     return trace, params
 
 
+@dataclass(frozen=True)
+class Units:
+    """FSDP's units in forward order: bytes of their parameters gathered, and of their trainable gradients
+    before they are reduced."""
+
+    layers: tuple[int, ...]
+    layer_grads: tuple[int, ...]
+    embed: int            # the input embedding's own unit (0 when tied: it is in the tail)
+    embed_grads: int
+    tail: int             # final norm and lm_head
+    tail_grads: int
+
+
+def fsdp_units(spec: ModelSpec, cfg: TrainConfig) -> Units:
+    layers, layer_grads = [0] * spec.n_layer, [0] * spec.n_layer
+    embed = embed_grads = tail = tail_grads = 0
+    for p in ordered_params(spec, cfg):
+        size, grad = gathered_bytes(p, cfg), (p.numel * unreduced_grad_bytes(p, cfg) if p.trainable else 0)
+        if p.layer is not None:
+            layers[p.layer] += size
+            layer_grads[p.layer] += grad
+        elif p.module in ("embed", "positions") and not spec.tied_embeddings:
+            embed, embed_grads = embed + size, embed_grads + grad
+        else:
+            tail, tail_grads = tail + size, tail_grads + grad
+    return Units(tuple(layers), tuple(layer_grads), embed, embed_grads, tail, tail_grads)
+
+
+def gathered_bytes(p: ParamTensor, cfg: TrainConfig) -> int:
+    """A parameter as FSDP gathers it: in the compute dtype under mixed precision, else as stored (4-bit
+    weights packed two to a byte)."""
+    if p.quantized:
+        return (p.numel + 1) // 2
+    if computes_16bit_params(cfg):
+        return p.numel * 2
+    return p.numel * (adapter_bytes(cfg) if p.trainable and cfg.method is not Method.FULL else weight_bytes(cfg))
+
+
+def unreduced_grad_bytes(p: ParamTensor, cfg: TrainConfig) -> int:
+    """Bytes per element of a gradient before the reduce-scatter: the dtype the parameter computed in."""
+    return gathered_bytes(p, cfg) // p.numel if not p.quantized else 0
+
+
+class Fsdp2(Engine):
+    """FSDP2 through Accelerate (torch/distributed/fsdp/_fully_shard): one unit per layer, the embedding its
+    own, [final norm, lm_head] one unit kept gathered from its forward to its backward. A unit's forward holds
+    its parameters and the flat all-gather buffer they were copied from, which lives until the next unit has
+    gathered; in backward the unit below is prefetched; a unit's reduce-scatter input is a copy of its
+    gradients, kept until the next unit reduces."""
+
+    @functools.cached_property
+    def units(self) -> Units:
+        return fsdp_units(self.spec, self.cfg)
+
+    def _layer(self, index: int) -> int:
+        return self.units.layers[index] if index >= 0 else self.units.embed
+
+    @property
+    def _tail_kept(self) -> int:
+        """A tied embedding puts the tail unit first in the forward: gathered from the embedding to the end of
+        the backward (never resharded, and its gradient is complete only after the embedding's backward)."""
+        return self.units.tail if self.spec.tied_embeddings else 0
+
+    def resident(self) -> Parts:
+        # gradient accumulation (set_requires_gradient_sync(False)) keeps every unreduced gradient
+        held = self._unreduced_total() if self.accumulating else 0
+        return {"gradients": held, "comm_buffers": 0, "gathered_weights": self._tail_kept}
+
+    def extra_layers(self) -> list[int]:
+        """The layer under the top one holds the top layer's reduce-scatter input, larger than the tail's under LoRA."""
+        return [self.spec.n_layer - 2] if self.spec.n_layer > 1 else []
+
+    def _unreduced_total(self) -> int:
+        u = self.units
+        return sum(u.layer_grads) + u.embed_grads + u.tail_grads
+
+    def forward_gather(self, index: int) -> Parts | None:
+        """The unit's all-gather buffer and its parameters, beside the unit before's buffer."""
+        if index == self.spec.n_layer:
+            return None if self._tail_kept else {"gathered_weights": self._layer(index - 1) + 2 * self.units.tail}
+        before = self._tail_kept or self._layer(index - 1) if index == 0 else self._layer(index - 1)
+        return {"gathered_weights": before + 2 * self._layer(index) + self._tail_kept}
+
+    def forward_layer(self, index: int) -> Parts:
+        return {"gathered_weights": 2 * self._layer(index) + self._tail_kept}
+
+    def at_loss(self) -> Parts:
+        """The last unit gathered in the forward keeps its buffer until the model's forward returns."""
+        last = self._layer(self.spec.n_layer - 1) if self._tail_kept else self.units.tail
+        return {"gathered_weights": self.units.tail + last}
+
+    def loss_backward(self) -> Parts:
+        return {"gathered_weights": self.units.tail}
+
+    def head_backward(self) -> Parts | None:
+        if not self.units.tail_grads:
+            return None
+        return {"gradients": self.resident()["gradients"] + self.units.tail_grads,
+                "gathered_weights": self.units.tail + self._layer(self.spec.n_layer - 1)}
+
+    def backward_layer(self, index: int, grads_above: int, new_grads: int) -> Parts:
+        if not 0 <= index < self.spec.n_layer:
+            return {"gradients": grads_above + new_grads, "gathered_weights": self.units.tail}
+        above = self.units.layer_grads[index + 1] if index + 1 < self.spec.n_layer else self.units.tail_grads
+        below = self._layer(index - 1) if index or self.units.embed_grads else 0
+        held = self._unreduced_total() if self.accumulating else grads_above
+        return {"gradients": held + new_grads, "comm_buffers": 0 if self._tail_kept and index + 1 == self.spec.n_layer else above,
+                "gathered_weights": self.units.layers[index] + below + self._tail_kept}
+
+    def reduction_moments(self) -> list[tuple[int, float, Parts]]:
+        """A unit's reduce-scatter once its backward is done: its parameters freed, the one below prefetched, its
+        gradients and their copy both live."""
+        if self.accumulating:
+            return []
+        top = self.spec.n_layer - 1
+        grads = self.units.layer_grads[top]
+        sharded = self.states.gradients * (self.spec.n_layer - 1 - top)
+        return [(top, 1.0, {"gradients": sharded, "comm_buffers": grads,
+                            "gathered_weights": self._layer(top - 1) + self._tail_kept})]
+
+
+class Fsdp1(Engine):
+    """FSDP1 through Accelerate (torch/distributed/fsdp, use_orig_params): each layer one flat parameter, the
+    rest (embedding, final norm, lm_head) the root unit, which stays gathered from the forward's start to the
+    backward's end. In backward the unit below is prefetched (BACKWARD_PRE); a unit's gradient arrives as one
+    flat tensor concatenated from its parameters' gradients (both alive at that instant), of the whole unit even
+    where only adapters train."""
+
+    @functools.cached_property
+    def units(self) -> Units:
+        return fsdp_units(self.spec, self.cfg)
+
+    @functools.cached_property
+    def root(self) -> int:
+        return self.units.embed + self.units.tail
+
+    def _unit_grad(self, index: int) -> int:
+        """The unit's unsharded flat gradient: every element of a unit that has a trainable parameter."""
+        grads = self.units.layer_grads[index]
+        return self.units.layers[index] if grads and flat_unit_grads(self.cfg) else grads
+
+    def _sharded_grad(self, index: int) -> int:
+        return self.states.gradients // self.spec.n_layer if self.units.layer_grads[index] else 0
+
+    @functools.cached_property
+    def _root_grad(self) -> int:
+        """lm_head's and the final norm's gradients wait in the root unit's autograd buffer until the
+        embedding's, the last of the backward, arrive."""
+        return self.units.tail_grads
+
+    def _resharded(self, layers: range) -> int:
+        """Layer units still gathered: under SHARD_GRAD_OP every unit run so far stays gathered."""
+        return 0 if self.cfg.engine.fsdp_reshard_after_forward else sum(self.units.layers[i] for i in layers)
+
+    def resident(self) -> Parts:
+        held = sum(self._unit_grad(i) for i in range(self.spec.n_layer)) + self._root_grad + self.units.embed_grads \
+            if self.accumulating else 0
+        return {"gradients": held, "comm_buffers": 0, "gathered_weights": self.root}
+
+    def forward_layer(self, index: int) -> Parts:
+        prefetch = self.units.layers[index + 1] if self.cfg.engine.fsdp_forward_prefetch and index + 1 < self.spec.n_layer else 0
+        return {"gathered_weights": self.root + self.units.layers[index] + prefetch + self._resharded(range(index))}
+
+    def at_loss(self) -> Parts:
+        return {"gathered_weights": self.root + self._resharded(range(self.spec.n_layer))}
+
+    def loss_backward(self) -> Parts:
+        """The root's pre-backward hook prefetches the top layer's unit."""
+        top = self.units.layers[-1] if self.cfg.engine.fsdp_backward_prefetch == "BACKWARD_PRE" else 0
+        return {"gathered_weights": self.at_loss()["gathered_weights"] + top}
+
+    def _above(self, index: int) -> int:
+        """Gradients held while layer `index` runs its backward: the shards of the units above, the root's."""
+        if self.accumulating:
+            return self.resident()["gradients"]
+        return sum(self._sharded_grad(i) for i in range(index + 1, self.spec.n_layer)) + self._root_grad
+
+    def _gathered_in_backward(self, index: int, current: bool = True) -> int:
+        prefetched = self.units.layers[index - 1] if index > 0 and self.cfg.engine.fsdp_backward_prefetch == "BACKWARD_PRE" else 0
+        kept = self._resharded(range(index))
+        return self.root + (self.units.layers[index] if current else 0) + prefetched + kept
+
+    def head_backward(self) -> Parts | None:
+        if not self._root_grad:
+            return None
+        return {"gradients": self._above(self.spec.n_layer - 1), **self.at_loss()}
+
+    def backward_layer(self, index: int, grads_above: int, new_grads: int) -> Parts:
+        if not 0 <= index < self.spec.n_layer:
+            return {"gradients": grads_above + new_grads}
+        return {"gradients": self._above(index) + new_grads, "gathered_weights": self._gathered_in_backward(index)}
+
+    def reduction_moments(self) -> list[tuple[int, float, Parts]]:
+        """The top unit's flat gradient being concatenated: its parameters' gradients and the flat copy."""
+        top = self.spec.n_layer - 1
+        unit = self._unit_grad(top)
+        if not unit:
+            return []
+        return [(top, 1.0, {"gradients": self._above(top) + 2 * unit, "gathered_weights": self._gathered_in_backward(top)})]
+
+
 def clear_engine_caches() -> None:
     _bucket_reductions.cache_clear()
     _zero3_gathered.cache_clear()
@@ -470,4 +676,8 @@ def engine_for(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, states: M
         return ZeroStage12(spec, cfg, counts, states)
     if cfg.sharding is Sharding.ZERO3 and cfg.world_size > 1:
         return Zero3(spec, cfg, counts, states)
+    if cfg.sharding is Sharding.FSDP and cfg.world_size > 1:
+        return Fsdp2(spec, cfg, counts, states)
+    if cfg.sharding is Sharding.FSDP1 and cfg.world_size > 1:
+        return Fsdp1(spec, cfg, counts, states)
     return Engine(spec, cfg, counts, states)

@@ -198,11 +198,25 @@ def forward_moments(engine: Engine, acts: Activations, layers: list[int]) -> lis
     cfg = engine.cfg
     base = dict(_states(engine.states, with_grads=False), **engine.resident(), temporary=0)
     cache = acts.autocast_cache if cfg.grad_ckpt else 0   # checkpointed layers save no weight copies; autocast keeps them
-    moments = [_layer_forward(engine, acts, base, index) for index in layers]
+    moments = []
+    for index in sorted({*layers, 0}):   # the bottom layer's gather can hold the peak: it follows the embedding's
+        moments += _gather(engine, acts, base, index)
+        moments += [_layer_forward(engine, acts, base, index)] if index in layers else []
+    moments += _gather(engine, acts, base, engine.spec.n_layer)
     at_loss = dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs, logits=acts.head.forward,
                    temporary=cache)
     moments.append(Moment("loss", Phase.FORWARD, at_loss | engine.at_loss()))
     return moments
+
+
+def _gather(engine: Engine, acts: Activations, base: dict[str, int], index: int) -> list[Moment]:
+    """An engine gathering layer `index`'s parameters (`n_layer`: lm_head's) before it runs, above what is saved below."""
+    parts = engine.forward_gather(index)
+    if parts is None:
+        return []
+    name = f"layer {index + 1} gather" if index < engine.spec.n_layer else "lm_head gather"
+    live = dict(base, activations=sum(acts.layers[:index]) + acts.stream + acts.mask + acts.inputs, logits=0, temporary=0)
+    return [Moment(name, Phase.FORWARD, live | parts, index + 1 if index < engine.spec.n_layer else None)]
 
 
 def _layer_forward(engine: Engine, acts: Activations, base: dict[str, int], index: int) -> Moment:

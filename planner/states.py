@@ -64,6 +64,12 @@ def trainable_bytes(cfg: TrainConfig) -> int:
     return weight_bytes(cfg)
 
 
+def flat_unit_grads(cfg: TrainConfig) -> bool:
+    """FSDP1 flattens a layer's frozen weights and its adapters into one parameter that requires grad: autograd
+    computes the whole unit's gradient, and a shard of it is kept (torch's _flat_param.py)."""
+    return cfg.sharding is Sharding.FSDP1 and cfg.uses_adapters
+
+
 def adapter_bytes(cfg: TrainConfig) -> int:
     """Bytes per stored LoRA weight. ZeRO-3 partitions the adapters peft adds after the bf16 model was
     partitioned at load (zero.Init) as they are: fp32."""
@@ -111,6 +117,8 @@ def model_states(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts) -> Mode
         weights = counts.total * wb
     adapters = counts.adapters * adapter_bytes(cfg)
     grads = counts.trainable * trainable_bytes(cfg)
+    if flat_unit_grads(cfg):
+        grads = sum(p.numel for p in ordered_params(spec, cfg) if p.layer is not None) * trainable_bytes(cfg)
     states = optimizer_state_bytes(spec, cfg)
     paged = record(cfg.optimizer).paged
     sharded = _shard(cfg, world, weights=weights, adapters=adapters, grads=grads, states=states,
