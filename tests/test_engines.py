@@ -123,3 +123,15 @@ def test_fsdp1_root_unit_is_gathered_through_forward_and_backward():
 def test_one_gpu_has_no_engine_buffers():
     est = estimate(TINY, TrainConfig(method="full", sharding="zero3", gpus=1))
     assert all(parts["gathered_weights"] == 0 for parts in est.phases.values())
+
+
+def test_fsdp2_shards_qlora_weights_and_other_engines_say_why_not():
+    """FSDP2 shards the 4-bit weights (packed in bf16), as measured; ZeRO-3 and FSDP1 are refused with the reason."""
+    from planner.rules import layout_problem
+    qlora = TrainConfig(method="qlora", sharding="fsdp", gpus=2, precision="bf16-true")
+    assert layout_problem(qlora) is None
+    ddp = estimate(LLAMA, replace(qlora, sharding="ddp")).states.weights
+    assert estimate(LLAMA, qlora).states.weights == ddp // 2
+    for sharding, why in (("zero3", "device_map"), ("fsdp1", "flatten")):
+        assert why in layout_problem(replace(qlora, sharding=sharding))
+    assert "bf16-true" in layout_problem(replace(qlora, precision="bf16-mixed"))
