@@ -676,6 +676,14 @@ def speed_section(out: Path = RESULTS) -> list[str]:
     return speed.report(speed.all_rows(), out)
 
 
+def sharded_section(out: Path = RESULTS) -> list[str]:
+    """The sharded-memory report (benchmarks/sharded.py): the committed per-rank measurements of real DDP, ZeRO
+    and FSDP runs against the planner, into SHARDED.md, sharded.csv, sharded.png; its summary line."""
+    from benchmarks import sharded
+    records = json.loads(sharded.OUT.read_text(encoding="utf-8"))["records"]
+    return sharded.report(records, out)
+
+
 def _predict_into(result: Result) -> None:
     try:
         result.prediction = predict(result.config)

@@ -201,7 +201,7 @@ def _reference_lines(ax, data: dict, top: float) -> None:
                    label=f"usable: {usable:.1f} GiB ({data['margin']:.0%} kept free)" + (above if usable > top else ""))
     ax.axhline(gib(per_gpu["reserved_peak_bytes"]), color=MUTED, linewidth=1, linestyle="-.",
                label=f"peak + allocator reserve: {gib(per_gpu['reserved_peak_bytes']):.1f} GiB")
-    extra = " + paged states" if per_gpu["paged_bytes"] else ""
+    extra = (" + NCCL buffers" if per_gpu.get("communicator_bytes") else "") + (" + paged states" if per_gpu["paged_bytes"] else "")
     ax.axhline(gib(per_gpu["total_bytes"]), color=MUTED, linewidth=1.2, linestyle=":",
                label=f"+ CUDA context{extra} = total: {gib(per_gpu['total_bytes']):.1f} GiB")
 
@@ -249,7 +249,7 @@ def _top(ax) -> float:
 # --- the candidate plans ---------------------------------------------------------------------------------
 
 OVERHEADS = (("allocator reserve", "#FFFFFF", "////"), ("CUDA context", "#FFFFFF", "...."),
-             ("paged optimizer states", "#FFFFFF", "xxxx"))
+             ("NCCL buffers", "#FFFFFF", "----"), ("paged optimizer states", "#FFFFFF", "xxxx"))
 
 
 def plans_figure(data: dict) -> "Figure":
@@ -303,7 +303,7 @@ def _plan_bars(ax, plans: list[dict]) -> None:
         if any(heights):
             ax.bar(x, heights, 0.62, bottom=bottom, color=PALETTE[name], label=LABELS[name])
             bottom = [b + h for b, h in zip(bottom, heights)]
-    for (label, face, hatch), key in zip(OVERHEADS, ("reserve", "context", "paged")):
+    for (label, face, hatch), key in zip(OVERHEADS, ("reserve", "context", "communicator", "paged")):
         heights = [gib(_overhead(p["per_gpu"], key)) for p in plans]
         if any(heights):
             ax.bar(x, heights, 0.62, bottom=bottom, color=face, edgecolor=MUTED, hatch=hatch, linewidth=0.5,
@@ -312,10 +312,10 @@ def _plan_bars(ax, plans: list[dict]) -> None:
 
 
 def _overhead(per_gpu: dict, key: str) -> int:
-    """What must fit beside the allocated peak: total = reserved + context + paged."""
+    """What must fit beside the allocated peak: total = reserved + context + NCCL buffers + paged."""
     if key == "reserve":
         return per_gpu["reserved_peak_bytes"] - per_gpu["allocated_peak_bytes"]
-    return per_gpu["cuda_context_bytes"] if key == "context" else per_gpu["paged_bytes"]
+    return per_gpu[{"context": "cuda_context_bytes", "communicator": "communicator_bytes", "paged": "paged_bytes"}[key]]
 
 
 def _speed_axis(ax, plans: list[dict]) -> None:

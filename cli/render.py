@@ -18,6 +18,8 @@ def estimate_table(data: dict) -> str:
     lines += [f"  {'allocated peak':<22}{gib(per_gpu['allocated_peak_bytes']):>14}   in {per_gpu['peak_phase']}",
               f"  {'reserved peak':<22}{gib(per_gpu['reserved_peak_bytes']):>14}   allocator cache",
               f"  {'CUDA context':<22}{gib(per_gpu['cuda_context_bytes']):>14}"]
+    if per_gpu["communicator_bytes"]:
+        lines.append(f"  {'NCCL buffers':<22}{gib(per_gpu['communicator_bytes']):>14}   outside the allocator")
     if per_gpu["paged_bytes"]:
         lines.append(f"  {'paged optimizer':<22}{gib(per_gpu['paged_bytes']):>14}   managed memory")
     lines.append(f"  {'total':<22}{gib(per_gpu['total_bytes']):>14}")

@@ -10,14 +10,15 @@ gradients (and its weight's), then frees its output's gradient and the tensors o
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import count
 
 from planner.config import TrainConfig
 from planner.enums import Attention, Method, Precision, Sharding
 from planner.params import resolve_targets
-from planner.states import deepspeed_16bit, trainable_bytes, weight_bytes
+from planner.states import (adapter_compute_bytes, computes_16bit_params, deepspeed_16bit, flat_unit_grads, trainable_bytes,
+                            weight_bytes)
 from profiles.spec import FUSED_ROLES, LayerKind, ModelSpec
 
 _ids = count()
@@ -70,6 +71,7 @@ class Context:
     kind: LayerKind = LayerKind()  # the layer being walked: its attention, rotary and MLP
     one_sequence: bool = False  # micro-batch 1: matmul folds (batch, heads) without copying a strided v
     quantized_from: int = 2  # bytes of the dtype NF4 weights were quantized from: what dequantize returns
+    saves_linear_inputs: bool = False  # ZeRO-3's linear (zero/linear.py) saves its input even for a frozen weight
     ops: list[Op] = field(default_factory=list)
 
     def op(self, inputs: tuple[Tensor, ...], width: int, nbytes: int, saved: tuple[Tensor, ...] = (),
@@ -112,13 +114,15 @@ def _sum(sizes) -> tuple[int, int]:
 
 
 def context(spec: ModelSpec, cfg: TrainConfig, kind: LayerKind | None = None) -> Context:
-    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED) and not deepspeed_16bit(cfg)
+    sixteen = computes_16bit_params(cfg)
+    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED) and not sixteen
     compute = 4 if cfg.precision is Precision.FP32 else 2
     lora = {lin.module for lin in resolve_targets(spec, cfg.lora_targets)} if cfg.uses_adapters else set()
     kind = kind or spec.layer_kind(spec.n_layer - 1)
-    return Context(compute=compute, autocast=mixed, base_trains=cfg.method is Method.FULL,
-                   base_grad=trainable_bytes(cfg), norm_weight=weight_bytes(cfg),
-                   adapter=(4 if not deepspeed_16bit(cfg) else 2) if lora else 0,
+    return Context(compute=compute, autocast=mixed, base_trains=cfg.method is Method.FULL or flat_unit_grads(cfg),
+                   base_grad=2 if sixteen else trainable_bytes(cfg), norm_weight=2 if sixteen else weight_bytes(cfg),
+                   adapter=adapter_compute_bytes(cfg) if lora else 0,
+                   saves_linear_inputs=cfg.sharding is Sharding.ZERO3,
                    lora_r=cfg.lora_r, lora_modules=lora, quantized=cfg.method is Method.QLORA,
                    quantized_from=2 if cfg.precision is Precision.BF16_TRUE else 4,  # the dtype it was loaded in
                    attention=attention_kernel(spec, cfg), fp32_norm_weight=spec.norm_weight_fp32,
@@ -152,7 +156,7 @@ def attention_kernel(spec: ModelSpec, cfg: TrainConfig) -> Attention:
 
 def stream_bytes(cfg: TrainConfig) -> int:
     """dtype of the residual stream: that of the embedding output."""
-    return weight_bytes(cfg) if not deepspeed_16bit(cfg) else 2
+    return 2 if computes_16bit_params(cfg) else weight_bytes(cfg)
 
 
 # --- ops -------------------------------------------------------------------------------------------
@@ -162,7 +166,7 @@ def linear(ctx: Context, x: Tensor, d_out: int, module: str, bias: bool = False,
     quantized = ctx.quantized if quantized is None else quantized
     inp = ctx.cast(x, ctx.compute) if (ctx.autocast or quantized) else x
     saved = []
-    if ctx.base_trains:
+    if ctx.base_trains or ctx.saves_linear_inputs:
         saved.append(inp)  # the weight's gradient needs the input
     if ctx.autocast and (x.grad or ctx.base_trains) and not quantized:
         # autocast's 16-bit copy of the fp32 weight, kept for the input's gradient
@@ -782,7 +786,14 @@ def walk_key(cfg: TrainConfig, spec: ModelSpec | None = None) -> tuple:
     """The fields the walk reads, so one cached walk serves every micro-batch, GPU count and optimizer."""
     seq = cfg.seq_len if cfg.attn is not Attention.FLASH or _per_sequence(spec) else 1  # s x s terms and masks
     one = bool(spec is not None and spec.is_mla and cfg.micro_batch == 1)  # MLA's eager v: see _eager
-    return cfg.method, cfg.precision, cfg.attn, cfg.lora_r, cfg.lora_targets, deepspeed_16bit(cfg), seq, one
+    return cfg.method, cfg.precision, cfg.attn, cfg.lora_r, cfg.lora_targets, _walk_sharding(cfg), seq, one
+
+
+def _walk_sharding(cfg: TrainConfig) -> Sharding:
+    """The engine as far as the layers see it: DeepSpeed's 16-bit cast, ZeRO-3's linear, FSDP's gathered dtypes."""
+    if cfg.sharding in (Sharding.ZERO3, Sharding.FSDP, Sharding.FSDP1):
+        return cfg.sharding
+    return Sharding.ZERO2 if deepspeed_16bit(cfg) else Sharding.NONE
 
 
 def _per_sequence(spec: ModelSpec | None) -> bool:
@@ -792,10 +803,10 @@ def _per_sequence(spec: ModelSpec | None) -> bool:
 
 
 def _walk_config(key: tuple) -> TrainConfig:
-    method, precision, attn, lora_r, lora_targets, ds16, seq, one = key
-    zero = Sharding.ZERO2 if ds16 else Sharding.NONE  # DeepSpeed casts the model to 16 bit
+    method, precision, attn, lora_r, lora_targets, sharding, seq, one = key
     return TrainConfig(method=method, precision=precision, attn=attn, lora_r=lora_r, lora_targets=lora_targets,
-                       sharding=zero, gpus=2 if ds16 else 1, seq_len=seq, micro_batch=1 if one else 2)
+                       sharding=sharding, gpus=1 if sharding is Sharding.NONE else 2, seq_len=seq,
+                       micro_batch=1 if one else 2)
 
 
 @lru_cache(maxsize=4096)
@@ -962,7 +973,7 @@ def final_norm_saved(spec: ModelSpec, cfg: TrainConfig, tokens: int) -> int:
 @lru_cache(maxsize=4096)
 def _head_saved(spec: ModelSpec, key: tuple, with_lm_head: bool = True) -> tuple[int, int]:
     cfg = _walk_config(key)
-    ctx = context(spec, cfg)
+    ctx = replace(context(spec, cfg), base_trains=cfg.method is Method.FULL)   # FSDP1's root unit is frozen under LoRA
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=True)
     normed = norm(ctx, spec, x)
     if with_lm_head:

@@ -36,7 +36,8 @@ class Evaluation:
 
     @property
     def total_bytes(self) -> int:
-        return self.overhead.total(self.estimate.allocated_peak_bytes, self.estimate.paged_bytes)
+        return self.overhead.total(self.estimate.allocated_peak_bytes, self.estimate.paged_bytes,
+                                   self.estimate.cfg.world_size)
 
     @property
     def usable_bytes(self) -> int | None:

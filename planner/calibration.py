@@ -49,6 +49,13 @@ class GpuClass:
     allocator_reserve_fraction: float = 0.10
 
 
+# NCCL's buffers for one communicator, allocated by NCCL itself (cudaMalloc, outside torch's allocator) once a
+# run has more than one process: 544 MiB for 2 ranks, 688 MiB for 3 or more, measured on 4 x A100 with NVLink
+# (NVIDIA/nccl#964). It grows with the channels NCCL opens (more on Hopper's NVLink, NVIDIA/nccl#986) and stops
+# growing beyond 2 nodes; a data-parallel run has one communicator. Uncalibrated defaults, like the context.
+NCCL_TWO_RANKS_BYTES = 544 * MiB
+NCCL_BYTES = 688 * MiB
+
 _PRE_HOPPER_WORKSPACE = 4 * MiB * 2 + 16 * 1024 * 8
 _HOPPER_WORKSPACE = 32 * MiB
 
@@ -112,9 +119,15 @@ class Overhead:
     def reserved(self, allocated: int) -> int:
         return int(allocated * (1 + self.reserve_fraction))
 
-    def total(self, allocated: int, paged: int = 0) -> int:
-        """What must fit on the card: the allocator's reserve, the CUDA context and managed (paged) memory."""
-        return self.reserved(allocated) + self.context_bytes + paged
+    def total(self, allocated: int, paged: int = 0, processes: int = 1) -> int:
+        """What must fit on the card: the allocator's reserve, the CUDA context, managed (paged) memory and,
+        with more than one process, NCCL's buffers."""
+        return self.reserved(allocated) + self.context_bytes + paged + communicator_bytes(processes)
+
+
+def communicator_bytes(processes: int) -> int:
+    """NCCL's own buffers on each GPU of a run of `processes` ranks (none for one process)."""
+    return 0 if processes < 2 else NCCL_TWO_RANKS_BYTES if processes == 2 else NCCL_BYTES
 
 
 def user_profile_path() -> Path:

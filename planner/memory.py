@@ -18,7 +18,7 @@ from planner.enums import ActivationOffload, Attention, Loss, Method, Offload, P
 from planner.optimizers import record
 from planner.params import ParamCounts, count_params, numel, trainable_tensors
 from planner.engines import Engine, clear_engine_caches, engine_for
-from planner.states import ModelStates, deepspeed_16bit, model_states, trainable_bytes
+from planner.states import ModelStates, computes_16bit_params, deepspeed_16bit, model_states, trainable_bytes
 from profiles.spec import ModelSpec
 
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",
@@ -61,8 +61,9 @@ def estimate(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None)
     engine = engine_of(spec, cfg, total_params)
     acts = Activations.of(spec, cfg)
     layers = sorted({*peak_layers(spec.n_layer), *engine.extra_layers()}, reverse=True)
+    forward = sorted({layers[0], *engine.extra_forward_layers()}, reverse=True)   # saved activations grow upward
     phases = {
-        Phase.FORWARD: highest(forward_moments(engine, acts, layers[:1])).components,
+        Phase.FORWARD: highest(forward_moments(engine, acts, forward)).components,
         Phase.BACKWARD: highest(backward_moments(engine, acts, layers)).components,
         Phase.OPTIMIZER_STEP: optimizer_moment(engine, acts).components,
     }
@@ -137,7 +138,7 @@ def _head_on_gpu(spec: ModelSpec, cfg: TrainConfig, head: LossHead, tokens: int)
 
 def _autocast_cache(spec: ModelSpec, cfg: TrainConfig) -> int:
     """torch.autocast caches the 16-bit cast of every leaf weight that requires grad for the whole forward."""
-    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED) and not deepspeed_16bit(cfg)
+    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED) and not computes_16bit_params(cfg)
     if not mixed or cfg.method is not Method.FULL:
         return 0  # adapters' copies are small; frozen weights are cast anew for each use, not cached
     return 2 * spec.n_layer * sum(lin.experts * lin.d_in * lin.d_out for lin in spec.linears())
@@ -197,11 +198,25 @@ def forward_moments(engine: Engine, acts: Activations, layers: list[int]) -> lis
     cfg = engine.cfg
     base = dict(_states(engine.states, with_grads=False), **engine.resident(), temporary=0)
     cache = acts.autocast_cache if cfg.grad_ckpt else 0   # checkpointed layers save no weight copies; autocast keeps them
-    moments = [_layer_forward(engine, acts, base, index) for index in layers]
+    moments = []
+    for index in sorted({*layers, 0}):   # the bottom layer's gather can hold the peak: it follows the embedding's
+        moments += _gather(engine, acts, base, index)
+        moments += [_layer_forward(engine, acts, base, index)] if index in layers else []
+    moments += _gather(engine, acts, base, engine.spec.n_layer)
     at_loss = dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs, logits=acts.head.forward,
                    temporary=cache)
     moments.append(Moment("loss", Phase.FORWARD, at_loss | engine.at_loss()))
     return moments
+
+
+def _gather(engine: Engine, acts: Activations, base: dict[str, int], index: int) -> list[Moment]:
+    """An engine gathering layer `index`'s parameters (`n_layer`: lm_head's) before it runs, above what is saved below."""
+    parts = engine.forward_gather(index)
+    if parts is None:
+        return []
+    name = f"layer {index + 1} gather" if index < engine.spec.n_layer else "lm_head gather"
+    live = dict(base, activations=sum(acts.layers[:index]) + acts.stream + acts.mask + acts.inputs, logits=0, temporary=0)
+    return [Moment(name, Phase.FORWARD, live | parts, index + 1 if index < engine.spec.n_layer else None)]
 
 
 def _layer_forward(engine: Engine, acts: Activations, base: dict[str, int], index: int) -> Moment:

@@ -164,6 +164,7 @@ class ParamTensor:
     layer: int | None      # 0-based transformer layer; None for the embeddings, the final norm and lm_head
     trainable: bool
     quantized: bool = False  # stored as NF4 (QLoRA's layer linears)
+    module: str = ""         # the module that owns it directly (ZeRO-3 gathers module by module)
 
 
 def ordered_params(spec: ModelSpec, cfg: TrainConfig) -> tuple[ParamTensor, ...]:
@@ -182,26 +183,30 @@ def _ordered_params(spec: ModelSpec, method: Method, lora_r: int, targets: tuple
     full, h = method is Method.FULL, spec.hidden
     adapted = set(resolve_targets(spec, targets)) if method is not Method.FULL else set()
     embeddings = [spec.vocab * h] + ([spec.learned_positions * h] if spec.learned_positions else [])
-    out = [ParamTensor(n, None, full) for n in embeddings]
+    out = [ParamTensor(n, None, full, module=name) for n, name in zip(embeddings, ("embed", "positions"))]
     for layer in range(spec.n_layer):
         out += _layer_params(spec, layer, full, adapted, lora_r, method is Method.QLORA)
     if spec.final_norm:
-        out += [ParamTensor(h, None, full)] * (2 if spec.norm_bias else 1)
+        out += [ParamTensor(h, None, full, module="norm")] * (2 if spec.norm_bias else 1)
     if not spec.tied_embeddings:
-        out.append(ParamTensor(spec.vocab * h, None, full))
+        out.append(ParamTensor(spec.vocab * h, None, full, module="lm_head"))
     if spec.lm_head_bias:
-        out.append(ParamTensor(spec.vocab, None, full))
+        out.append(ParamTensor(spec.vocab, None, full, module="lm_head"))
     return tuple(out)
 
 
 def _layer_params(spec: ModelSpec, layer: int, full: bool, adapted: set[Linear], r: int,
                   quantized: bool) -> list[ParamTensor]:
-    """One layer's tensors by its own kind: each linear's weight, bias and LoRA's A and B, then the rest."""
+    """One layer's tensors by its own kind: each linear's weight, bias and LoRA's A and B, then the rest, each
+    named by the module that owns it."""
     kind, out = spec.layer_kind(layer), []
     for lin in spec.kind_linears(kind):
+        name = f"{layer}.{lin.module}"
         weight, *bias = map(numel, _linear_shapes(lin))
-        out.append(ParamTensor(weight, layer, full, quantized and lin.experts == 1))
-        out += [ParamTensor(n, layer, full) for n in bias]
+        out.append(ParamTensor(weight, layer, full, quantized and lin.experts == 1, name))
+        out += [ParamTensor(n, layer, full, module=name) for n in bias]
         if lin in adapted:
-            out += [ParamTensor(r * lin.d_in, layer, True), ParamTensor(lin.d_out * r, layer, True)]
-    return out + [ParamTensor(numel(shape), layer, full) for shape in _other_shapes(spec, kind)]
+            out += [ParamTensor(r * lin.d_in, layer, True, module=name + ".lora_A"),
+                    ParamTensor(lin.d_out * r, layer, True, module=name + ".lora_B")]
+    others = _other_shapes(spec, kind)
+    return out + [ParamTensor(numel(shape), layer, full, module=f"{layer}.other{k}") for k, shape in enumerate(others)]

@@ -47,8 +47,23 @@ def layout_problem(cfg: TrainConfig) -> str | None:
         return (f"unsupported: offloading parameters needs {opt('sharding')} zero3 or fsdp; zero1 and zero2 "
                 "offload the optimizer only.")
     if cfg.method is Method.QLORA and cfg.sharding.shards_params:
-        return (f"unsupported: QLoRA with {opt('sharding')} {cfg.sharding.value} is not supported by the "
-                "built-in launcher; use ddp or zero2.")
+        return _sharded_qlora_problem(cfg)
+    return None
+
+
+def _sharded_qlora_problem(cfg: TrainConfig) -> str | None:
+    """FSDP2 shards 4-bit weights packed in bf16 (the recipe's bnb_4bit_quant_storage), measured at bf16-true.
+    transformers refuses ZeRO-3 with the device_map a 4-bit load needs; FSDP1 cannot flatten the 4-bit weights
+    with the fp32 norms peft's preparation makes."""
+    if cfg.sharding is Sharding.FSDP and cfg.precision is Precision.BF16_TRUE:
+        return None
+    if cfg.sharding is Sharding.FSDP:
+        return (f"unsupported: QLoRA with {opt('sharding')} fsdp runs at {opt('precision')} bf16-true only (the "
+                "4-bit weights are packed in bf16); use it, or ddp / zero2.")
+    why = ("transformers refuses ZeRO-3 with the device_map a 4-bit load passes" if cfg.sharding is Sharding.ZERO3
+           else "FSDP1 cannot flatten the 4-bit weights with the fp32 norms peft's preparation makes")
+    return (f"unsupported: QLoRA with {opt('sharding')} {cfg.sharding.value} does not run in fitplan's recipe ({why}); "
+            f"use {opt('sharding')} fsdp with bf16-true, ddp or zero2.")
     return None
 
 

@@ -59,7 +59,7 @@ def usable_bytes(hw: Hardware, margin: float) -> int:
 
 
 def total_bytes(est: Estimate, overhead: Overhead) -> int:
-    return overhead.total(est.allocated_peak_bytes, est.paged_bytes)
+    return overhead.total(est.allocated_peak_bytes, est.paged_bytes, est.cfg.world_size)
 
 
 @lru_cache(maxsize=65536)

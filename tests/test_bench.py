@@ -257,3 +257,20 @@ def test_bench_command_measures_once_then_uses_the_cache(tmp_path):
     second = CliRunner().invoke(command, args)
     assert second.exit_code == 0 and second.stdout == first.stdout
     assert read_csv(tmp_path / "bench.csv")[0]["cached"] is True
+
+
+def test_bench_sharded_section_reports_every_rank(tmp_path):
+    """`fitplan bench --sharded-only` writes the per-rank comparison of the committed sharded measurements."""
+    from benchmarks import sharded
+    from cli.main import cli
+    result = CliRunner().invoke(cli, ["bench", "--sharded-only", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout)["sharded"][0]
+    records = json.loads(sharded.OUT.read_text())["records"]
+    ranks = sum(len(r["ranks"]) for r in records if r["status"] == "measured")
+    assert f"{ranks} ranks" in line and "under-predicted by >2%: 0" in line
+    with (tmp_path / "sharded.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == ranks and {r["engine"] for r in rows} == set(sharded.ENGINES)
+    assert all(abs(float(r["error_pct"])) <= sharded.WITHIN for r in rows)
+    assert (tmp_path / "sharded.png").stat().st_size > 0 and line in (tmp_path / "SHARDED.md").read_text()

@@ -32,11 +32,15 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print one row per configuration as JSON, not the summary.")
 @click.option("--speed-only", is_flag=True,
               help="Only the speed section: published throughput against the speed model (seconds, no harness).")
+@click.option("--sharded-only", is_flag=True,
+              help="Only the sharded section: the committed per-rank measurements of DDP, ZeRO and FSDP runs "
+                   "against the planner (seconds; `python -m benchmarks.sharded` measures them again, ~60 min).")
 def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s, list_only, as_json,
-            speed_only) -> None:
+            speed_only, sharded_only) -> None:
     """Measure each configuration of the benchmark matrix with the harness (fake tensors, exact live bytes),
-    predict it with the planner and report the error; then the speed section: published training throughput
-    against the speed model, per half of the table and for the independent fine-tuning check.
+    predict it with the planner and report the error; then the speed section (published training throughput
+    against the speed model, per half of the table and for the independent fine-tuning check) and the sharded
+    section (each rank of real multi-process DDP, ZeRO and FSDP runs against the planner).
 
     A rerun measures only what changed (cache keyed by config, model, library versions and harness source).
     A filtered run writes its own bench.csv / REPORT.md / bench.png: use --out for a scratch folder.
@@ -51,9 +55,10 @@ def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s,
     from benchmarks import bench
     from benchmarks.matrix import matrix, select
 
-    if speed_only:
-        lines = bench.speed_section(out or bench.RESULTS)
-        click.echo(json.dumps({"speed": lines}) if as_json else "\n".join(lines))
+    if speed_only or sharded_only:
+        section, name = (bench.speed_section, "speed") if speed_only else (bench.sharded_section, "sharded")
+        lines = section(out or bench.RESULTS)
+        click.echo(json.dumps({name: lines}) if as_json else "\n".join(lines))
         return
     chosen = select(matrix(), families=_split(families), methods=methods, ids=_split(ids), half=half, limit=limit)
     if not chosen:
@@ -70,8 +75,10 @@ def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s,
                        selection="filtered: " + " ".join(filters) if filters else "full matrix")
     rows = result.rows
     speed = bench.speed_section(out or bench.RESULTS)
+    sharded = bench.sharded_section(out or bench.RESULTS)
     if as_json:
-        click.echo(json.dumps({"summary": bench.summary_line(rows), "rows": rows, "speed": speed}, default=str))
+        click.echo(json.dumps({"summary": bench.summary_line(rows), "rows": rows, "speed": speed, "sharded": sharded},
+                              default=str))
         if result.interrupted:
             raise KeyboardInterrupt
         return
@@ -81,7 +88,8 @@ def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s,
         click.echo(f"{len(failed)} configurations failed to measure or predict (see REPORT.md)")
     if len(result.meta["harness_versions"]) > 1:
         click.echo("warning: the harness source changed during the run; rerun to remeasure the stale results")
-    click.echo("\n".join(speed))
-    click.echo(f"wrote {(out or bench.RESULTS) / 'bench.csv'}, REPORT.md and bench.png (speed: SPEED.md, speed.png)")
+    click.echo("\n".join(speed + sharded))
+    click.echo(f"wrote {(out or bench.RESULTS) / 'bench.csv'}, REPORT.md and bench.png (speed: SPEED.md, speed.png; "
+               "sharded: SHARDED.md, sharded.png)")
     if result.interrupted:
         raise KeyboardInterrupt
