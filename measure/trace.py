@@ -226,8 +226,9 @@ def traced_dict(name: str, m, cfg: TrainConfig, overhead, gpu: dict | None, usab
         "allocated_peak_bytes": allocated,
         "reserved_peak_bytes": reserved,
         "cuda_context_bytes": overhead.context_bytes,
+        "communicator_bytes": 0,   # one process
         "paged_bytes": paged,
-        "total_bytes": reserved + overhead.context_bytes + paged,
+        "total_bytes": overhead.total(allocated, paged),
         "peak_phase": m.peak_phase,
         "components": components,
         "phases": {phase: peak - paged for phase, peak in m.phase_peaks.items()},
