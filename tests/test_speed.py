@@ -262,6 +262,9 @@ def test_the_halves_were_drawn_before_fitting_and_never_mix():
     tune = [r for r in rows if r["half"] == "tune"]
     assert abs(len(tune) - len(rows) / 2) <= 1
     from benchmarks import build_throughput
+    redrawn = [{"id": r["id"]} for r in rows]        # the seeded draw over the committed ids alone
+    build_throughput.split(redrawn)
+    assert {r["id"]: r["half"] for r in redrawn} == {r["id"]: r["half"] for r in rows}
     rebuilt, _ = build_throughput.build() if build_throughput.SOURCE.exists() else (rows, None)
     assert {r["id"]: r["half"] for r in rebuilt} == {r["id"]: r["half"] for r in rows}
 
