@@ -67,6 +67,9 @@ def adapted(spec: ModelSpec, cfg: TrainConfig, card: Card | None, fixed=frozense
     if card and cfg.attn is Attention.FLASH and not card.flash_attention:
         cfg = cfg.with_(attn=Attention.SDPA)
         notes.append(f"{card.name} cannot run FlashAttention-2 (it needs Ampere or newer): planned with SDPA.")
+    if cfg.attn is Attention.FLASH and cfg.precision is Precision.FP32:
+        cfg = cfg.with_(attn=Attention.SDPA)
+        notes.append("FlashAttention-2 has no fp32 kernels (it takes fp16 and bf16): planned with SDPA.")
     if card and not card.bf16 and "precision" not in fixed and cfg.precision.value.startswith("bf16"):
         cfg = cfg.with_(precision=Precision.FP16_MIXED)
         notes.append(f"{card.name} has no bf16: planned with fp16-mixed.")
