@@ -16,7 +16,7 @@ from planner.memory import Estimate, estimate
 from planner.model_input import ResolvedModel, resolve_model
 from planner.nvml import probe
 from planner.recommend import plan, unsupported_everywhere
-from planner.search import Plan, Request, SearchResult, feasible_plans, usable_bytes, with_global_batch
+from planner.search import NothingFits, Plan, Request, SearchResult, feasible_plans, usable_bytes, with_global_batch
 from planner.rules import card_problem, unsupported
 from profiles.spec import ModelSpec
 
@@ -129,7 +129,7 @@ def choose(model: ResolvedModel, request: Request, hardware: Hardware | None, fo
         chosen = result.plans[result.recommended]
         evaluation = Evaluation(model, chosen.estimate, hardware.card.overhead, hardware, request.margin)
         return Choice(evaluation, tuple(result.warnings + _batch_warnings(request, chosen.cfg)))
-    message = does_not_fit_sentence(hardware, result.nothing_fits or {})
+    message = does_not_fit_sentence(hardware, result.nothing_fits)
     if not force:
         raise DoesNotFitError(message)
     cfg = with_global_batch(request.base.with_(gpus=request.base.gpus if "gpus" in request.fixed
@@ -147,10 +147,11 @@ def _batch_warnings(request: Request, cfg: TrainConfig) -> list[str]:
     return []
 
 
-def does_not_fit_sentence(hardware: Hardware, nothing: dict) -> str:
+def does_not_fit_sentence(hardware: Hardware, nothing: NothingFits | None) -> str:
     """Nothing fits: how much the smallest plan needs, how far over that is, and the nearest way out."""
-    needs, usable = nothing.get("min_total_bytes") or 0, nothing.get("usable_bytes") or 0
-    ways = nothing.get("suggestions") or []
+    needs = (nothing.min_total_bytes if nothing else None) or 0
+    usable = (nothing.usable_bytes if nothing else None) or 0
+    ways = nothing.suggestions if nothing else ()
     hint = f"; nearest way out: {ways[0].rstrip('.')}" if ways else ""
     return (f"no plan fits on {hardware.card.name}: the smallest needs {needs / GiB:.1f} GiB per GPU, "
             f"{usable / GiB:.1f} GiB is usable ({(needs - usable) / GiB:.1f} GiB over){hint}.")
