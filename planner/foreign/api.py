@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
-from common.errors import InputError, opt
+from common.errors import InputError, opt, spelled
 from planner.enums import Offload
 from planner.foreign import accelerate, axolotl, deepspeed, keys, llamafactory, trainer
 from planner.foreign.core import Keys, Mapping, Origin, PerHidden, show
@@ -133,7 +133,7 @@ def _follow(m: Mapping, origin: Origin, value: str) -> list[str]:
     if "offload" in value.lower():
         m.set("offload", Offload.OPTIMIZER, origin)
     m.notes.append(f"{origin} names {value[:80]}, which is not here: planned from its name; give it with another "
-                   "--from for its settings.")
+                   f"{opt('from')} for its settings.")
     return []
 
 
@@ -218,7 +218,7 @@ def section(m: Mapping) -> dict:
         "ignored": [list(pair) for pair in m.ignored],
         "unknown": [list(pair) for pair in m.unknown],
         "unmodelled": list(m.unmodelled),
-        "notes": list(m.notes),
+        "notes": [spelled(n) for n in m.notes],
     }
 
 
