@@ -20,7 +20,7 @@ from functools import lru_cache
 
 from planner.config import TrainConfig
 from planner.enums import Attention, Method
-from planner.gemm import gemm_seconds
+from planner.gemm import clear_cache as clear_gemm_cache, gemm_seconds
 from planner.params import resolve_targets
 from planner.rates import DeviceRates, in_training
 from planner.stack import COMPILED, EAGER, HF, Stack, adapters_fp32, compute_bytes, head_fp32, matmuls_fp32, stream_bytes
@@ -80,6 +80,12 @@ def micro_batch_costs(spec: ModelSpec, cfg: TrainConfig, rates: DeviceRates, sta
     return _costs(spec, _key(cfg), rates, stack)
 
 
+def clear_cache() -> None:
+    """Forget the micro-batch costs and the GEMMs under them (after the fitted constants change)."""
+    _costs.cache_clear()
+    clear_gemm_cache()
+
+
 def _key(cfg: TrainConfig) -> TrainConfig:
     """The fields the per-micro-batch costs depend on (cache key): not the GPU count or accumulation."""
     return cfg.with_(grad_accum=1, gpus=1, nodes=1)
@@ -100,7 +106,8 @@ def _costs(spec: ModelSpec, cfg: TrainConfig, rates: DeviceRates, stack: Stack) 
 # -- matmuls ----------------------------------------------------------------------------------------------
 def base_weights_train(cfg: TrainConfig) -> bool:
     """Full fine-tuning; and FSDP1 with LoRA: a layer's flat parameter requires grad when any member does, so
-    autograd computes the frozen base weights' gradients too (/work/notes/sharded/MEMO.md 1.5)."""
+    autograd computes the frozen base weights' gradients too (torch/distributed/fsdp/_flat_param.py: the flat
+    parameter requires grad when any member does, and the modules get autograd views of it)."""
     return cfg.method is Method.FULL or (cfg.method is Method.LORA and cfg.sharding.value == "fsdp1")
 
 
