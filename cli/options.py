@@ -13,7 +13,7 @@ from typing import Callable
 import click
 from click.core import ParameterSource
 
-from common.errors import InputError, flag, spelled
+from common.errors import InputError, flag, opt, spelled
 from common.units import parse_count
 from planner.api import DEFAULT_MARGIN
 from planner.activations import attention_kernel
@@ -38,6 +38,9 @@ _CHOICES = [
     ("--activation-offload", ActivationOffload.values(),
      "Saved activations to CPU memory: all of them, or each checkpointed layer's input. [default: none]"),
 ]
+
+NO_MODEL = ("Name a model: a catalog name (`fitplan models` lists them), a local config.json or model folder, or a "
+            f"training config with {opt('from')}.")
 
 
 class Finite(click.ParamType):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -60,7 +61,9 @@ def parse_json(text: str, where: str, remedy: str = "fix the file or write it ag
     except RecursionError:
         raise InputError(f"{where} nests too deeply to be real JSON; {remedy}.") from None
     except ValueError as err:   # NaN / Infinity, or an integer of thousands of digits
-        raise InputError(f"{where} holds a value JSON cannot carry ({str(err)[:80]}); {remedy}.") from None
+        digits = re.search(r"limit \((\d+) digits\)", str(err))
+        value = f"an integer of more than {digits.group(1)} digits" if digits else str(err)[:80]
+        raise InputError(f"{where} holds a value JSON cannot carry ({value}); {remedy}.") from None
 
 
 def read_json(path: str | Path, what: str = "file") -> object:

@@ -26,14 +26,13 @@ These are what `planner.calibration.Overhead` adds to an allocated peak. The use
 knows the card under another name ("NVIDIA GeForce RTX 4090" is catalog "RTX 4090"), the entry is also
 stored under that name's key, so `--gpu "RTX 4090"` plans use it too.
 
-Pure logic here (no click, no torch); the command is planner/commands/calibrate.py.
+Pure logic here (no click, no torch); the command and its sentences are in cli/commands/calibrate.py.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,72 +335,3 @@ def _entries(gpus: dict) -> dict:
 
 
 # -- text ------------------------------------------------------------------------------------------------
-def gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
-
-
-def result_text(result: dict) -> str:
-    entry, defaults = result["entry"], result["defaults"]
-    verb = "Would store" if result["dry_run"] else "Stored"
-    lines = [f"Calibration of {entry['gpu']} from {entry['runs']} run(s), {entry['samples']} GPU sample(s):",
-             f"  CUDA context      {gib(entry['context_bytes']):>10}   (shipped default {gib(defaults['context_bytes'])}; "
-             f"runs {gib(entry['context_bytes_range'][0])} to {gib(entry['context_bytes_range'][1])})",
-             f"  allocator reserve {100 * entry['reserve_fraction']:>+9.2f} %   (shipped default "
-             f"{100 * defaults['reserve_fraction']:+.2f} %; runs {100 * entry['reserve_fraction_range'][0]:+.2f} % to "
-             f"{100 * entry['reserve_fraction_range'][1]:+.2f} %)",
-             f"  provenance: {entry['provenance']}",
-             f"{verb} in {result['profile']} under {', '.join(repr(k) for k in result['keys'])}."]
-    if result["replaced"]:
-        lines.append("  (replaces the previous entry: " + "; ".join(
-            f"{k}: {v.get('provenance', '?')}" for k, v in result["replaced"].items() if "alias_of" not in v) + ")")
-    if result["catalog_card"] is None:
-        lines.append(f"  {entry['gpu']} is not in fitplan's GPU catalog: the entry applies to plans on this probed "
-                     f"card; --gpu names of other cards keep the shipped defaults.")
-    else:
-        lines.append(f"  Plans for {entry['gpu']} (probed, or --gpu \"{result['catalog_card']}\") now use it; "
-                     f"other GPUs keep their calibration or the shipped defaults.")
-    if result["dry_run"]:
-        lines += ["", json.dumps({result["keys"][0]: entry}, indent=2)]
-    return "\n".join(lines)
-
-
-def show_text(info: dict) -> str:
-    lines = [f"calibration profile: {info['profile']}" + ("" if info["profile_exists"] else " (none yet)")]
-    lines += _entry_lines(info["gpus"])
-    lines.append(f"shipped calibration: {info['shipped']}")
-    lines += _entry_lines(info["shipped_gpus"])
-    lines.append(info["fallback"] + ".")
-    return "\n".join(lines)
-
-
-def _entry_lines(gpus: dict) -> list[str]:
-    if not gpus:
-        return ["  no entries"]
-    out = []
-    for key, entry in gpus.items():
-        if entry.get("alias_of"):
-            out.append(f"  {key}: same entry as {entry['alias_of']}")
-            continue
-        fraction = entry.get("reserve_fraction")
-        context = entry.get("context_bytes")
-        numbers = (f"context {gib(context)}, reserve {100 * fraction:+.2f} %"
-                   if isinstance(context, (int, float)) and isinstance(fraction, (int, float))
-                   and math.isfinite(fraction) else "malformed entry")
-        out.append(f"  {key}: {numbers}; {entry.get('provenance', 'no provenance')}")
-    return out
-
-
-def env_lines(gpus: list[tuple[str, tuple[int, int] | None]]) -> list[str]:
-    """`fitplan env`'s lines: the profile in use and the calibration each probed GPU's plans get."""
-    from planner.calibration import overhead_for
-
-    path = user_profile_path()
-    entries = {k: v for k, v in load_profile(path).items() if isinstance(v, dict) and not v.get("alias_of")}
-    state = f"{len(entries)} GPU entr{'y' if len(entries) == 1 else 'ies'}" if path.exists() else "none yet"
-    lines = [f"- fitplan calibration: {path} ({state}; `fitplan calibrate --show` lists it)"]
-    for name, capability in gpus:
-        lines.append(f"    {name}: {overhead_for(name, capability).source}")
-    if not gpus:
-        lines += [f"    {entry.get('gpu', key)}: calibrated: {entry.get('provenance', 'no provenance')}"
-                  for key, entry in entries.items()]
-    return lines

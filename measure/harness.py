@@ -171,7 +171,7 @@ def prepare_qlora(model: nn.Module, cfg: TrainConfig, notes: list[str]) -> None:
         warnings.simplefilter("ignore")
         prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.grad_ckpt,
                                         gradient_checkpointing_kwargs={"use_reentrant": False})
-    notes.append(f"QLoRA: {count} decoder linears replaced by the NF4 stand-in (benchmarks/fake4bit.py), "
+    notes.append(f"QLoRA: {count} decoder linears replaced by the NF4 stand-in (measure/fake4bit.py), "
                  f"compute {str(compute).removeprefix('torch.')}, double quantization {cfg.double_quant}; "
                  "peft prepare_model_for_kbit_training applied (non-quantized fp16/bf16 parameters cast to fp32)")
 

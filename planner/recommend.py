@@ -8,8 +8,8 @@ from common.units import GiB
 from planner.enums import Method, Offload, Optimizer, Precision, Sharding
 from planner.hardware import Hardware, catalog_hardware
 from planner.rules import card_problem, unsupported
-from planner.search import (Plan, Request, SearchResult, cached_estimate, candidates, feasible_plans, total_bytes,
-                            usable_bytes)
+from planner.search import (NothingFits, Plan, Request, SearchResult, cached_estimate, candidates, feasible_plans,
+                            total_bytes, usable_bytes)
 from profiles.gpus import CATALOG as GPU_CATALOG
 
 
@@ -19,8 +19,7 @@ def _plan(req: Request, hw: Hardware) -> SearchResult:
         why = unsupported_everywhere(req, hw)
         if why:
             return SearchResult(plans=[], recommended=None, reason=why,
-                                nothing_fits={"unsupported": why, "min_total_bytes": None,
-                                              "usable_bytes": usable_bytes(hw, req.margin), "suggestions": []})
+                                nothing_fits=NothingFits(usable_bytes(hw, req.margin), unsupported=why))
         return SearchResult(plans=[], recommended=None, reason="Nothing fits.", nothing_fits=nothing_fits(req, hw))
     shown = _shown(plans)
     best, reason = choose(shown, req)
@@ -104,15 +103,14 @@ def _speed(p: Plan) -> float:
     return p.speed.tokens_per_s
 
 
-def nothing_fits(req: Request, hw: Hardware) -> dict:
+def nothing_fits(req: Request, hw: Hardware) -> NothingFits:
     """What the smallest plan needs, and the nearest ways out."""
     smallest = _smallest_total(req, hw)
     ways = (_shorter_sequence, _try_qlora, _cheaper_optimizer, _lighter_precision, _more_gpus, _offload, _bigger_card)
-    suggestions = [s for s in (way(req, hw) for way in ways) if s]
-    return {"unsupported": None, "min_total_bytes": smallest,
-            "usable_bytes": usable_bytes(hw, req.margin),
-            "suggestions": suggestions or ["No catalog card or GPU count fits this model: "
-                                           "try a smaller model of the same family."]}
+    suggestions = tuple(s for s in (way(req, hw) for way in ways) if s)
+    return NothingFits(usable_bytes(hw, req.margin), min_total_bytes=smallest,
+                       suggestions=suggestions or ("No catalog card or GPU count fits this model: "
+                                                   "try a smaller model of the same family.",))
 
 
 def _smallest_total(req: Request, hw: Hardware) -> int:

@@ -44,12 +44,23 @@ class Plan:
     cost_usd: float | None
 
 
+@dataclass(frozen=True)
+class NothingFits:
+    """Why no plan fits: what the libraries cannot run, or how much the smallest plan needs against what is
+    usable, and the nearest ways out (sentences naming options with `opt`)."""
+
+    usable_bytes: int
+    min_total_bytes: int | None = None
+    unsupported: str | None = None
+    suggestions: tuple[str, ...] = ()
+
+
 @dataclass
 class SearchResult:
     plans: list[Plan]
     recommended: int | None
     reason: str
-    nothing_fits: dict | None = None
+    nothing_fits: NothingFits | None = None
     warnings: list[str] = field(default_factory=list)
 
 

@@ -7,7 +7,7 @@ from planner.calibration import Overhead, communicator_bytes
 from planner.config import TrainConfig
 from planner.hardware import Hardware
 from planner.memory import COMPONENTS, Estimate
-from planner.search import Plan, SearchResult, usable_bytes
+from planner.search import NothingFits, Plan, SearchResult, usable_bytes
 from planner.timeline import Point, peak_index, timeline
 
 
@@ -124,6 +124,7 @@ def plan_dict(model: str, hw: Hardware, result: SearchResult, margin: float) -> 
     }
 
 
-def _spelled_nothing_fits(nothing: dict) -> dict:
-    return {**nothing, "unsupported": nothing.get("unsupported") and spelled(nothing["unsupported"]),
-            "suggestions": [spelled(s) for s in nothing["suggestions"]]}
+def _spelled_nothing_fits(nothing: NothingFits) -> dict:
+    return {"unsupported": nothing.unsupported and spelled(nothing.unsupported),
+            "min_total_bytes": nothing.min_total_bytes, "usable_bytes": nothing.usable_bytes,
+            "suggestions": [spelled(s) for s in nothing.suggestions]}

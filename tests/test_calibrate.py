@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from measure import calibrate as calib
 from planner.calibration import SHIPPED, load_profile, overhead_for
+from cli.commands.calibrate import show_text
+from cli.commands.env import env_lines
 from cli.main import cli
 from planner.calibration import allocator_reserve_fraction, cuda_context_bytes
 from cli_checks import run_main
@@ -268,14 +270,14 @@ def test_show_lists_the_profile_and_entries(tmp_path, profile, monkeypatch, caps
     assert data["gpus"]["geforce rtx 4090"]["context_bytes"] == 700 * MiB
     assert data["gpus"]["rtx 4090"]["alias_of"] == "geforce rtx 4090"
     assert data["shipped_gpus"] == {}
-    text = calib.show_text(calib.show())
+    text = show_text(calib.show())
     assert "geforce rtx 4090: context 0.68 GiB, reserve +12.50 %; 1 run on NVIDIA GeForce RTX 4090" in text
     assert "rtx 4090: same entry as geforce rtx 4090" in text
 
 
 def test_env_shows_the_profile_and_the_calibration_each_gpu_gets(tmp_path, profile):
     calib.calibrate(write_reports(tmp_path, [run_report()]))
-    lines = calib.env_lines([(RTX4090, (8, 9)), ("NVIDIA A100-SXM4-80GB", (8, 0))])
+    lines = env_lines([(RTX4090, (8, 9)), ("NVIDIA A100-SXM4-80GB", (8, 0))])
     assert lines[0].startswith(f"- fitplan calibration: {profile} (1 GPU entry;")
     assert lines[1].startswith(f"    {RTX4090}: calibrated: 1 run on {RTX4090}")
     assert lines[2] == "    NVIDIA A100-SXM4-80GB: shipped defaults (uncalibrated)"

@@ -120,6 +120,14 @@ def test_nothing_fits_tries_cheaper_states_and_the_cheapest_bigger_card():
             assert run("plan", *args, "--gpu", spec.key, status=1)["recommended"] is None, spec.name
 
 
+def test_fp32_is_not_planned_with_flash_attention():
+    """FlashAttention-2 takes fp16 and bf16 only: an fp32 plan with --attn flash would fail at its first step."""
+    for command in ("estimate", "plan"):
+        switched = run(command, "Llama-3.2-1B", "--gpu", "a100-80gb", "--precision", "fp32", "--attn", "flash")
+        config = switched["config"] if command == "estimate" else switched["plans"][switched["recommended"]]
+        assert config["attn"] == "sdpa" and any("no fp32 kernels" in w for w in switched["warnings"]), command
+
+
 def test_cards_without_a_feature_refuse_or_switch_with_a_word():
     refused = fitplan("plan", "Llama-3.2-1B", "--gpu", "t4", "--precision", "bf16-true")
     assert refused.returncode == 1 and "T4 has no bf16; use --precision fp16-mixed" in refused.stdout

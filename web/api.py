@@ -21,11 +21,12 @@ from common.files import parse_json
 from planner.model_input import ResolvedModel, closest_names
 
 # Options of the training configuration, shared by every planning endpoint (as in cli/options.py)
-TRAIN = ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len", "grad_ckpt",
-         "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus", "nodes", "gpu", "margin")
+TRAIN = ("method", "precision", "optimizer", "attn", "sharding", "offload", "loss", "loop", "activation_offload",
+         "micro_batch", "seq_len", "grad_ckpt", "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus",
+         "nodes", "gpu", "margin")
 MODEL_KEYS = ("model", "config", "config_name")
 PARAMETERS = {"estimate": TRAIN + ("grad_accum",), "timeline": TRAIN + ("grad_accum",),
-              "plan": TRAIN + ("global_batch", "prefer", "tokens", "epochs"),
+              "plan": TRAIN + ("global_batch", "prefer", "tokens", "epochs", "interconnect"),
               "configs": TRAIN + ("global_batch", "force")}
 COMMAND_OF = {"estimate": "estimate", "timeline": "estimate", "plan": "plan", "configs": "config"}
 # Yes/no options: the flag for yes and the flag for no (None: the command's default)
@@ -33,7 +34,7 @@ SWITCHES = {"grad_ckpt": ("--grad-ckpt", "--no-grad-ckpt"), "double_quant": (Non
             "force": ("--force", None)}
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 NOT_OPTIONS = ("model", "gpu", "margin", "as_json", "trace", "plot", "global_batch", "prefer", "tokens", "epochs",
-               "force", "out_dir", "main_process_ip", "main_process_port", "machine_rank", "model_path")
+               "interconnect", "force", "out_dir", "main_process_ip", "main_process_port", "machine_rank", "model_path")
 MAX_NAME = 120   # characters of a model name shown back
 
 
@@ -173,7 +174,7 @@ def timeline_answer(model: ResolvedModel, params: dict) -> dict:
 def plan_answer(model: ResolvedModel, params: dict) -> dict:
     """`fitplan plan --json` (also when nothing fits: then `recommended` is null and `nothing_fits` says why)."""
     from cli.commands.plan import plan_json
-    request = {key: params[key] for key in ("global_batch", "margin", "prefer", "tokens", "epochs")}
+    request = {key: params[key] for key in ("global_batch", "margin", "prefer", "tokens", "epochs", "interconnect")}
     return plan_json(model, options_of(params), gpu=params["gpu"], **request)[0]
 
 

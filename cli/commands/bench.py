@@ -73,23 +73,28 @@ def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s,
                                ("half", half), ("limit", limit)) if v]
     result = bench.run(chosen, out=out or bench.RESULTS, jobs=jobs, use_cache=not no_cache, timeout_s=timeout_s,
                        selection="filtered: " + " ".join(filters) if filters else "full matrix")
-    rows = result.rows
     speed = bench.speed_section(out or bench.RESULTS)
     sharded = bench.sharded_section(out or bench.RESULTS)
-    if as_json:
-        click.echo(json.dumps({"summary": bench.summary_line(rows), "rows": rows, "speed": speed, "sharded": sharded},
-                              default=str))
-        if result.interrupted:
-            raise KeyboardInterrupt
-        return
-    click.echo(bench.summary_line(rows))
-    failed = [r for r in rows if r["status"] != "ok"]
-    if failed:
-        click.echo(f"{len(failed)} configurations failed to measure or predict (see REPORT.md)")
-    if len(result.meta["harness_versions"]) > 1:
-        click.echo("warning: the harness source changed during the run; rerun to remeasure the stale results")
-    click.echo("\n".join(speed + sharded))
-    click.echo(f"wrote {(out or bench.RESULTS) / 'bench.csv'}, REPORT.md and bench.png (speed: SPEED.md, speed.png; "
-               "sharded: SHARDED.md, sharded.png)")
+    click.echo(json.dumps({"summary": bench.summary_line(result.rows), "rows": result.rows, "speed": speed,
+                           "sharded": sharded}, default=str) if as_json
+               else _summary(result, speed + sharded, out or bench.RESULTS))
     if result.interrupted:
         raise KeyboardInterrupt
+
+
+def _summary(result, speed: list[str], out: Path) -> str:
+    """The run in a few lines: the memory summary, failures, a changed harness, the speed and sharded lines, the
+    files."""
+    from benchmarks.bench import summary_line
+
+    rows = result.rows
+    lines = [summary_line(rows)]
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        lines.append(f"{len(failed)} configurations failed to measure or predict (see REPORT.md)")
+    if len(result.meta["harness_versions"]) > 1:
+        lines.append("warning: the harness source changed during the run; rerun to remeasure the stale results")
+    lines.append("\n".join(speed))
+    lines.append(f"wrote {out / 'bench.csv'}, REPORT.md and bench.png (speed: SPEED.md, speed.png; sharded: "
+                 "SHARDED.md, sharded.png)")
+    return "\n".join(lines)

@@ -93,7 +93,7 @@ def write_run_folder(job: runner.Launch, plan_file: str | None, force: bool) -> 
     if plan_file and job.run_dir == Path(plan_file).resolve().parent:
         emit.write_configs(job.run_dir, job.config, job.nodes, force=True)  # the configs derive from the plan
         return
-    runner.write_run_folder(job.run_dir, job.plan, job.nodes, force)
+    runner.write_run_folder(job.run_dir, job.plan, job.nodes, force, job.config)
 
 
 def reject_fixed_options(ctx: click.Context, model: str | None) -> None:

@@ -13,10 +13,12 @@ const TRAIN_FIELDS = [
   ["micro_batch", "Micro-batch", "number"], ["seq_len", "Sequence length", "number"],
   ["grad_ckpt", "Checkpointing", "switch"], ["sharding", "Sharding", "select"], ["offload", "Offload", "select"],
   ["attn", "Attention", "select"], ["lora_r", "LoRA rank", "number"], ["lora_targets", "LoRA targets", "text"],
+  ["loss", "Loss kernel", "select"], ["loop", "Training loop", "select"],
+  ["activation_offload", "Activation offload", "select"], ["interconnect", "Interconnect", "text"],
   ["global_batch", "Global batch", "number"], ["tokens", "Dataset tokens", "text"], ["prefer", "Prefer", "select"],
 ];
 const DEFAULTS = { seq_len: "2048", margin: "0.1", prefer: "balanced", method: "auto" };
-const PLAN_ONLY = ["prefer", "tokens", "epochs"];     // /api/configs and /api/timeline do not take these
+const PLAN_ONLY = ["prefer", "tokens", "epochs", "interconnect"];   // /api/configs and /api/timeline do not take these
 // What fixes a plan's configuration when it is sent back for its timeline and its files
 const PLAN_FIELDS = ["method", "precision", "optimizer", "micro_batch", "seq_len", "grad_ckpt", "attn", "sharding",
   "offload", "gpus", "nodes", "lora_r", "lora_alpha", "lora_targets", "grad_accum"];
