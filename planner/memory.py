@@ -16,9 +16,10 @@ from planner.loss import LossHead, loss_head
 from planner.config import TrainConfig
 from planner.enums import ActivationOffload, Attention, Loss, Method, Offload, Phase, Precision
 from planner.optimizers import record
-from planner.params import ParamCounts, count_params, numel, trainable_tensors
+from planner.params import ParamCounts, count_params, numel, ordered_params, trainable_tensors
 from planner.engines import Engine, clear_engine_caches, engine_for
-from planner.states import ModelStates, computes_16bit_params, deepspeed_16bit, model_states, trainable_bytes
+from planner.states import (ModelStates, computes_16bit_params, deepspeed_16bit, flat_unit_grads, model_states,
+                            trainable_bytes)
 from profiles.spec import ModelSpec
 
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",
@@ -236,10 +237,7 @@ def backward_moments(engine: Engine, acts: Activations, layers: list[int]) -> li
     its backward), a tied embedding's gradient, and the engine's last reduction."""
     spec, cfg, states, back = engine.spec, engine.cfg, engine.states, Phase.BACKWARD
     base = dict(_states(states, with_grads=False), **engine.resident(), temporary=0, logits=acts.head.kept)
-    per_layer = _layer_grad_bytes(spec, engine.counts, states)
-    # the input embedding's gradient appears only after the first layer's backward (unless tied to lm_head)
-    embedding = 0 if spec.tied_embeddings or cfg.method is not Method.FULL else _embedding_grad(spec, cfg)
-    head_grads = states.gradients - per_layer * spec.n_layer - embedding
+    per_layer, head_grads = _grad_bytes_made(spec, cfg, states)
     saved = sum(acts.layers) + acts.inputs
     moments = [Moment("loss backward", back, dict(base, activations=saved + acts.head.saved,
                                                   logits=acts.head.backward) | engine.loss_backward())]
@@ -307,10 +305,23 @@ def _shards(cfg: TrainConfig) -> int:
     return cfg.world_size if cfg.sharding.shards_grads else 1
 
 
-def _layer_grad_bytes(spec: ModelSpec, counts: ParamCounts, states: ModelStates) -> int:
-    """Gradient bytes one layer adds when its backward completes (per GPU)."""
-    per_layer = counts.adapters // spec.n_layer if counts.adapters else counts.largest_layer
-    return states.gradients * per_layer // max(counts.trainable, 1)
+def _grad_bytes_made(spec: ModelSpec, cfg: TrainConfig, states: ModelStates) -> tuple[int, int]:
+    """Gradient bytes (per GPU) one layer adds when its backward completes (the layers' mean, where they differ),
+    and those lm_head and the final norm make before the layers; the input embedding's come last (unless tied
+    to lm_head)."""
+    in_layers = head = embedding = 0
+    for p in ordered_params(spec, cfg):
+        if p.trainable and p.layer is not None:
+            in_layers += p.numel
+        elif p.trainable and p.module in ("embed", "positions") and not spec.tied_embeddings:
+            embedding += p.numel
+        elif p.trainable:
+            head += p.numel
+    if flat_unit_grads(cfg):   # FSDP1 keeps the gradient of every element of a layer with an adapter
+        in_layers = sum(p.numel for p in ordered_params(spec, cfg) if p.layer is not None)
+    total = max(in_layers + head + embedding, 1)
+    share = lambda numel: states.gradients * numel // total  # noqa: E731 - gradients are split as the elements
+    return share(in_layers) // spec.n_layer, share(head)
 
 
 def optimizer_moment(engine: Engine, acts: Activations) -> Moment:
