@@ -18,8 +18,11 @@ rank, what torch and NVML saw on a real GPU over the first training steps:
 one input format. Paged-optimizer residency is not in run reports, so it is not calibrated.
 
 Per GPU model, from every rank of every report:
-    context_bytes    = median(nvml_used_bytes - reserved_peak_bytes)   CUDA context, cuBLAS/NCCL, driver
+    context_bytes    = median(nvml_used_bytes - reserved_peak_bytes)   CUDA context, cuBLAS, driver (of the
+                       one-process runs when there are any)
     reserve_fraction = median(reserved_peak_bytes / allocated_peak_bytes - 1)   caching-allocator slack
+    communicator_bytes = the multi-process runs' median of the first, less context_bytes: NCCL's buffers
+                       (only when both one-process and multi-process runs are given)
 These are what `planner.calibration.Overhead` adds to an allocated peak. The user profile
 (`planner.calibration.user_profile_path()`, FITPLAN_CALIBRATION overrides) gets {"version": 1, "gpus":
 {gpu_key: entry}}, written atomically and merged with the entries of other GPUs. When fitplan's GPU catalog
@@ -34,7 +37,7 @@ import datetime as dt
 import hashlib
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from planner.calibration import SHIPPED, gpu_key, load_profile, user_profile_path
@@ -60,6 +63,7 @@ class Sample:
     allocated: int
     reserved: int
     nvml_used: int
+    processes: int = 1   # of the run: with more than one, NVML's used memory holds NCCL's buffers too
 
     @property
     def context(self) -> int:
@@ -140,7 +144,8 @@ def parse_run(data, path: str) -> Run:
         raise InputError(f"{path} has an empty or malformed measured.per_rank; the report is incomplete.")
     else:
         where = "measured.per_rank"
-    samples = [_sample(rank, path, f"{where}[{i}]" if where != "measured" else where, i)
+    processes = max(len(ranks), _processes(data.get("config")))
+    samples = [replace(_sample(rank, path, f"{where}[{i}]" if where != "measured" else where, i), processes=processes)
                for i, rank in enumerate(ranks)]
     gpus = sorted({s.gpu for s in samples})
     if len(gpus) > 1:
@@ -183,6 +188,14 @@ def _sample(rank, path: str, where: str, index: int) -> Sample:
     return Sample(path=path, rank=number, gpu=gpu.strip(), allocated=allocated, reserved=reserved, nvml_used=used)
 
 
+def _processes(config) -> int:
+    """GPUs x nodes of the run's config (1 when the report lacks them or garbles them)."""
+    if not isinstance(config, dict):
+        return 1
+    gpus, nodes = config.get("gpus", 1), config.get("nodes", 1)
+    return gpus * nodes if _positive_int(gpus, MAX_RANK) and _positive_int(nodes, MAX_RANK) else 1
+
+
 def _positive_int(value, limit: int = MAX_BYTES) -> bool:
     """A whole number above 0 and at most `limit` (a byte count beyond any card is a corrupt report)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit
@@ -212,8 +225,10 @@ def fit(runs: list[Run], now: dt.datetime | None = None) -> dict:
     if not runs:
         raise InputError("No run reports given; pass the run_report.json files of runs on one GPU model.")
     samples = [s for run in runs for s in run.samples]
-    contexts = [s.context for s in samples]
+    single = [s.context for s in samples if s.processes == 1]
+    contexts = single or [s.context for s in samples]   # beside NCCL's buffers when no single-GPU run was given
     fractions = [s.reserve_fraction for s in samples]
+    several = [s.context for s in samples if s.processes > 1]
     gpu = runs[0].gpu
     versions = {lib: _distinct(run.versions.get(lib) for run in runs) for lib in LIBRARIES}
     drivers = _distinct(run.driver for run in runs)
@@ -227,6 +242,8 @@ def fit(runs: list[Run], now: dt.datetime | None = None) -> dict:
         "gpu": gpu,
         "context_bytes": int(statistics.median(contexts)),
         "reserve_fraction": round(statistics.median(fractions), FRACTION_DIGITS),
+        **({"communicator_bytes": max(0, int(statistics.median(several) - statistics.median(single)))}
+           if single and several else {}),
         "runs": len(runs),
         "samples": len(samples),
         "context_bytes_range": [min(contexts), max(contexts)],

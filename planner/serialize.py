@@ -3,7 +3,7 @@ called only where output is printed or written. All sizes are bytes per GPU."""
 from __future__ import annotations
 
 from common.errors import spelled
-from planner.calibration import Overhead, communicator_bytes
+from planner.calibration import Overhead
 from planner.config import TrainConfig
 from planner.hardware import Hardware
 from planner.memory import COMPONENTS, Estimate
@@ -17,7 +17,7 @@ def per_gpu_dict(est: Estimate, overhead: Overhead) -> dict:
         "allocated_peak_bytes": allocated,
         "reserved_peak_bytes": overhead.reserved(allocated),
         "cuda_context_bytes": overhead.context_bytes,
-        "communicator_bytes": communicator_bytes(est.cfg.world_size),
+        "communicator_bytes": overhead.communicator(est.cfg.world_size),
         "paged_bytes": est.paged_bytes,
         "total_bytes": overhead.total(allocated, est.paged_bytes, est.cfg.world_size),
         "peak_phase": est.peak_phase.value,

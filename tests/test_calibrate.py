@@ -100,6 +100,21 @@ def test_calibrated_context_and_reserve_move_the_estimate_exactly(tmp_path, prof
     assert estimate("--gpu", "a100-80gb")["calibration"] == "shipped defaults (uncalibrated)"
 
 
+def test_multi_process_runs_calibrate_the_nccl_buffers(tmp_path, profile, monkeypatch, capsys):
+    """One-process runs give the context; runs of several processes give NCCL's buffers on top of it."""
+    context, nccl = 600 * MiB, 900 * MiB
+    reports = [run_report(context=context), run_report(context=context + nccl, ranks=4,
+                                                       date="2026-11-21T10:00:00+00:00")]
+    code, _, err = run_main(monkeypatch, capsys, "calibrate", *write_reports(tmp_path, reports))
+    assert code == 0, err
+    one = estimate("--gpu", "RTX 4090")["per_gpu"]
+    four = estimate("--gpu", "RTX 4090", "--gpus", "4", "--sharding", "ddp")["per_gpu"]
+    assert one["cuda_context_bytes"] == four["cuda_context_bytes"] == context
+    assert one["communicator_bytes"] == 0 and four["communicator_bytes"] == nccl
+    only_several = calib.fit(calib.read_runs([Path(p) for p in write_reports(tmp_path / "b", reports[1:])]))
+    assert "communicator_bytes" not in only_several and only_several["context_bytes"] == context + nccl
+
+
 def test_profile_format_and_provenance(tmp_path, profile):
     reports = [run_report(ranks=2, date="2026-11-20T10:00:00+00:00", driver_version="560.35.03")]
     result = calib.calibrate(write_reports(tmp_path, reports))
