@@ -322,6 +322,7 @@ def show(profile: Path | None = None) -> dict:
     return {
         "profile": str(path),
         "profile_exists": path.exists(),
+        "profile_problem": _problem(path),
         "gpus": _entries(load_profile(path)),
         "shipped": str(SHIPPED),
         "shipped_gpus": _entries(load_profile(SHIPPED)),
@@ -365,8 +366,23 @@ def result_text(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _problem(path: Path) -> str | None:
+    """Why an existing profile cannot be used (plans then fall back to the defaults), or None."""
+    from common.files import read_json
+    if not path.exists():
+        return None
+    try:
+        read_json(path, "calibration profile")
+    except InputError as err:
+        return str(err)
+    return None
+
+
 def show_text(info: dict) -> str:
-    lines = [f"calibration profile: {info['profile']}" + ("" if info["profile_exists"] else " (none yet)")]
+    state = "" if info["profile_exists"] else " (none yet)"
+    if info.get("profile_problem"):
+        state = f" (ignored, plans use the defaults: {info['profile_problem']})"
+    lines = [f"calibration profile: {info['profile']}{state}"]
     lines += _entry_lines(info["gpus"])
     lines.append(f"shipped calibration: {info['shipped']}")
     lines += _entry_lines(info["shipped_gpus"])

@@ -5,11 +5,12 @@ import json
 
 import click
 
+from cli.options import PathText
 from common.errors import InputError
 
 
 @click.command("calibrate")
-@click.argument("reports", nargs=-1, metavar="RUN_REPORTS...")
+@click.argument("reports", nargs=-1, metavar="RUN_REPORTS...", type=PathText())
 @click.option("--dry-run", is_flag=True, help="Print what would be stored; write nothing.")
 @click.option("--show", is_flag=True, help="Print the calibration in use (profile path and entries) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
