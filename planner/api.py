@@ -129,6 +129,8 @@ def choose(model: ResolvedModel, request: Request, hardware: Hardware | None, fo
         chosen = result.plans[result.recommended]
         evaluation = Evaluation(model, chosen.estimate, hardware.card.overhead, hardware, request.margin)
         return Choice(evaluation, tuple(result.warnings + _batch_warnings(request, chosen.cfg)))
+    if (result.nothing_fits or {}).get("unsupported"):   # what cannot run is refused, forced or not
+        raise UnsupportedError(result.nothing_fits["unsupported"])
     message = does_not_fit_sentence(hardware, result.nothing_fits or {})
     if not force:
         raise DoesNotFitError(message)
