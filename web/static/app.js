@@ -13,6 +13,7 @@ const TRAIN_FIELDS = [
   ["micro_batch", "Micro-batch", "number"], ["seq_len", "Sequence length", "number"],
   ["grad_ckpt", "Checkpointing", "switch"], ["sharding", "Sharding", "select"], ["offload", "Offload", "select"],
   ["attn", "Attention", "select"], ["lora_r", "LoRA rank", "number"], ["lora_targets", "LoRA targets", "text"],
+  ["loss", "Loss kernel", "select"], ["loop", "Loop", "select"], ["activation_offload", "Activation offload", "select"],
   ["global_batch", "Global batch", "number"], ["tokens", "Dataset tokens", "text"], ["prefer", "Prefer", "select"],
 ];
 const DEFAULTS = { seq_len: "2048", margin: "0.1", prefer: "balanced", method: "auto" };
