@@ -171,3 +171,14 @@ def test_oom_retries_are_bounded(tmp_path):
     report = json.loads((out / "run_report.json").read_text())
     assert report["status"] == "oom" and len(report["oom_history"]) == 2
     assert report["oom_history"][-1]["next_micro_batch"] is None
+
+
+def test_run_folders_are_ignored_by_git_wherever_they_are_made():
+    """`config` and `launch` write runs/ under the folder they run in; git never offers it for a commit."""
+    import shutil
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("runs/llama1b/plan.json", "tests/runs/x/plan.json", "examples/runs/a/run_report.json"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0, path
