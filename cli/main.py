@@ -11,7 +11,7 @@ from typing import NoReturn
 
 import click
 
-from common.errors import FitplanError, one_line
+from common.errors import FitplanError, full_stop, one_line
 
 # command name -> module that defines `command` (a click.Command)
 COMMANDS = {
@@ -78,7 +78,7 @@ def main() -> None:
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as err:
-        fail(err.format_message().rstrip(".") + ".", as_json)
+        fail(full_stop(err.format_message()), as_json)
     except FitplanError as err:
         fail(str(err), as_json)
     except KeyboardInterrupt:

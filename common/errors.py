@@ -23,6 +23,12 @@ def one_line(message: str) -> str:
     return clipped(message, 240)
 
 
+def full_stop(text: str) -> str:
+    """`text` ending as a sentence does: click's messages end in "." or "?" or nothing."""
+    text = text.rstrip()
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
 def opt(name: str) -> str:
     """A reference to the option `name` inside an error message."""
     return f"\u27e6{name}\u27e7"

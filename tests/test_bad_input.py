@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -19,6 +20,7 @@ def refused(*argv: str, says: str) -> None:
     assert code == 2, (argv, code, out, err)
     assert err.count("\n") == 1 and err.startswith("error: ") and says in err, err
     assert len(err) < 1000, err   # a pasted blob or a thousand-digit number is not echoed back whole
+    assert not re.search(r"(\?\.|[^.]\.\.)$", err.rstrip()), err   # one full stop, after click's "?" none
     assert json.loads(out) == {"error": err.removeprefix("error: ").rstrip("\n")}
 
 
@@ -81,6 +83,7 @@ def test_a_fifo_named_config_json_does_not_block(tmp_path):
     (("launch", "Llama-3.2-1B", "--data", "", "--dry-run"), "'--data': an empty path"),
     (("calibrate", ""), "an empty path"),
     (("estimate", "Llama-3.2-1B", "--plot", "/proc/fitplan-step.png"), "choose a writable path for --plot"),
+    (("fits", "--gpu", "h100x8", "--gpus", "4"), "Did you mean '--gpu'?"),
 ])
 def test_hostile_options(argv, says):
     refused(*argv, says=says)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from common.errors import FitplanError, InputError, clipped, one_line, opt, spelled
+from common.errors import FitplanError, InputError, clipped, full_stop, one_line, opt, spelled
 from common.files import parse_json
 from planner.model_input import ResolvedModel, closest_names
 
@@ -64,7 +64,7 @@ def parsed(endpoint: str, payload: dict) -> dict:
     try:   # "--" first: a value can never be read as an option; MODEL is resolved apart (model_of)
         return command.make_context(command.name, [*args, "--", "model"]).params
     except click.ClickException as err:
-        raise InputError(clipped(err.format_message()).rstrip(".") + ".") from None   # as cli.main.fail says it
+        raise InputError(full_stop(clipped(err.format_message()))) from None   # as cli.main.fail says it
 
 
 def only(payload: dict, known: tuple[str, ...], endpoint: str) -> None:
