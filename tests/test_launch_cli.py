@@ -108,10 +108,18 @@ def test_a_global_batch_that_does_not_split_is_rounded_up_with_a_warning(tmp_pat
 
 
 def test_dry_run_passes_the_users_script_and_its_args(tmp_path):
+    (tmp_path / "train.py").write_text("print('training')\n")
     done = fitplan("launch", MODEL, "--out", str(tmp_path / "run"), "--dry-run", "--",
-                   "train.py", "--epochs", "2", "--plan", "mine")
+                   "train.py", "--epochs", "2", "--plan", "mine", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("accelerate_config.yaml train.py --epochs 2 --plan mine")
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_a_missing_script_is_refused_before_anything_starts(tmp_path, dry_run):
+    done = fitplan("launch", MODEL, "--out", str(tmp_path / "run"), *dry_run, "--", "missing.py", cwd=tmp_path)
+    assert done.returncode == 2 and "error: Cannot read the training script missing.py" in done.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_plan_fixes_the_training_options(tmp_path):

@@ -56,7 +56,7 @@ def command(ctx: click.Context, model: str | None, plan_file: str | None, out_di
     """
     if plan_file:
         reject_fixed_options(ctx, model)
-    check_inputs(model_path, data)
+    check_inputs(model_path, data, ctx.meta.get("script", []))
     saved = planfile.read_plan(plan_file) if plan_file else None
     if saved and saved["launcher"] != "accelerate":
         raise InputError(f"{plan_file} asks for the {saved['launcher']} launcher; fitplan launches through "
@@ -79,13 +79,15 @@ def command(ctx: click.Context, model: str | None, plan_file: str | None, out_di
     finish(job, result, as_json)
 
 
-def check_inputs(model_path: str | None, data: str | None) -> None:
-    """The weights folder and the data must be there before anything starts."""
+def check_inputs(model_path: str | None, data: str | None, script: list[str]) -> None:
+    """The weights folder, the data and the user's script must be there before anything starts."""
     if model_path and not (Path(model_path) / "config.json").is_file():
         raise InputError(f"{opt('model_path')} {model_path} is not a model folder (it has no config.json); "
                          "give the folder you downloaded the model into.")
     if data:
         regular_file(data, "data file")
+    if script and not script[0].startswith("-"):   # `-- -m package.module` names a module, not a file
+        regular_file(script[0], "training script")
 
 
 def write_run_folder(job: runner.Launch, plan_file: str | None, force: bool) -> None:
