@@ -62,7 +62,7 @@ def write_picture(path: str | Path, figure: Callable[[], "Figure"], title: str, 
     """Draw and write the picture all at once: an existing picture is replaced, a half-written one never left."""
     fmt = plot_format(path)
     fig = figure()
-    return write_text(path, render(fig, fmt, title, data), force=True)
+    return write_text(path, render(fig, fmt, title, data), force=True, option="plot")
 
 
 def render(fig: "Figure", fmt: str, title: str, data: dict) -> str | bytes:

@@ -338,6 +338,7 @@ def show(profile: Path | None = None) -> dict:
     return {
         "profile": str(path),
         "profile_exists": path.exists(),
+        "profile_problem": _problem(path),
         "gpus": _entries(load_profile(path)),
         "shipped": str(SHIPPED),
         "shipped_gpus": _entries(load_profile(SHIPPED)),
@@ -349,6 +350,18 @@ def _entries(gpus: dict) -> dict:
     return {key: {k: entry.get(k) for k in ("gpu", "context_bytes", "reserve_fraction", "runs", "provenance",
                                             "alias_of") if k in entry}
             for key, entry in gpus.items() if isinstance(entry, dict)}
+
+
+def _problem(path: Path) -> str | None:
+    """Why an existing profile cannot be used (plans then fall back to the defaults), or None."""
+    from common.files import read_json
+    if not path.exists():
+        return None
+    try:
+        read_json(path, "calibration profile")
+    except InputError as err:
+        return str(err)
+    return None
 
 
 # -- text ------------------------------------------------------------------------------------------------

@@ -115,6 +115,8 @@ def choose(model: ResolvedModel, request: Request, hardware: Hardware | None, fo
         chosen = result.plans[result.recommended]
         evaluation = Evaluation(model, chosen.estimate, hardware.card.overhead, hardware, request.margin)
         return Choice(evaluation, tuple(result.warnings + _batch_warnings(request, chosen.cfg)))
+    if result.nothing_fits and result.nothing_fits.unsupported:   # what cannot run is refused, forced or not
+        raise UnsupportedError(result.nothing_fits.unsupported)
     message = does_not_fit_sentence(hardware, result.nothing_fits)
     if not force:
         raise DoesNotFitError(message)

@@ -7,6 +7,7 @@ from planner.calibration import Overhead
 from planner.config import TrainConfig
 from planner.hardware import Hardware
 from planner.memory import COMPONENTS, Estimate
+from planner.recommend import shown_speed
 from planner.search import NothingFits, Plan, SearchResult, usable_bytes
 from planner.timeline import Point, peak_index, timeline
 
@@ -88,7 +89,7 @@ def plan_entry(p: Plan, hw: Hardware, recommended: bool) -> dict:
         "per_gpu": per_gpu_dict(p.estimate, hw.card.overhead),
         "headroom_bytes": hw.card.memory_bytes - p.total_bytes,
         "cpu_bytes": p.estimate.cpu_bytes,
-        "tokens_per_s": round(p.speed.tokens_per_s, 1) if known else None,
+        "tokens_per_s": shown_speed(p) if known else None,
         "step_time_s": round(p.speed.step_time_s, 4) if known else None,
         "time_s": round(p.time_s, 1) if known and p.time_s is not None else None,
         "cost_usd": round(p.cost_usd, 2) if known and p.cost_usd is not None else None,

@@ -266,6 +266,14 @@ def test_an_unreadable_profile_is_not_overwritten(tmp_path, profile, monkeypatch
 
 
 # --- the shipped file, show and env -------------------------------------------------------------------------
+def test_show_says_an_unusable_profile_is_ignored(profile, monkeypatch, capsys):
+    profile.parent.mkdir(parents=True)
+    profile.write_text('{"version": 1, "gpus": {"rtx 4090": {"context_bytes": NaN}}}')
+    code, out, _ = run_main(monkeypatch, capsys, "calibrate", "--show")
+    assert code == 0 and "(ignored, plans use the defaults: The calibration profile" in out and "NaN" in out
+    assert overhead_for("RTX 4090").source == "shipped defaults (uncalibrated)"
+
+
 def test_shipped_calibration_has_no_invented_numbers_and_loads():
     data = json.loads(SHIPPED.read_text())
     assert data["version"] == 1 and data["gpus"] == {}

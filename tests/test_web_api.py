@@ -203,7 +203,8 @@ def test_malformed_bodies_are_one_sentence(page_server, body, says):
 JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=False)
                            | st.text(max_size=30), lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
-KEYS = st.sampled_from(["model", "config", "gpu", "method", "precision", "seq_len", "micro_batch", "grad_ckpt",
+KEYS = st.sampled_from(["model", "config", "gpu", "method", "precision", "seq_len", "micro_batch", "grad_ckpt", "loss",
+                        "loop", "activation_offload", "grad_accum", "interconnect",
                         "gpus", "sharding", "margin", "lora_targets", "tokens", "force", "double_quant"]) | st.text(max_size=8)
 
 
@@ -274,3 +275,23 @@ def test_the_page_shows_the_timeline_and_files_of_the_recommended_plan_itself(pa
     assert status == 200 and configs["plan"]["per_gpu"] == chosen["per_gpu"]
     assert {k: written[k] for k in ("micro_batch", "grad_accum", "global_batch")} == \
         {k: chosen[k] for k in ("micro_batch", "grad_accum", "global_batch")}
+
+
+def test_every_planning_option_of_the_commands_is_a_parameter():
+    """What the command line plans with, the API takes: a new option cannot be left off the page's API."""
+    from web import api
+    not_planning = {"as_json", "trace", "plot", "from_files", "out_dir", "main_process_ip", "main_process_port",
+                    "machine_rank", "model_path", "no_double_quant", "grad_ckpt", "model"}
+    for endpoint, command in api.COMMAND_OF.items():
+        names = {p.name for p in api.click_command(command).params} - not_planning
+        assert names <= set(api.PARAMETERS[endpoint]), (endpoint, names - set(api.PARAMETERS[endpoint]))
+
+
+def test_the_newer_options_are_the_cli_json(page_server, monkeypatch, capsys):
+    asked = {"loss": "liger", "loop": "plain", "activation_offload": "checkpoints", "grad_accum": 2}
+    status, data = post(page_server, "estimate", {"model": MODEL, "gpu": CARD, **OPTIONS, **asked})
+    assert status == 200 and data["config"]["loss"] == "liger"
+    assert data == cli_json(monkeypatch, capsys, "estimate", MODEL, "--gpu", CARD, *FLAGS, "--loss", "liger", "--loop",
+                            "plain", "--activation-offload", "checkpoints", "--grad-accum", "2")
+    status, data = post(page_server, "plan", {"model": MODEL, "gpu": "h100x8", "interconnect": "pcie"})
+    assert status == 200 and data == cli_json(monkeypatch, capsys, "plan", MODEL, "--gpu", "h100x8", "--interconnect", "pcie")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from common.errors import FitplanError, InputError, opt, spelled
+from common.errors import FitplanError, InputError, clipped, full_stop, one_line, opt, spelled
 from common.files import parse_json
 from planner.model_input import ResolvedModel, closest_names
 
@@ -34,7 +34,8 @@ SWITCHES = {"grad_ckpt": ("--grad-ckpt", "--no-grad-ckpt"), "double_quant": (Non
             "force": ("--force", None)}
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 NOT_OPTIONS = ("model", "gpu", "margin", "as_json", "trace", "plot", "global_batch", "prefer", "tokens", "epochs",
-               "interconnect", "force", "out_dir", "main_process_ip", "main_process_port", "machine_rank", "model_path")
+               "force", "out_dir", "main_process_ip", "main_process_port", "machine_rank", "model_path", "interconnect",
+               "from_files")
 MAX_NAME = 120   # characters of a model name shown back
 
 
@@ -50,7 +51,7 @@ def answer(endpoint: str, payload: dict) -> dict | list:
 
 def sentence(err: FitplanError) -> str:
     """The error as the command line says it: one line, options spelled as flags."""
-    return " ".join(err.render().split())
+    return one_line(err.render())
 
 
 # --- parameters --------------------------------------------------------------------------------------------
@@ -63,7 +64,7 @@ def parsed(endpoint: str, payload: dict) -> dict:
     try:   # "--" first: a value can never be read as an option; MODEL is resolved apart (model_of)
         return command.make_context(command.name, [*args, "--", "model"]).params
     except click.ClickException as err:
-        raise InputError(clipped(err.format_message()).rstrip(".") + ".") from None   # as cli.main.fail says it
+        raise InputError(full_stop(clipped(err.format_message()))) from None   # as cli.main.fail says it
 
 
 def only(payload: dict, known: tuple[str, ...], endpoint: str) -> None:
@@ -97,11 +98,6 @@ def boolean(key: str, value: object) -> bool:
     if text in TRUE | FALSE:
         return text in TRUE
     raise InputError(f"{opt(key)} is true or false, not {clipped(str(value))!r}.")
-
-
-def clipped(text: str, longest: int = 60) -> str:
-    """One line, with any word too long to read (a pasted blob, a thousand-digit number) cut short."""
-    return re.sub(r"\S{%d,}" % (longest + 1), lambda m: m.group()[:40] + "...", " ".join(str(text).split()))
 
 
 def click_command(name: str) -> click.Command:

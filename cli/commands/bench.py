@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from cli.options import PathText
 from common.errors import InputError
 
 
@@ -24,7 +25,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes measuring at once.")
 @click.option("--no-cache", is_flag=True, help="Measure again even where a cached measurement matches.")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out", type=PathText(file_okay=False, path_type=Path), default=None,
               help="Results folder (bench.csv, REPORT.md, bench.png, cache/). [default: benchmarks/results]")
 @click.option("--timeout", "timeout_s", type=click.IntRange(min=1), default=900, show_default=True,
               help="Seconds one configuration may take before it is recorded as failed.")

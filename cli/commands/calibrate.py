@@ -6,12 +6,13 @@ import math
 
 import click
 
+from cli.options import PathText
 from common.errors import InputError
 from common.units import gib
 
 
 @click.command("calibrate")
-@click.argument("reports", nargs=-1, metavar="RUN_REPORTS...")
+@click.argument("reports", nargs=-1, metavar="RUN_REPORTS...", type=PathText())
 @click.option("--dry-run", is_flag=True, help="Print what would be stored; write nothing.")
 @click.option("--show", is_flag=True, help="Print the calibration in use (profile path and entries) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
@@ -71,7 +72,10 @@ def result_text(result: dict) -> str:
 
 
 def show_text(info: dict) -> str:
-    lines = [f"calibration profile: {info['profile']}" + ("" if info["profile_exists"] else " (none yet)")]
+    state = "" if info["profile_exists"] else " (none yet)"
+    if info.get("profile_problem"):
+        state = f" (ignored, plans use the defaults: {info['profile_problem']})"
+    lines = [f"calibration profile: {info['profile']}{state}"]
     lines += _entry_lines(info["gpus"])
     lines.append(f"shipped calibration: {info['shipped']}")
     lines += _entry_lines(info["shipped_gpus"])

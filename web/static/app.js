@@ -297,11 +297,23 @@ const COLUMNS = [["", (p) => (p.recommended ? "*" : "")], ["method", (p) => p.me
   ["accum", (p) => p.grad_accum, true], ["batch", (p) => p.global_batch, true],
   ["need/GPU", (p) => gib(p.per_gpu.total_bytes), true], ["headroom", (p) => gib(p.headroom_bytes), true],
   ["tokens/s", (p) => number(p.tokens_per_s), true], ["time", (p) => hours(p.time_s), true],
-  ["cost", (p) => (p.cost_usd === null ? "N/A" : `$${p.cost_usd.toLocaleString("en-US")}`), true]];
+  ["cost", (p) => usd(p.cost_usd), true]];
 
+// time and cost as the command line's table shows them (cli/render.py)
 function hours(seconds) {
   if (seconds === null) return "N/A";
-  return seconds < 3600 ? `${Math.round(seconds / 60)} min` : `${(seconds / 3600).toFixed(1)} h`;
+  if (seconds < 60) return "<1 min";
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+  const h = seconds / 3600;
+  return h < 1e6 ? `${h.toLocaleString("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 })} h`
+    : `${h.toExponential(1)} h`;
+}
+
+function usd(x) {
+  if (x === null) return "N/A";
+  if (x < 0.01) return "<$0.01";
+  if (x < 1) return `$${x.toFixed(2)}`;
+  return x < 1e9 ? `$${Math.round(x).toLocaleString("en-US")}` : `$${x.toExponential(1)}`;
 }
 
 function showTable(plans) {
