@@ -18,12 +18,10 @@ import gc
 import hashlib
 import json
 import multiprocessing
-import os
 import re
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -31,6 +29,8 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from benchmarks.matrix import HALVES, BenchConfig, family
+from common.files import write_text
+from common.units import GiB, gib
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HARNESS_SOURCES = ("harness.py", "tracker.py", "fake4bit.py", "loss_kernels.py", "offload.py", "batching.py",
@@ -112,32 +112,11 @@ def load_cached(cache_dir: Path, config: BenchConfig, key: str) -> dict | None:
     return data["measurement"] if data.get("key") == key and data.get("measurement") else None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_cached(cache_dir: Path, config: BenchConfig, key: str, vers: dict, measurement: dict) -> None:
     data = {"key": key, "id": config.id, "config": config.to_dict(), "versions": vers,
             "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "measurement": measurement}
-    write_atomic(cache_dir / f"{config.id}.json", json.dumps(data, indent=1))
+    write_text(cache_dir / f"{config.id}.json", json.dumps(data, indent=1), force=True)
 
 
 # -- measuring (in worker processes) -------------------------------------------------------------------
@@ -330,7 +309,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    write_atomic(path, buf.getvalue())
+    write_text(path, buf.getvalue(), force=True)
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -402,8 +381,9 @@ def summary_line(rows: list[dict]) -> str:
 
 
 # -- report --------------------------------------------------------------------------------------------
-def gib(n) -> str:
-    return "" if n is None else f"{n / 2**30:.3f}"
+def gib_cell(n) -> str:
+    """A size in GiB for the report's tables (the unit is in the header); empty when not measured."""
+    return "" if n is None else gib(n, 3, unit=False)
 
 
 def _table(header: list[str], lines: list[list]) -> str:
@@ -463,7 +443,7 @@ def label(r: dict) -> str:
 
 def _worst_table(rows: list[dict], n: int = 10) -> str:
     worst = sorted(measured(rows), key=lambda r: -abs(r["error_pct"]))[:n]
-    lines = [[r["id"], r["half"], label(r), gib(r["measured_peak_bytes"]), gib(r["predicted_peak_bytes"]),
+    lines = [[r["id"], r["half"], label(r), gib_cell(r["measured_peak_bytes"]), gib_cell(r["predicted_peak_bytes"]),
               f"{r['error_pct']:+.2f}", r["measured_phase"], r["predicted_phase"]] for r in worst]
     return _table(["id", "half", "configuration", "measured GiB", "predicted GiB", "error %", "measured phase",
                    "predicted phase"], lines)
@@ -486,7 +466,7 @@ BENCH_NOTES = [
     "Measured on fake tensors (`device=\"fake\"`): exact live tensor bytes of the second training step, what "
     "`torch.cuda.max_memory_allocated()` would report; no CUDA context, allocator reserve or library workspaces "
     "(those need a GPU, see docs/measurement.md). The comparison is on `allocated_peak_bytes` only.",
-    "QLoRA double quantization: the NF4 stand-in (benchmarks/fake4bit.py) holds the double-quantized constants at "
+    "QLoRA double quantization: the NF4 stand-in (measure/fake4bit.py) holds the double-quantized constants at "
     "their real shapes and dtypes (uint8 absmax, fp32 absmax2 per 256 blocks, the 256-entry code2 and the offset), "
     "checked byte for byte against bitsandbytes in tests/test_harness.py; no analytic correction is applied, and the "
     "matrix measures QLoRA both with and without double quantization.",
@@ -507,23 +487,9 @@ BENCH_NOTES = [
 
 
 def report_markdown(rows: list[dict], meta: dict, notes: list[str]) -> str:
-    vers = meta.get("versions", {})
-    failures = [r for r in rows if r["status"] != "ok"]
     mixed = len(meta.get("harness_versions") or []) > 1
     parts = [
-        "# fitplan bench: predicted versus measured memory",
-        "",
-        f"- Date: {meta.get('date', '')}",
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if k != "harness")
-        + f"; Python {meta.get('python', '')}",
-        f"- Sources: git HEAD {meta.get('commit', '?')}, harness source "
-        f"{', '.join(meta.get('harness_versions') or [vers.get('harness', '?')])}, planner and catalog source "
-        f"{meta.get('planner', '?')} (predictions recomputed at report time)",
-        f"- Configurations: {len(rows)} ({meta.get('selection', 'full matrix')}); measured {len(measured(rows))}, "
-        f"failed to measure {sum(r['status'] == 'failed' for r in rows)}, from cache {sum(bool(r.get('cached')) for r in rows)}",
-        f"- Measurement time: {meta.get('measure_seconds', 0) / 60:.1f} min of harness time, "
-        f"{meta.get('wall_seconds', 0) / 60:.1f} min wall for this run",
-        "",
+        *_report_header(rows, meta),
         "```",
         summary_line(rows),
         "```",
@@ -546,6 +512,33 @@ def report_markdown(rows: list[dict], meta: dict, notes: list[str]) -> str:
         _component_table(rows),
         "",
     ]
+    return "\n".join(parts + _report_tail(rows, notes))
+
+
+def _report_header(rows: list[dict], meta: dict) -> list[str]:
+    """The title and what was measured with what: date, versions, sources, counts and time."""
+    vers = meta.get("versions", {})
+    return [
+        "# fitplan bench: predicted versus measured memory",
+        "",
+        f"- Date: {meta.get('date', '')}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if k != "harness")
+        + f"; Python {meta.get('python', '')}",
+        f"- Sources: git HEAD {meta.get('commit', '?')}, harness source "
+        f"{', '.join(meta.get('harness_versions') or [vers.get('harness', '?')])}, planner and catalog source "
+        f"{meta.get('planner', '?')} (predictions recomputed at report time)",
+        f"- Configurations: {len(rows)} ({meta.get('selection', 'full matrix')}); measured {len(measured(rows))}, "
+        f"failed to measure {sum(r['status'] == 'failed' for r in rows)}, from cache {sum(bool(r.get('cached')) for r in rows)}",
+        f"- Measurement time: {meta.get('measure_seconds', 0) / 60:.1f} min of harness time, "
+        f"{meta.get('wall_seconds', 0) / 60:.1f} min wall for this run",
+        "",
+    ]
+
+
+def _report_tail(rows: list[dict], notes: list[str]) -> list[str]:
+    """The failures, fitplan's notes, the harness's notes and the picture."""
+    parts = []
+    failures = [r for r in rows if r["status"] != "ok"]
     if failures:
         parts += ["## Failures", "",
                   _table(["id", "configuration", "status", "message"],
@@ -555,7 +548,7 @@ def report_markdown(rows: list[dict], meta: dict, notes: list[str]) -> str:
     parts += ["", "Notes from the harness (stand-ins and conventions; N: a per-model count):", ""]
     parts += [f"- {n}" for n in normalise_notes(notes)]
     parts += ["", "![predicted vs measured](bench.png)", ""]
-    return "\n".join(parts)
+    return parts
 
 
 def write_plot(rows: list[dict], path: Path) -> None:
@@ -567,11 +560,11 @@ def write_plot(rows: list[dict], path: Path) -> None:
     ax = axes[0]
     colors = {"full": "tab:red", "lora": "tab:blue", "qlora": "tab:green"}
     for method, color in colors.items():
-        pts = [(r["measured_peak_bytes"] / 2**30, r["predicted_peak_bytes"] / 2**30) for r in ok if r["method"] == method]
+        pts = [(r["measured_peak_bytes"] / GiB, r["predicted_peak_bytes"] / GiB) for r in ok if r["method"] == method]
         if pts:
             ax.scatter(*zip(*pts), s=14, alpha=0.7, color=color, label=method)
     if ok:
-        values = [r[k] / 2**30 for r in ok for k in ("measured_peak_bytes", "predicted_peak_bytes")]
+        values = [r[k] / GiB for r in ok for k in ("measured_peak_bytes", "predicted_peak_bytes")]
         lo, hi = min(values) / 1.5, max(values) * 1.5
         ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
     ax.set(xscale="log", yscale="log", xlabel="measured allocated peak (GiB)", ylabel="predicted (GiB)",
@@ -584,11 +577,11 @@ def write_plot(rows: list[dict], path: Path) -> None:
     _boxes(axes[2], list(comps.values()), list(comps), "component error, % of measured peak\n(at the measured phase)")
     axes[2].tick_params(axis="x", rotation=45)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    import io
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
+    write_text(path, png.getvalue(), force=True)
 
 
 def _boxes(ax, data: list[list[float]], names: list[str], title: str) -> None:
@@ -603,7 +596,7 @@ def _boxes(ax, data: list[list[float]], names: list[str], title: str) -> None:
 
 def write_outputs(rows: list[dict], out: Path, meta: dict, notes: list[str]) -> None:
     write_csv(rows, out / "bench.csv")
-    write_atomic(out / "REPORT.md", report_markdown(rows, meta, notes))
+    write_text(out / "REPORT.md", report_markdown(rows, meta, notes), force=True)
     write_plot(rows, out / "bench.png")
 
 
@@ -625,35 +618,9 @@ def run(configs: list[BenchConfig], out: Path = RESULTS, jobs: int = 1, use_cach
     """Measure (or load) and predict every config, then write bench.csv, REPORT.md and bench.png to `out`."""
     start, vers, cache_dir = time.monotonic(), versions(), out / "cache"
     results = {c.id: Result(c) for c in configs}
-    keys = {c.id: cache_key(c, vers) for c in configs}
-    todo = []
-    for c in configs:
-        cached = load_cached(cache_dir, c, keys[c.id]) if use_cache else None
-        if cached:
-            results[c.id].measurement, results[c.id].cached = cached, True
-        else:
-            todo.append(c)
+    todo = _load_cache(results, cache_dir, vers) if use_cache else list(configs)
     bar = _progress(len(configs), len(configs) - len(todo), progress)
-    for c in configs:
-        if results[c.id].cached:
-            results[c.id].harness = vers["harness"]
-    interrupted, outcomes = False, Workers(jobs, timeout_s).run([(c.id, c.to_dict()) for c in todo])
-    try:
-        for cid, outcome in outcomes:
-            result = results[cid]
-            result.measurement, result.error = outcome["measurement"], outcome["error"]
-            result.harness = outcome.get("harness", vers["harness"])
-            if result.measurement:
-                measured_with = {**vers, "harness": result.harness}
-                save_cached(cache_dir, result.config, cache_key(result.config, measured_with), measured_with,
-                            result.measurement)
-            bar.set_postfix_str(("FAILED " if result.error else "") + result.config.label()[:60], refresh=False)
-            bar.update(1)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        outcomes.close()   # ends the workers now, also on Ctrl-C
-        bar.close()
+    interrupted = _measure_into(results, todo, cache_dir, vers, Workers(jobs, timeout_s), bar)
     done = [r for r in results.values() if r.measurement or r.error]
     for result in done:
         _predict_into(result)
@@ -670,11 +637,54 @@ def run(configs: list[BenchConfig], out: Path = RESULTS, jobs: int = 1, use_cach
     return bench
 
 
+def _load_cache(results: dict[str, Result], cache_dir: Path, vers: dict) -> list[BenchConfig]:
+    """Fill the results the cache holds (measured by these versions); the configs left to measure."""
+    todo = []
+    for result in results.values():
+        cached = load_cached(cache_dir, result.config, cache_key(result.config, vers))
+        if cached:
+            result.measurement, result.cached, result.harness = cached, True, vers["harness"]
+        else:
+            todo.append(result.config)
+    return todo
+
+
+def _measure_into(results: dict[str, Result], todo: list[BenchConfig], cache_dir: Path, vers: dict,
+                  workers: Workers, bar) -> bool:
+    """Measure `todo` in the workers, caching each measurement; whether Ctrl-C cut the run short."""
+    interrupted, outcomes = False, workers.run([(c.id, c.to_dict()) for c in todo])
+    try:
+        for cid, outcome in outcomes:
+            result = results[cid]
+            result.measurement, result.error = outcome["measurement"], outcome["error"]
+            result.harness = outcome.get("harness", vers["harness"])
+            if result.measurement:
+                measured_with = {**vers, "harness": result.harness}
+                save_cached(cache_dir, result.config, cache_key(result.config, measured_with), measured_with,
+                            result.measurement)
+            bar.set_postfix_str(("FAILED " if result.error else "") + result.config.label()[:60], refresh=False)
+            bar.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        outcomes.close()   # ends the workers now, also on Ctrl-C
+        bar.close()
+    return interrupted
+
+
 def speed_section(out: Path = RESULTS) -> list[str]:
     """The speed report (benchmarks/speed.py) next to the memory one: SPEED.md, speed.csv, speed.png; its
     summary lines, one per half and one for the independent check."""
     from benchmarks import speed
     return speed.report(speed.all_rows(), out)
+
+
+def sharded_section(out: Path = RESULTS) -> list[str]:
+    """The sharded-memory report (benchmarks/sharded.py): the committed per-rank measurements of real DDP, ZeRO
+    and FSDP runs against the planner, into SHARDED.md, sharded.csv, sharded.png; its summary line."""
+    from benchmarks import sharded
+    records = json.loads(sharded.OUT.read_text(encoding="utf-8"))["records"]
+    return sharded.report(records, out)
 
 
 def _predict_into(result: Result) -> None:

@@ -1,6 +1,6 @@
 """Builds benchmarks/data/throughput.csv, the published training-throughput runs the speed model is judged on,
-from the collected tables (/work/notes/throughput/published_runs_extended.csv: torchtitan, llm-foundry, the
-IBM/PyTorch FSDP blog and fms-fsdp; their README explains every column and caveat).
+from the collected tables (benchmarks/data/published_runs.csv: torchtitan, llm-foundry, the IBM/PyTorch FSDP
+blog and fms-fsdp; each row names its source_url, the table it came from in source_detail, and caveats in notes).
 
 Cleaning, in order (each dropped row is listed in throughput_excluded.csv with why):
 - superseded tables (llm-foundry's 2023-07 A100 tables, re-measured in 2024-01; fms-fsdp's draft) and runs
@@ -19,8 +19,8 @@ import csv
 import random
 from pathlib import Path
 
-SOURCE = Path("/work/notes/throughput/published_runs_extended.csv")
 DATA = Path(__file__).resolve().parent / "data"
+SOURCE = DATA / "published_runs.csv"
 OUT, EXCLUDED = DATA / "throughput.csv", DATA / "throughput_excluded.csv"
 SPLIT_SEED = 20240321         # the halves: random.Random(SPLIT_SEED).shuffle of the sorted ids, first half tune
 DROPPED_SOURCES = {"llmfoundry_bench_2023-07_superseded": "superseded by the 2024-01 re-measurement",

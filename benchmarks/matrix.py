@@ -4,8 +4,8 @@ Catalog models from 0.35B to 70B in four size tiers. Every model of a tier runs 
 families can be compared on the same settings; bigger tiers use shorter sequences (a fake-tensor step
 costs time per operator, and 70B full fine-tuning at long sequences would only repeat what 7B shows).
 
-Exceptions, each explained where it is made: Gemma-2 runs eager attention everywhere, GPT-2 skips QLoRA, and the
-MoE models add two bf16-true cells.
+Exceptions, each explained where it is made: Gemma-2 and DeepSeek-V3 run eager attention everywhere, GPT-2 skips
+QLoRA, the older MoE models add two bf16-true cells and the 2025 MoE models run bf16-true cells only.
 
 Each configuration has a stable id (a hash of its fields) and a half, "tune" or "holdout", drawn from
 that id with a seed fixed here, before any calibration: a config keeps its half when others are added.
@@ -130,19 +130,36 @@ HUGE_RECIPES: list[Recipe] = [
     ("full", "bf16-true", "sgd", 1, 512, False, "sdpa", True),
 ]
 
+# The 2025 MoE models run only what transformers can train them with: bf16-true experts (grouped_mm, bf16 only;
+# Llama-4's batched matmuls would take fp32, but the planner keeps every MoE model to bf16-true), no QLoRA
+MOE_2025_RECIPES: list[Recipe] = [
+    ("lora", "bf16-true", "adamw", 1, 1024, True, "sdpa", True),
+    ("lora", "bf16-true", "sgd", 2, 512, False, "sdpa", True),
+    ("full", "bf16-true", "sgd", 1, 256, False, "eager", True),
+]
+
 TIERS: list[tuple[list[str], list[Recipe]]] = [
     # ~0.3-3B; tied embeddings: Llama-3.2-1B, Qwen2.5-0.5B/1.5B, gemma-2b, gemma-2-2b, gpt2-medium
     (["meta-llama/Llama-3.2-1B", "Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-1.5B", "google/gemma-2b",
       "google/gemma-2-2b", "microsoft/phi-2", "EleutherAI/pythia-1b", "allenai/OLMo-2-0425-1B",
-      "openai-community/gpt2-medium"], SMALL_RECIPES),
+      "openai-community/gpt2-medium",
+      # 2025: gemma-3 (5 sliding : 1 full layers), SmolLM3 (NoPE layers), Phi-4-mini (3/4 rotary, tied)
+      "google/gemma-3-270m", "HuggingFaceTB/SmolLM3-3B", "microsoft/Phi-4-mini-instruct"], SMALL_RECIPES),
     # ~4-8B
     (["Qwen/Qwen3-4B", "meta-llama/Llama-2-7b-hf", "mistralai/Mistral-7B-v0.1", "meta-llama/Llama-3.1-8B",
-      "microsoft/Phi-3-mini-4k-instruct"], MEDIUM_RECIPES),
+      "microsoft/Phi-3-mini-4k-instruct",
+      # 2025: OLMo-3 (sliding and full layers, fp32 rotary), Ministral-8B
+      "allenai/Olmo-3-1025-7B", "mistralai/Ministral-8B-Instruct-2410"], MEDIUM_RECIPES),
     # ~14-47B, two MoE
     (["Qwen/Qwen2.5-14B", "01-ai/Yi-34B", "Qwen/Qwen2.5-32B", "mistralai/Mixtral-8x7B-v0.1",
-      "Qwen/Qwen3-30B-A3B"], LARGE_RECIPES),
+      "Qwen/Qwen3-30B-A3B",
+      # 2025: Mistral-Small-24B (q narrower than hidden), Seed-OSS-36B (dropout masks)
+      "mistralai/Mistral-Small-24B-Base-2501", "ByteDance-Seed/Seed-OSS-36B-Instruct"], LARGE_RECIPES),
     # 70B
     (["meta-llama/Llama-2-70b-hf", "meta-llama/Llama-3.1-70B"], HUGE_RECIPES),
+    # 2025 MoE, 21-671B: sinks and biased experts, every-expert routing with NoPE, DeltaNet with gated attention, MLA
+    (["openai/gpt-oss-20b", "meta-llama/Llama-4-Scout-17B-16E", "Qwen/Qwen3-Next-80B-A3B-Instruct",
+      "deepseek-ai/DeepSeek-V3"], MOE_2025_RECIPES),
 ]
 
 
@@ -203,10 +220,13 @@ def matrix() -> list[BenchConfig]:
     out = []
     for models, recipes in TIERS:
         for model in models:
-            # attention soft-capping (Gemma-2): transformers refuses SDPA, so users run eager at any length
+            # attention soft-capping (Gemma-2): transformers refuses SDPA, so users run eager at any length;
+            # MLA (DeepSeek-V3): the CPU's SDPA falls back to its fp32 math kernel for q/k heads wider than v,
+            # where CUDA runs the memory-efficient kernel the planner models, so the harness measures eager
             spec = from_name(model)
-            eager_only = spec.attn_softcap is not None
-            for method, precision, optimizer, mb, seq, ckpt, attn, dq in recipes + (MOE_RECIPES if spec.is_moe else []):
+            eager_only = spec.attn_softcap is not None or spec.is_mla
+            extra = MOE_RECIPES if spec.is_moe and recipes is not MOE_2025_RECIPES else []
+            for method, precision, optimizer, mb, seq, ckpt, attn, dq in recipes + extra:
                 if method == "qlora" and model in NO_QLORA:
                     continue
                 attn = "eager" if eager_only else attn

@@ -9,11 +9,16 @@ to say whether the libraries could. Writes benchmarks/results/sharded/measured.j
 Usage: python -m benchmarks.sharded [--only TEXT] [--resume] [--out FILE]
        python -m benchmarks.sharded --summary      (the results as a markdown table)
        python -m benchmarks.sharded --compare      (the planner's estimates beside them)
+       python -m benchmarks.sharded --report       (SHARDED.md, sharded.csv, sharded.png: measured against
+                                                    predicted per rank; also a section of `fitplan bench`)
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import os
+import statistics
 import datetime as _dt
 import hashlib
 import json
@@ -187,6 +192,106 @@ def compare(records: list[dict]) -> str:
     return "\n".join(rows)
 
 
+# -- the report: measured against predicted, per rank -------------------------------------------------
+WITHIN, UNDER = 3.0, 2.0   # the targets (%): every rank within 3%, none under-predicted by more than 2%
+CSV_COLUMNS = ("id", "cell", "model", "engine", "method", "precision", "processes", "grad_accum", "rank",
+               "measured_peak_bytes", "predicted_peak_bytes", "error_pct", "measured_phase", "predicted_phase")
+
+
+def rank_rows(records: list[dict]) -> list[dict]:
+    """One row per rank of every measured cell: its peak against the planner's allocated peak."""
+    from planner.memory import estimate
+    rows = []
+    for r in (r for r in records if r["status"] == "measured"):
+        cfg = TrainConfig.from_dict(r["config"])
+        planned = estimate(from_name(r["model"], **r["overrides"]), cfg)
+        for rank in r["ranks"]:
+            rows.append({"id": r["id"], "cell": r["name"], "model": r["model"], "engine": cfg.sharding.value,
+                         "method": cfg.method.value, "precision": cfg.precision.value, "processes": r["processes"],
+                         "grad_accum": cfg.grad_accum, "rank": rank["rank"], "measured_peak_bytes": rank["peak_bytes"],
+                         "predicted_peak_bytes": planned.allocated_peak_bytes,
+                         "error_pct": round(100 * (planned.allocated_peak_bytes / rank["peak_bytes"] - 1), 2),
+                         "measured_phase": rank["peak_phase"], "predicted_phase": planned.peak_phase.value})
+    return rows
+
+
+def summary_line(rows: list[dict]) -> str:
+    errors = [r["error_pct"] for r in rows]
+    if not errors:
+        return "sharded: no measured cell"
+    cells_ = len({r["id"] for r in rows})
+    under = sum(e < -UNDER for e in errors)
+    within = sum(abs(e) <= WITHIN for e in errors)
+    return (f"sharded: {cells_} cells, {len(errors)} ranks: median |error| {statistics.median(map(abs, errors)):.2f}%, "
+            f"max |error| {max(map(abs, errors)):.2f}%, within {WITHIN:.0f}%: {within}/{len(errors)}, "
+            f"under-predicted by >{UNDER:.0f}%: {under}")
+
+
+def report(records: list[dict], out: Path) -> list[str]:
+    """Write SHARDED.md, sharded.csv and sharded.png to `out`; return the summary lines."""
+    rows = rank_rows(records)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "sharded.csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "SHARDED.md").write_text(markdown(rows, records), encoding="utf-8")
+    write_plot(rows, out / "sharded.png")
+    return [summary_line(rows)]
+
+
+def _group_stats(rows: list[dict]) -> list[str]:
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["engine"], r["method"], r["processes"]), []).append(r["error_pct"])
+    out = ["| engine | method | processes | ranks | median error | min | max |", "|---|---|---:|---:|---:|---:|---:|"]
+    for (engine, method, processes), errors in sorted(groups.items(), key=lambda kv: (ENGINES.index(kv[0][0]), kv[0][1:])):
+        out.append(f"| {engine} | {method} | {processes} | {len(errors)} | {statistics.median(errors):+.2f}% | "
+                   f"{min(errors):+.2f}% | {max(errors):+.2f}% |")
+    return out
+
+
+def markdown(rows: list[dict], records: list[dict]) -> str:
+    worst = sorted(rows, key=lambda r: -abs(r["error_pct"]))[:10]
+    kib = lambda n: f"{n / 1024:,.0f}"  # noqa: E731
+    lines = ["# fitplan bench: sharded memory per rank, predicted versus measured", "",
+             "Real training steps of DDP, DeepSpeed ZeRO-1/2/3, FSDP1 and FSDP2 on CPU ranks (gloo), launched from "
+             "the configs fitplan emits, with each rank's live bytes tracked (benchmarks/sharded.py, "
+             "launch/sharded_memory.py); each rank's step-2 peak against the planner's allocated peak "
+             "(`planner.memory.estimate`). CUDA-only memory (NCCL's buffers, the context, the allocator's cache) "
+             "is outside both and planned separately (docs/sharded-memory.md).", "", "```", summary_line(rows), "```", "",
+             "## By engine, method and processes", "", *_group_stats(rows), "",
+             "## Largest errors", "", "| cell | rank | measured KiB | predicted KiB | error |", "|---|---:|---:|---:|---:|",
+             *(f"| {r['cell']} | {r['rank']} | {kib(r['measured_peak_bytes'])} | {kib(r['predicted_peak_bytes'])} | "
+               f"{r['error_pct']:+.2f}% |" for r in worst), "",
+             "## Not measured", "", *(f"- {r['name']}: {r['status']}: {r['reason']}" for r in records
+                                      if r["status"] != "measured"), "",
+             "![predicted vs measured per rank](sharded.png)", ""]
+    return "\n".join(lines)
+
+
+def write_plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(11, 5))
+    names = [e for e in ENGINES if any(r["engine"] == e for r in rows)]
+    for offset, method in zip((-0.2, 0, 0.2), ("full", "lora", "qlora")):
+        pts = [(names.index(r["engine"]) + offset, r["error_pct"]) for r in rows if r["method"] == method]
+        if pts:
+            ax.scatter(*zip(*pts), s=16, alpha=0.7, label=method)
+    ax.set_xticks(range(len(names)), names)
+    for y, style in ((0, "-"), (WITHIN, ":"), (-UNDER, ":")):
+        ax.axhline(y, color="k" if y == 0 else "tab:red", lw=0.8, ls=style)
+    ax.set(ylabel="error % per rank (predicted / measured - 1)", title=summary_line(rows))
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sharded", description=__doc__.split("\n")[0])
     parser.add_argument("--only", help="measure only cells whose name contains this text")
@@ -194,8 +299,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--summary", action="store_true", help="print --out as a markdown table and stop")
     parser.add_argument("--compare", action="store_true", help="print the planner's estimates beside --out and stop")
+    parser.add_argument("--report", action="store_true",
+                        help="write SHARDED.md, sharded.csv and sharded.png next to --out from its records and stop")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.report:
+        print("\n".join(report(json.loads(out.read_text())["records"], out.parent.parent)))
+        return
     if args.summary or args.compare:
         print((summary if args.summary else compare)(json.loads(out.read_text())["records"]))
         return

@@ -21,7 +21,7 @@ import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from planner import gemm, layer_costs, perf
+from planner import layer_costs, perf
 from planner import rates as rates_module
 from planner.config import TrainConfig
 from planner.hardware import Card
@@ -206,8 +206,7 @@ def set_constants(values: dict[str, float]) -> None:
             rates_module.MATMUL_IN_TRAINING[name] = value
         else:
             setattr(perf if name == "OVERLAP_TAX" else rates_module, name, value)
-    gemm._gemm_seconds.cache_clear()
-    layer_costs._costs.cache_clear()
+    layer_costs.clear_cache()
 
 
 def fit() -> tuple[dict[str, float], float]:

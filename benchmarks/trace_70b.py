@@ -13,6 +13,8 @@ import json
 import sys
 import time
 
+from common.units import gib
+
 MODEL = "meta-llama/Llama-2-70b-hf"
 
 
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    from benchmarks import harness  # noqa: F401
+    from measure import harness  # noqa: F401
     imported = time.perf_counter()
     from planner.config import TrainConfig
     from measure.trace import trace_estimate
@@ -41,13 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    gib = 2**30
-    print(f"{MODEL} LoRA seq 512 b 1: {result['source']}, peak {result['traced_allocated_peak_bytes'] / gib:.2f} GiB "
+    print(f"{MODEL} LoRA seq 512 b 1: {result['source']}, peak {gib(result['traced_allocated_peak_bytes'])} "
           f"in {data['per_gpu']['peak_phase']}")
     print(f"  imports {result['import_s']} s, trace {result['trace_s']} s (harness {result['harness_s']} s), "
           f"total {result['total_s']} s wall, {result['cpu_s']} s CPU (wall exceeds CPU when other work shares the cores)")
     if result["difference_pct"] is not None:
-        print(f"  analytic {result['analytic_allocated_peak_bytes'] / gib:.2f} GiB, {result['difference_pct']:+.2f} %")
+        print(f"  analytic {gib(result['analytic_allocated_peak_bytes'])}, {result['difference_pct']:+.2f} %")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import NoReturn
 
 import click
 
-from common.errors import FitplanError
+from common.errors import FitplanError, full_stop, one_line
 
 # command name -> module that defines `command` (a click.Command)
 COMMANDS = {
@@ -62,7 +62,7 @@ def cli() -> None:
 
 def fail(message: str, as_json: bool) -> NoReturn:
     """Report a user mistake: one sentence on stderr (and JSON on stdout with --json), exit 2."""
-    message = " ".join(message.split())   # one line, whatever the input quoted inside it held
+    message = one_line(message)
     if as_json:
         click.echo(json.dumps({"error": message}))
     click.echo(f"error: {message}", err=True)
@@ -78,7 +78,7 @@ def main() -> None:
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as err:
-        fail(err.format_message().rstrip(".") + ".", as_json)
+        fail(full_stop(err.format_message()), as_json)
     except FitplanError as err:
         fail(str(err), as_json)
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ from typing import Callable
 import click
 from click.core import ParameterSource
 
-from common.errors import InputError, flag, spelled
+from common.errors import InputError, flag, opt, spelled
 from common.units import parse_count
 from planner.api import DEFAULT_MARGIN
 from planner.activations import attention_kernel
@@ -42,6 +42,9 @@ _CHOICES = [
     ("--activation-offload", ActivationOffload.values(),
      "Saved activations to CPU memory: all of them, or each checkpointed layer's input. [default: none]"),
 ]
+
+NO_MODEL = ("Name a model: a catalog name (`fitplan models` lists them), a local config.json or model folder, or a "
+            f"training config with {opt('from')}.")
 
 
 class Finite(click.ParamType):
@@ -76,6 +79,15 @@ class Count(click.ParamType):
             self.fail(str(err), param, ctx)
 
 
+class PathText(click.Path):
+    """A path as typed; "" is a mistake (a variable that was never set), not the default nor the current folder."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path; give one, or leave the option out", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def whole(low: int, high: int) -> click.IntRange:
     return click.IntRange(low, high)
 
@@ -88,7 +100,7 @@ GRAD_ACCUM_OPTION = click.option(
     help="Micro-batches per optimizer step; every one after the first starts with the gradients of those before "
          "still in memory. [default: 1]")
 
-PLOT_OPTION = click.option("--plot", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+PLOT_OPTION = click.option("--plot", type=PathText(dir_okay=False), default=None, metavar="FILE",
                            help="Also draw the answer into FILE: .png, .svg or .html (self-contained); an "
                                 "existing picture is replaced.")
 
@@ -128,7 +140,7 @@ def train_options(func: Callable) -> Callable:
 LAUNCH_OPTIONS = [
     click.option("--global-batch", type=whole(1, 100_000_000),
                  help="Sequences per optimizer step, all GPUs (sets grad_accum)."),
-    click.option("--out", "out_dir", type=click.Path(file_okay=False),
+    click.option("--out", "out_dir", type=PathText(file_okay=False),
                  help="Folder for plan.json and the launcher configs."),
     click.option("--force", is_flag=True, help="Overwrite existing files in --out."),
     click.option("--main-process-ip", help="Address of node 0 (multi-node runs)."),
@@ -190,7 +202,7 @@ def request_from_options(model: ResolvedModel, options: dict, fallback: dict | N
 
 # --- --from FILE: the training configs a person already has ---------------------------------------------------
 FROM_OPTION = click.option(
-    "--from", "from_files", multiple=True, metavar="FILE",
+    "--from", "from_files", multiple=True, metavar="FILE", type=PathText(dir_okay=False),
     help="Read the configuration from a training config (axolotl or LLaMA-Factory YAML, TRL / Trainer arguments) "
          "and/or an Accelerate YAML or DeepSpeed JSON; repeat for several. Options given here override the files.")
 # The options that carry a TrainConfig field of the same name; the rest of what files set goes in as fallback.

@@ -62,7 +62,7 @@ def write_picture(path: str | Path, figure: Callable[[], "Figure"], title: str, 
     """Draw and write the picture all at once: an existing picture is replaced, a half-written one never left."""
     fmt = plot_format(path)
     fig = figure()
-    return write_text(path, render(fig, fmt, title, data), force=True)
+    return write_text(path, render(fig, fmt, title, data), force=True, option="plot")
 
 
 def render(fig: "Figure", fmt: str, title: str, data: dict) -> str | bytes:
@@ -95,7 +95,8 @@ def _figure(width: float, height: float) -> "Figure":
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def gib(value: float) -> float:
+def in_gib(value: float) -> float:
+    """Bytes as a number of GiB (an axis value; `common.units.gib` writes sizes as text)."""
     return value / GiB
 
 
@@ -140,7 +141,7 @@ def _stack(ax, points: list[dict], edges: list[float]) -> None:
     """Each component a band on the ones below it, flat over each moment (memory holds until the next)."""
     below = [0.0] * len(points)
     for name in COMPONENTS:
-        values = [gib(p["components"][name]) for p in points]
+        values = [in_gib(p["components"][name]) for p in points]
         if not any(values):
             continue
         above = [b + v for b, v in zip(below, values)]
@@ -184,9 +185,9 @@ def _phase_bands(ax, points: list[dict], edges: list[float]) -> None:
 
 def _timeline_top(data: dict, measured: dict | None) -> float:
     """The height the picture needs, in GiB: the card too, unless it would flatten the step to a sliver."""
-    needed = gib(max([data["per_gpu"]["total_bytes"], data["timeline"]["peak"]["allocated_bytes"],
+    needed = in_gib(max([data["per_gpu"]["total_bytes"], data["timeline"]["peak"]["allocated_bytes"],
                       *(measured or {}).values()]))
-    card = gib(data["gpu"]["memory_bytes"]) if "gpu" in data else 0.0
+    card = in_gib(data["gpu"]["memory_bytes"]) if "gpu" in data else 0.0
     return max(card, needed) if card <= 2.5 * needed else needed
 
 
@@ -194,20 +195,20 @@ def _reference_lines(ax, data: dict, top: float) -> None:
     """The card and the usable line (when a card is known), and what the allocator and CUDA add on the peak."""
     per_gpu = data["per_gpu"]
     if "gpu" in data:
-        card, usable = gib(data["gpu"]["memory_bytes"]), gib(data["usable_bytes"])
+        card, usable = in_gib(data["gpu"]["memory_bytes"]), in_gib(data["usable_bytes"])
         above = " (above the picture)"
         ax.axhline(card, color=INK, linewidth=1.6, label=f"card: {card:.1f} GiB" + (above if card > top else ""))
         ax.axhline(usable, color=INK, linewidth=1.2, linestyle="--",
                    label=f"usable: {usable:.1f} GiB ({data['margin']:.0%} kept free)" + (above if usable > top else ""))
-    ax.axhline(gib(per_gpu["reserved_peak_bytes"]), color=MUTED, linewidth=1, linestyle="-.",
-               label=f"peak + allocator reserve: {gib(per_gpu['reserved_peak_bytes']):.1f} GiB")
-    extra = " + paged states" if per_gpu["paged_bytes"] else ""
-    ax.axhline(gib(per_gpu["total_bytes"]), color=MUTED, linewidth=1.2, linestyle=":",
-               label=f"+ CUDA context{extra} = total: {gib(per_gpu['total_bytes']):.1f} GiB")
+    ax.axhline(in_gib(per_gpu["reserved_peak_bytes"]), color=MUTED, linewidth=1, linestyle="-.",
+               label=f"peak + allocator reserve: {in_gib(per_gpu['reserved_peak_bytes']):.1f} GiB")
+    extra = (" + NCCL buffers" if per_gpu.get("communicator_bytes") else "") + (" + paged states" if per_gpu["paged_bytes"] else "")
+    ax.axhline(in_gib(per_gpu["total_bytes"]), color=MUTED, linewidth=1.2, linestyle=":",
+               label=f"+ CUDA context{extra} = total: {in_gib(per_gpu['total_bytes']):.1f} GiB")
 
 
 def _mark_peak(ax, peak: dict, edges: list[float]) -> None:
-    x, y = (edges[peak["index"]] + edges[peak["index"] + 1]) / 2, gib(peak["allocated_bytes"])
+    x, y = (edges[peak["index"]] + edges[peak["index"] + 1]) / 2, in_gib(peak["allocated_bytes"])
     ax.plot([x], [y], marker="v", color=INK, markersize=8, zorder=5, linestyle="none")
     right, low = x < edges[-1] / 2, y < 0.55 * ax.get_ylim()[1]   # the label on the sides with room
     ax.annotate(f"peak {y:.2f} GiB allocated\nin {PHASE_NAMES.get(peak['phase'], peak['phase'])} ({peak['step']})",
@@ -223,7 +224,7 @@ def _measured_phases(ax, points: list[dict], edges: list[float], measured: dict)
     for phase, first, last in _phase_spans(points):
         if phase not in measured:
             continue
-        y, left, right = gib(measured[phase]), edges[first], edges[last + 1]
+        y, left, right = in_gib(measured[phase]), edges[first], edges[last + 1]
         ax.hlines(y, left, right, colors=INK, linewidth=2.4, zorder=6,
                   label=None if labelled else "measured phase peak (trace)")
         ax.plot([(left + right) / 2], [y], marker="D", color=INK, markersize=5, zorder=6, linestyle="none")
@@ -249,7 +250,7 @@ def _top(ax) -> float:
 # --- the candidate plans ---------------------------------------------------------------------------------
 
 OVERHEADS = (("allocator reserve", "#FFFFFF", "////"), ("CUDA context", "#FFFFFF", "...."),
-             ("paged optimizer states", "#FFFFFF", "xxxx"))
+             ("NCCL buffers", "#FFFFFF", "----"), ("paged optimizer states", "#FFFFFF", "xxxx"))
 
 
 def plans_figure(data: dict) -> "Figure":
@@ -264,9 +265,9 @@ def plans_figure(data: dict) -> "Figure":
         return fig
     _plan_bars(ax, plans)
     gpu = data["hardware"]["gpus"][0]
-    ax.axhline(gib(gpu["memory_bytes"]), color=INK, linewidth=1.6, label=f"card: {gib(gpu['memory_bytes']):.1f} GiB")
-    ax.axhline(gib(data["usable_bytes"]), color=INK, linewidth=1.2, linestyle="--",
-               label=f"usable: {gib(data['usable_bytes']):.1f} GiB ({data['margin']:.0%} kept free)")
+    ax.axhline(in_gib(gpu["memory_bytes"]), color=INK, linewidth=1.6, label=f"card: {in_gib(gpu['memory_bytes']):.1f} GiB")
+    ax.axhline(in_gib(data["usable_bytes"]), color=INK, linewidth=1.2, linestyle="--",
+               label=f"usable: {in_gib(data['usable_bytes']):.1f} GiB ({data['margin']:.0%} kept free)")
     ax.set_xticks(range(len(plans)), [plan_label(p) for p in plans], fontsize=8)
     for tick, plan in zip(ax.get_xticklabels(), plans):
         tick.set_fontweight("bold" if plan["recommended"] else "normal")
@@ -285,7 +286,7 @@ def _outline_recommended(ax, plans: list[dict]) -> None:
     """A heavy outline around the recommended plan's whole bar."""
     for i, plan in enumerate(plans):
         if plan["recommended"]:
-            ax.bar([i], [gib(plan["per_gpu"]["total_bytes"])], 0.62, fill=False, edgecolor=INK, linewidth=2.2)
+            ax.bar([i], [in_gib(plan["per_gpu"]["total_bytes"])], 0.62, fill=False, edgecolor=INK, linewidth=2.2)
 
 
 def plan_label(plan: dict) -> str:
@@ -299,12 +300,12 @@ def _plan_bars(ax, plans: list[dict]) -> None:
     x = list(range(len(plans)))
     bottom = [0.0] * len(plans)
     for name in COMPONENTS:
-        heights = [gib(p["per_gpu"]["components"][name]) for p in plans]
+        heights = [in_gib(p["per_gpu"]["components"][name]) for p in plans]
         if any(heights):
             ax.bar(x, heights, 0.62, bottom=bottom, color=PALETTE[name], label=LABELS[name])
             bottom = [b + h for b, h in zip(bottom, heights)]
-    for (label, face, hatch), key in zip(OVERHEADS, ("reserve", "context", "paged")):
-        heights = [gib(_overhead(p["per_gpu"], key)) for p in plans]
+    for (label, face, hatch), key in zip(OVERHEADS, ("reserve", "context", "communicator", "paged")):
+        heights = [in_gib(_overhead(p["per_gpu"], key)) for p in plans]
         if any(heights):
             ax.bar(x, heights, 0.62, bottom=bottom, color=face, edgecolor=MUTED, hatch=hatch, linewidth=0.5,
                    label=label)
@@ -312,10 +313,10 @@ def _plan_bars(ax, plans: list[dict]) -> None:
 
 
 def _overhead(per_gpu: dict, key: str) -> int:
-    """What must fit beside the allocated peak: total = reserved + context + paged."""
+    """What must fit beside the allocated peak: total = reserved + context + NCCL buffers + paged."""
     if key == "reserve":
         return per_gpu["reserved_peak_bytes"] - per_gpu["allocated_peak_bytes"]
-    return per_gpu["cuda_context_bytes"] if key == "context" else per_gpu["paged_bytes"]
+    return per_gpu[{"context": "cuda_context_bytes", "communicator": "communicator_bytes", "paged": "paged_bytes"}[key]]
 
 
 def _speed_axis(ax, plans: list[dict]) -> None:
@@ -342,8 +343,8 @@ def _nothing_fits(ax, data: dict) -> None:
     if nothing.get("unsupported"):
         lines.append(nothing["unsupported"])
     elif nothing.get("min_total_bytes"):
-        lines.append(f"The smallest plan needs {gib(nothing['min_total_bytes']):.1f} GiB per GPU; "
-                     f"{gib(nothing['usable_bytes']):.1f} GiB is usable.")
+        lines.append(f"The smallest plan needs {in_gib(nothing['min_total_bytes']):.1f} GiB per GPU; "
+                     f"{in_gib(nothing['usable_bytes']):.1f} GiB is usable.")
     lines += [f"- {s}" for s in nothing.get("suggestions", [])]
     ax.axis("off")
     ax.text(0.0, 1.0, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=10, wrap=True)

@@ -18,6 +18,8 @@ def estimate_table(data: dict) -> str:
     lines += [f"  {'allocated peak':<22}{gib(per_gpu['allocated_peak_bytes']):>14}   in {per_gpu['peak_phase']}",
               f"  {'reserved peak':<22}{gib(per_gpu['reserved_peak_bytes']):>14}   allocator cache",
               f"  {'CUDA context':<22}{gib(per_gpu['cuda_context_bytes']):>14}"]
+    if per_gpu["communicator_bytes"]:
+        lines.append(f"  {'NCCL buffers':<22}{gib(per_gpu['communicator_bytes']):>14}   outside the allocator")
     if per_gpu["paged_bytes"]:
         lines.append(f"  {'paged optimizer':<22}{gib(per_gpu['paged_bytes']):>14}   managed memory")
     lines.append(f"  {'total':<22}{gib(per_gpu['total_bytes']):>14}")
@@ -60,7 +62,7 @@ def plan_table(data: dict) -> str:
         return "\n".join(lines + [f"  * recommended: {data['reason']}", *_time_line(chosen)])
     nothing = data["nothing_fits"]
     if nothing.get("unsupported"):
-        return "\n".join(lines + [f"  {nothing['unsupported'][0].upper()}{nothing['unsupported'][1:]}"])
+        return "\n".join(lines + [f"  {nothing['unsupported']}"])
     lines.append(f"  Nothing fits: the smallest plan needs {gib(nothing['min_total_bytes'])} per GPU, "
                  f"{gib(nothing['usable_bytes'])} is usable.")
     return "\n".join(lines + [f"  - {s}" for s in nothing["suggestions"]])
@@ -104,13 +106,21 @@ def _num(x: float | None) -> str:
 def _hours(s: float | None) -> str:
     if s is None:
         return "N/A"
-    return f"{s / 60:.0f} min" if s < 3600 else f"{s / 3600:,.1f} h"
+    if s < 60:
+        return "<1 min"
+    if s < 3600:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:,.1f} h" if s < 3600e6 else f"{s / 3600:.1e} h"
 
 
 def _usd(x: float | None) -> str:
     if x is None:
         return "N/A"
-    return f"${x:,.2f}" if x < 1 else f"${x:,.0f}"
+    if x < 0.01:
+        return "<$0.01"
+    if x < 1:
+        return f"${x:.2f}"
+    return f"${x:,.0f}" if x < 1e9 else f"${x:.1e}"
 
 
 def trace_table(data: dict) -> str:

@@ -11,6 +11,24 @@ from typing import Callable
 _OPTION = re.compile(r"\u27e6([a-z0-9_]+)\u27e7")
 
 
+def clipped(text: str, longest: int = 60) -> str:
+    """One line, with any word too long to read (a pasted blob, a thousand-digit number) cut short."""
+    keep = max(longest * 2 // 3, 1)
+    return re.sub(r"\S{%d,}" % (longest + 1), lambda m: m.group()[:keep] + "...", " ".join(str(text).split()))
+
+
+def one_line(message: str) -> str:
+    """An error sentence as shown: one line, whatever the input quoted inside it held; a path fits, a pasted blob
+    or a thousand-digit number is cut short."""
+    return clipped(message, 240)
+
+
+def full_stop(text: str) -> str:
+    """`text` ending as a sentence does: click's messages end in "." or "?" or nothing."""
+    text = text.rstrip()
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
 def opt(name: str) -> str:
     """A reference to the option `name` inside an error message."""
     return f"\u27e6{name}\u27e7"

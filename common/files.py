@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -60,22 +61,24 @@ def parse_json(text: str, where: str, remedy: str = "fix the file or write it ag
     except RecursionError:
         raise InputError(f"{where} nests too deeply to be real JSON; {remedy}.") from None
     except ValueError as err:   # NaN / Infinity, or an integer of thousands of digits
-        raise InputError(f"{where} holds a value JSON cannot carry ({str(err)[:80]}); {remedy}.") from None
+        digits = re.search(r"limit \((\d+) digits\)", str(err))
+        value = f"an integer of more than {digits.group(1)} digits" if digits else str(err)[:80]
+        raise InputError(f"{where} holds a value JSON cannot carry ({value}); {remedy}.") from None
 
 
 def read_json(path: str | Path, what: str = "file") -> object:
     return parse_json(read_text(path, what), f"The {what} {_short(path)}")
 
 
-def write_files(files: dict[Path, str | bytes], force: bool = False) -> list[Path]:
+def write_files(files: dict[Path, str | bytes], force: bool = False, option: str = "out") -> list[Path]:
     """Write every file, or none: refused up front if any exists (unless `force`) or is not a regular file,
-    and undone if moving one into place fails."""
+    and undone if moving one into place fails. `option`: the option that named the place, for the sentence."""
     paths = [Path(p) for p in files]
-    _refuse(paths, force)
+    _refuse(paths, force, option)
     staged: list[tuple[Path, str]] = []
     try:
         for path, text in files.items():
-            staged.append((Path(path), _stage(Path(path), text)))
+            staged.append((Path(path), _stage(Path(path), text, option)))
         _swap_in(staged)
     finally:
         for _, tmp in staged:
@@ -83,22 +86,26 @@ def write_files(files: dict[Path, str | bytes], force: bool = False) -> list[Pat
     return paths
 
 
-def write_text(path: str | Path, text: str | bytes, force: bool = False) -> Path:
+def write_text(path: str | Path, text: str | bytes, force: bool = False, option: str = "out") -> Path:
     """One file (text as UTF-8, or bytes as they are), all-or-nothing like `write_files`."""
-    return write_files({Path(path): text}, force)[0]
+    return write_files({Path(path): text}, force, option)[0]
 
 
-def _refuse(paths: list[Path], force: bool) -> None:
+def _elsewhere(option: str) -> str:
+    return f"{opt(option)} folder" if option == "out" else f"path for {opt(option)}"
+
+
+def _refuse(paths: list[Path], force: bool, option: str) -> None:
     for path in paths:
         if path.exists() and not path.is_file():
-            raise InputError(f"{_short(path)} exists and is not a regular file; choose another {opt('out')} folder.")
+            raise InputError(f"{_short(path)} exists and is not a regular file; choose another {_elsewhere(option)}.")
     taken = [_short(p) for p in paths if p.exists()]
     if taken and not force:
         raise InputError(f"{', '.join(taken)} already exist{'s' if len(taken) == 1 else ''}; "
-                         f"pass {opt('force')} to overwrite, or choose another {opt('out')} folder.")
+                         f"pass {opt('force')} to overwrite, or choose another {_elsewhere(option)}.")
 
 
-def _stage(path: Path, text: str | bytes) -> str:
+def _stage(path: Path, text: str | bytes, option: str) -> str:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -109,7 +116,7 @@ def _stage(path: Path, text: str | bytes) -> str:
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; these are ordinary files
     except OSError as err:
         raise InputError(f"Cannot write {_short(path)} ({err.strerror or err}); choose a writable "
-                         f"{opt('out')} folder.") from None
+                         f"{_elsewhere(option)}.") from None
     return tmp
 
 

@@ -10,8 +10,9 @@ _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 MAX_COUNT = 10**18   # beyond any dataset or GPU count: larger is a typo
 
 
-def gib(n: float | None, digits: int = 2) -> str:
-    return "N/A" if n is None else f"{n / GiB:.{digits}f} GiB"
+def gib(n: float | None, digits: int = 2, unit: bool = True) -> str:
+    """A byte count in GiB: "12.35 GiB" ("12.35" without the unit, for a column that names it)."""
+    return "N/A" if n is None else f"{n / GiB:.{digits}f}" + (" GiB" if unit else "")
 
 
 def parse_count(text: str | int | float, what: str = "count") -> int:

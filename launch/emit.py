@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from planner.config import TrainConfig
-from planner.enums import Method, Offload, Optimizer, Precision, Sharding
+from planner.enums import Method, Offload, Precision, Sharding
 from planner.optimizers import record
 from common.errors import InputError, UnsupportedError, opt
 from common.files import write_files
@@ -136,7 +136,7 @@ def deepspeed_config(config: TrainConfig, gradient_clipping: float = GRADIENT_CL
     if deepspeed_owns_optimizer(config):
         out["optimizer"] = {"type": record(config.optimizer).deepspeed_type, "params": {"lr": "auto", "weight_decay": "auto",
                                                         "betas": [0.9, 0.999], "eps": 1e-8}}
-    elif config.optimizer != Optimizer.ADAMW:  # bitsandbytes / Adafactor / SGD: ZeRO accepts them when told to
+    elif not record(config.optimizer).zero_tested:  # bitsandbytes / Adafactor / SGD: ZeRO takes them when told to
         out["zero_allow_untested_optimizer"] = True
     if config.offload != Offload.NONE and not deepspeed_owns_optimizer(config):
         out["zero_force_ds_cpu_optimizer"] = False

@@ -80,8 +80,11 @@ class PlanRecord(BaseModel):
 def check_plan(plan: object, where: str, version: int) -> None:
     if not isinstance(plan, dict):
         raise InputError(f"{where} is not a JSON object; write it again with `fitplan config`.")
-    if plan.get("version") != version:
-        raise InputError(f"{where} has plan version {str(plan.get('version'))[:20]}, but this fitplan reads version "
+    if "version" not in plan:
+        raise InputError(f"{where} has no plan version, so it is not a plan.json fitplan wrote; write it again with "
+                         "`fitplan config`.")
+    if plan["version"] != version:
+        raise InputError(f"{where} has plan version {str(plan['version'])[:20]}, but this fitplan reads version "
                          f"{version}; write it again with `fitplan config`.")
     try:
         PlanRecord.model_validate(plan)

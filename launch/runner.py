@@ -63,10 +63,12 @@ def multi_node(plan: dict | None, ip: str | None, port: int | None, machine_rank
                           port or saved.get("main_process_port") or emit.DEFAULT_PORT, machine_rank)
 
 
-def write_run_folder(out_dir: str | Path, plan: dict, nodes: emit.MultiNode, force: bool) -> dict[str, Path]:
-    """plan.json plus the launcher configs, all refused together when any exists and not forced."""
+def write_run_folder(out_dir: str | Path, plan: dict, nodes: emit.MultiNode, force: bool,
+                     config: TrainConfig | None = None) -> dict[str, Path]:
+    """plan.json plus the launcher configs (of `config`, else the plan's), all refused together when any exists
+    and not forced."""
     out_dir = Path(out_dir).resolve()
-    config = planfile.plan_config(plan)
+    config = config or planfile.plan_config(plan)
     files = emit.render_configs(out_dir, config, nodes)
     if config.nodes > 1:  # so `fitplan launch --plan` on every node needs only --machine-rank
         plan = {**plan, "multi_node": {"main_process_ip": nodes.main_process_ip,
@@ -86,14 +88,14 @@ class Launch:
     script: list[str] = field(default_factory=list)       # user script and its args; empty: built-in recipe
     recipe_args: list[str] = field(default_factory=list)  # --data/--steps/... for the built-in recipe
     oom_retries: int = 3
+    config: TrainConfig = field(init=False)   # the plan's configuration, read from it once
+
+    def __post_init__(self) -> None:
+        self.config = planfile.plan_config(self.plan)
 
     @property
     def plan_path(self) -> Path:
         return self.run_dir / planfile.PLAN_NAME
-
-    @property
-    def config(self) -> TrainConfig:
-        return planfile.plan_config(self.plan)
 
 
 def node_command(job: Launch, machine_rank: int, display: bool = False) -> list[str]:
@@ -185,7 +187,8 @@ def replan(job: Launch, config: TrainConfig) -> None:
     evaluation = evaluate(model, config, card_for_estimate(None))
     job.plan = {**job.plan, "config": {**config.to_dict(), "global_batch": planfile.global_batch(config)},
                 "per_gpu": per_gpu_dict(evaluation.estimate, evaluation.overhead)}
-    write_run_folder(job.run_dir, job.plan, job.nodes, force=True)
+    job.config = config
+    write_run_folder(job.run_dir, job.plan, job.nodes, force=True, config=config)
 
 
 def run_with_recovery(job: Launch, stdout=None, log=print) -> dict:

@@ -18,24 +18,26 @@ rank, what torch and NVML saw on a real GPU over the first training steps:
 one input format. Paged-optimizer residency is not in run reports, so it is not calibrated.
 
 Per GPU model, from every rank of every report:
-    context_bytes    = median(nvml_used_bytes - reserved_peak_bytes)   CUDA context, cuBLAS/NCCL, driver
+    context_bytes    = median(nvml_used_bytes - reserved_peak_bytes)   CUDA context, cuBLAS, driver (of the
+                       one-process runs when there are any)
     reserve_fraction = median(reserved_peak_bytes / allocated_peak_bytes - 1)   caching-allocator slack
+    communicator_bytes = the multi-process runs' median of the first, less context_bytes: NCCL's buffers
+                       (only when both one-process and multi-process runs are given)
 These are what `planner.calibration.Overhead` adds to an allocated peak. The user profile
 (`planner.calibration.user_profile_path()`, FITPLAN_CALIBRATION overrides) gets {"version": 1, "gpus":
 {gpu_key: entry}}, written atomically and merged with the entries of other GPUs. When fitplan's GPU catalog
 knows the card under another name ("NVIDIA GeForce RTX 4090" is catalog "RTX 4090"), the entry is also
 stored under that name's key, so `--gpu "RTX 4090"` plans use it too.
 
-Pure logic here (no click, no torch); the command is planner/commands/calibrate.py.
+Pure logic here (no click, no torch); the command and its sentences are in cli/commands/calibrate.py.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
-import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from planner.calibration import SHIPPED, gpu_key, load_profile, user_profile_path
@@ -61,6 +63,7 @@ class Sample:
     allocated: int
     reserved: int
     nvml_used: int
+    processes: int = 1   # of the run: with more than one, NVML's used memory holds NCCL's buffers too
 
     @property
     def context(self) -> int:
@@ -141,7 +144,8 @@ def parse_run(data, path: str) -> Run:
         raise InputError(f"{path} has an empty or malformed measured.per_rank; the report is incomplete.")
     else:
         where = "measured.per_rank"
-    samples = [_sample(rank, path, f"{where}[{i}]" if where != "measured" else where, i)
+    processes = max(len(ranks), _processes(data.get("config")))
+    samples = [replace(_sample(rank, path, f"{where}[{i}]" if where != "measured" else where, i), processes=processes)
                for i, rank in enumerate(ranks)]
     gpus = sorted({s.gpu for s in samples})
     if len(gpus) > 1:
@@ -184,6 +188,14 @@ def _sample(rank, path: str, where: str, index: int) -> Sample:
     return Sample(path=path, rank=number, gpu=gpu.strip(), allocated=allocated, reserved=reserved, nvml_used=used)
 
 
+def _processes(config) -> int:
+    """GPUs x nodes of the run's config (1 when the report lacks them or garbles them)."""
+    if not isinstance(config, dict):
+        return 1
+    gpus, nodes = config.get("gpus", 1), config.get("nodes", 1)
+    return gpus * nodes if _positive_int(gpus, MAX_RANK) and _positive_int(nodes, MAX_RANK) else 1
+
+
 def _positive_int(value, limit: int = MAX_BYTES) -> bool:
     """A whole number above 0 and at most `limit` (a byte count beyond any card is a corrupt report)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit
@@ -213,8 +225,10 @@ def fit(runs: list[Run], now: dt.datetime | None = None) -> dict:
     if not runs:
         raise InputError("No run reports given; pass the run_report.json files of runs on one GPU model.")
     samples = [s for run in runs for s in run.samples]
-    contexts = [s.context for s in samples]
+    single = [s.context for s in samples if s.processes == 1]
+    contexts = single or [s.context for s in samples]   # beside NCCL's buffers when no single-GPU run was given
     fractions = [s.reserve_fraction for s in samples]
+    several = [s.context for s in samples if s.processes > 1]
     gpu = runs[0].gpu
     versions = {lib: _distinct(run.versions.get(lib) for run in runs) for lib in LIBRARIES}
     drivers = _distinct(run.driver for run in runs)
@@ -228,6 +242,8 @@ def fit(runs: list[Run], now: dt.datetime | None = None) -> dict:
         "gpu": gpu,
         "context_bytes": int(statistics.median(contexts)),
         "reserve_fraction": round(statistics.median(fractions), FRACTION_DIGITS),
+        **({"communicator_bytes": max(0, int(statistics.median(several) - statistics.median(single)))}
+           if single and several else {}),
         "runs": len(runs),
         "samples": len(samples),
         "context_bytes_range": [min(contexts), max(contexts)],
@@ -322,6 +338,7 @@ def show(profile: Path | None = None) -> dict:
     return {
         "profile": str(path),
         "profile_exists": path.exists(),
+        "profile_problem": _problem(path),
         "gpus": _entries(load_profile(path)),
         "shipped": str(SHIPPED),
         "shipped_gpus": _entries(load_profile(SHIPPED)),
@@ -335,73 +352,16 @@ def _entries(gpus: dict) -> dict:
             for key, entry in gpus.items() if isinstance(entry, dict)}
 
 
+def _problem(path: Path) -> str | None:
+    """Why an existing profile cannot be used (plans then fall back to the defaults), or None."""
+    from common.files import read_json
+    if not path.exists():
+        return None
+    try:
+        read_json(path, "calibration profile")
+    except InputError as err:
+        return str(err)
+    return None
+
+
 # -- text ------------------------------------------------------------------------------------------------
-def gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
-
-
-def result_text(result: dict) -> str:
-    entry, defaults = result["entry"], result["defaults"]
-    verb = "Would store" if result["dry_run"] else "Stored"
-    lines = [f"Calibration of {entry['gpu']} from {entry['runs']} run(s), {entry['samples']} GPU sample(s):",
-             f"  CUDA context      {gib(entry['context_bytes']):>10}   (shipped default {gib(defaults['context_bytes'])}; "
-             f"runs {gib(entry['context_bytes_range'][0])} to {gib(entry['context_bytes_range'][1])})",
-             f"  allocator reserve {100 * entry['reserve_fraction']:>+9.2f} %   (shipped default "
-             f"{100 * defaults['reserve_fraction']:+.2f} %; runs {100 * entry['reserve_fraction_range'][0]:+.2f} % to "
-             f"{100 * entry['reserve_fraction_range'][1]:+.2f} %)",
-             f"  provenance: {entry['provenance']}",
-             f"{verb} in {result['profile']} under {', '.join(repr(k) for k in result['keys'])}."]
-    if result["replaced"]:
-        lines.append("  (replaces the previous entry: " + "; ".join(
-            f"{k}: {v.get('provenance', '?')}" for k, v in result["replaced"].items() if "alias_of" not in v) + ")")
-    if result["catalog_card"] is None:
-        lines.append(f"  {entry['gpu']} is not in fitplan's GPU catalog: the entry applies to plans on this probed "
-                     f"card; --gpu names of other cards keep the shipped defaults.")
-    else:
-        lines.append(f"  Plans for {entry['gpu']} (probed, or --gpu \"{result['catalog_card']}\") now use it; "
-                     f"other GPUs keep their calibration or the shipped defaults.")
-    if result["dry_run"]:
-        lines += ["", json.dumps({result["keys"][0]: entry}, indent=2)]
-    return "\n".join(lines)
-
-
-def show_text(info: dict) -> str:
-    lines = [f"calibration profile: {info['profile']}" + ("" if info["profile_exists"] else " (none yet)")]
-    lines += _entry_lines(info["gpus"])
-    lines.append(f"shipped calibration: {info['shipped']}")
-    lines += _entry_lines(info["shipped_gpus"])
-    lines.append(info["fallback"] + ".")
-    return "\n".join(lines)
-
-
-def _entry_lines(gpus: dict) -> list[str]:
-    if not gpus:
-        return ["  no entries"]
-    out = []
-    for key, entry in gpus.items():
-        if entry.get("alias_of"):
-            out.append(f"  {key}: same entry as {entry['alias_of']}")
-            continue
-        fraction = entry.get("reserve_fraction")
-        context = entry.get("context_bytes")
-        numbers = (f"context {gib(context)}, reserve {100 * fraction:+.2f} %"
-                   if isinstance(context, (int, float)) and isinstance(fraction, (int, float))
-                   and math.isfinite(fraction) else "malformed entry")
-        out.append(f"  {key}: {numbers}; {entry.get('provenance', 'no provenance')}")
-    return out
-
-
-def env_lines(gpus: list[tuple[str, tuple[int, int] | None]]) -> list[str]:
-    """`fitplan env`'s lines: the profile in use and the calibration each probed GPU's plans get."""
-    from planner.calibration import overhead_for
-
-    path = user_profile_path()
-    entries = {k: v for k, v in load_profile(path).items() if isinstance(v, dict) and not v.get("alias_of")}
-    state = f"{len(entries)} GPU entr{'y' if len(entries) == 1 else 'ies'}" if path.exists() else "none yet"
-    lines = [f"- fitplan calibration: {path} ({state}; `fitplan calibrate --show` lists it)"]
-    for name, capability in gpus:
-        lines.append(f"    {name}: {overhead_for(name, capability).source}")
-    if not gpus:
-        lines += [f"    {entry.get('gpu', key)}: calibrated: {entry.get('provenance', 'no provenance')}"
-                  for key, entry in entries.items()]
-    return lines

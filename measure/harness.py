@@ -44,7 +44,7 @@ from planner.enums import ActivationOffload, Attention, Loop, Loss, Method, Opti
 from planner.optimizers import PAGED_MIN_NUMEL, record
 from planner.params import target_modules
 from profiles.spec import ModelSpec
-from profiles.hf_config import hf_config_dict
+from profiles.hf_config import hf_config_dict, transformers_ready
 from profiles.models import from_name
 
 MODEL_DTYPE = {Precision.BF16_TRUE: torch.bfloat16, Precision.BF16_MIXED: torch.float32,
@@ -86,9 +86,13 @@ def hf_config(spec: ModelSpec):
     return hf_config_from_dict(hf_config_dict(spec))
 
 
-def hf_config_from_dict(config: dict):
-    """The transformers config of a config.json dict (any model_type transformers knows)."""
+def hf_config_from_dict(config: dict, notes: list[str] | None = None):
+    """The transformers config of a config.json dict (any model_type transformers knows); published values
+    transformers 5 refuses are put as it accepts them (`transformers_ready`), each with a note."""
     from transformers import AutoConfig
+    config, fixes = transformers_ready(config)
+    if notes is not None:
+        notes.extend(fixes)
     data = dict(config)
     conf = AutoConfig.for_model(data.pop("model_type"), **data)
     conf.use_cache = False   # training: no KV cache
@@ -129,11 +133,12 @@ def build_from_config(conf, cfg: TrainConfig, notes: list[str], target_modules: 
     `attn(notes)` picks the attention implementation (default: cfg.attn, flash measured as SDPA)."""
     from transformers import AutoModelForCausalLM
     attn = attn or (lambda notes_: config_attn_implementation(cfg, notes_))
-    if getattr(conf, "attn_pdrop", 0) and cfg.attn is not Attention.EAGER:
-        # CUDA's fused SDPA kernels apply attention dropout inside and keep no mask; the CPU falls back
-        # to the math path, which would keep one: measure what CUDA keeps
-        conf.attn_pdrop = 0.0
-        notes.append("attention dropout set to 0: CUDA's fused SDPA keeps no dropout mask, the CPU's math path would")
+    for key in ("attn_pdrop", "attention_dropout"):  # GPT-2 spells it one way, Seed-OSS the other
+        if getattr(conf, key, 0) and cfg.attn is not Attention.EAGER:
+            # CUDA's fused SDPA kernels apply attention dropout inside and keep no mask; the CPU falls back
+            # to the math path, which would keep one: measure what CUDA keeps
+            setattr(conf, key, 0.0)
+            notes.append("attention dropout set to 0: CUDA's fused SDPA keeps no dropout mask, the CPU's math path would")
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForCausalLM.from_config(conf, dtype=MODEL_DTYPE[cfg.precision],
@@ -170,7 +175,7 @@ def prepare_qlora(model: nn.Module, cfg: TrainConfig, notes: list[str]) -> None:
         warnings.simplefilter("ignore")
         prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.grad_ckpt,
                                         gradient_checkpointing_kwargs={"use_reentrant": False})
-    notes.append(f"QLoRA: {count} decoder linears replaced by the NF4 stand-in (benchmarks/fake4bit.py), "
+    notes.append(f"QLoRA: {count} decoder linears replaced by the NF4 stand-in (measure/fake4bit.py), "
                  f"compute {str(compute).removeprefix('torch.')}, double quantization {cfg.double_quant}; "
                  "peft prepare_model_for_kbit_training applied (non-quantized fp16/bf16 parameters cast to fp32)")
 
@@ -398,7 +403,7 @@ def measure_hf_config(config: dict, cfg: TrainConfig, steps: int = 2, device: st
     if target_modules is None:
         targets = tuple(cfg.lora_targets)
         target_modules = "all-linear" if targets == ("all-linear",) else list(targets)
-    return _measure(lambda notes: build_from_config(hf_config_from_dict(config), cfg, notes, target_modules),
+    return _measure(lambda notes: build_from_config(hf_config_from_dict(config, notes), cfg, notes, target_modules),
                     name or str(config.get("model_type")), None, cfg, steps, device)
 
 

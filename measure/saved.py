@@ -21,9 +21,10 @@ def measure_layer_saved(spec: ModelSpec, cfg: TrainConfig, layer: int = 1) -> in
     kernels = kernels_of(model, spec, cfg, [])
     blocks = decoder_layers(model, spec)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    inside, seen, before = [False], {}, set()
+    inside, seen, before, kept = [False], {}, set(), []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
+        kept.append(t)  # alive to the end: a saved tensor freed early (a dead branch) must not lend its address
         key = t.untyped_storage().data_ptr()
         if key in params or key in before:
             return t

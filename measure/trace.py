@@ -1,6 +1,6 @@
 """Exact mode (`estimate --trace`, `plan --trace`): measure the real training step instead of modelling it.
 
-The measurement harness (benchmarks/harness.py) builds the model with transformers on the meta device,
+The measurement harness (measure/harness.py) builds the model with transformers on the meta device,
 materialises it as fake tensors (shapes and dtypes, no storage) and runs two real training steps (forward
 with labels, backward, optimizer step) while counting the bytes of every live storage; step 2 is reported.
 The result has the shape of `estimate --json`: the allocated peak, its phase and the components live then
@@ -214,25 +214,11 @@ def traced_dict(name: str, m, cfg: TrainConfig, overhead, gpu: dict | None, usab
     Paged optimizer states (bitsandbytes' paged optimizers) live in CUDA managed memory, which
     `max_memory_allocated` does not see: as in the analytic model, they leave `allocated_peak_bytes` and the
     components and are counted in `paged_bytes` (and the total)."""
-    from planner.memory import COMPONENTS
     from planner.serialize import config_dict
 
     paged = m.paged_bytes
-    components = {key: m.components.get(key, 0) for key in COMPONENTS}
-    components["optimizer_states"] -= paged
-    allocated = m.allocated_peak_bytes - paged
-    reserved = overhead.reserved(allocated)
-    per_gpu = {
-        "allocated_peak_bytes": allocated,
-        "reserved_peak_bytes": reserved,
-        "cuda_context_bytes": overhead.context_bytes,
-        "paged_bytes": paged,
-        "total_bytes": reserved + overhead.context_bytes + paged,
-        "peak_phase": m.peak_phase,
-        "components": components,
-        "phases": {phase: peak - paged for phase, peak in m.phase_peaks.items()},
-    }
-    notes = [f"traced: {STEPS} real training steps on fake tensors (benchmarks/harness.py), step {STEPS} "
+    per_gpu = traced_per_gpu(m, overhead)
+    notes = [f"traced: {STEPS} real training steps on fake tensors (measure/harness.py), step {STEPS} "
              f"measured; reserved and CUDA context from the calibration, not traced"]
     if paged:
         notes.append(f"{paged} bytes of paged optimizer states are in paged_bytes, outside the allocated peak")
@@ -251,6 +237,27 @@ def traced_dict(name: str, m, cfg: TrainConfig, overhead, gpu: dict | None, usab
     if gpu is not None:
         out |= {"fits": per_gpu["total_bytes"] <= usable, "gpu": gpu, "usable_bytes": usable}
     return out
+
+
+def traced_per_gpu(m, overhead) -> dict:
+    """`per_gpu` of `estimate --json` from a harness Measurement, paged states outside the allocated peak."""
+    from planner.memory import COMPONENTS
+
+    paged = m.paged_bytes
+    components = {key: m.components.get(key, 0) for key in COMPONENTS}
+    components["optimizer_states"] -= paged
+    allocated = m.allocated_peak_bytes - paged
+    return {
+        "allocated_peak_bytes": allocated,
+        "reserved_peak_bytes": overhead.reserved(allocated),
+        "cuda_context_bytes": overhead.context_bytes,
+        "communicator_bytes": 0,   # one process
+        "paged_bytes": paged,
+        "total_bytes": overhead.total(allocated, paged),
+        "peak_phase": m.peak_phase,
+        "components": components,
+        "phases": {phase: peak - paged for phase, peak in m.phase_peaks.items()},
+    }
 
 
 # -- running, with progress and failure reports -------------------------------------------------------
@@ -274,9 +281,9 @@ def require_training_libraries() -> None:
     """Exact mode runs the real training step: say what to install when a library it needs is missing."""
     missing = [name for name in TRAINING_LIBRARIES if importlib.util.find_spec(name) is None]
     if missing:
-        raise EnvironmentProblem(f"--trace runs the real training step and needs {', '.join(missing)}, which "
+        raise EnvironmentProblem(f"{opt('trace')} runs the real training step and needs {', '.join(missing)}, which "
                                  "is not installed; install it with pip install 'fitplan[train]' (a CPU build of "
-                                 "torch is enough), or leave out --trace for the analytic estimate.")
+                                 f"torch is enough), or leave out {opt('trace')} for the analytic estimate.")
 
 
 @contextlib.contextmanager

@@ -10,15 +10,16 @@ gradients (and its weight's), then frees its output's gradient and the tensors o
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import count
 
 from planner.config import TrainConfig
 from planner.enums import Attention, Batching, Method, Precision, Sharding
 from planner.params import resolve_targets
-from planner.states import deepspeed_16bit, trainable_bytes, weight_bytes
-from profiles.spec import FUSED_ROLES, ModelSpec
+from planner.states import (adapter_compute_bytes, computes_16bit_params, deepspeed_16bit, flat_unit_grads, trainable_bytes,
+                            weight_bytes)
+from profiles.spec import FUSED_ROLES, LayerKind, ModelSpec
 
 _ids = count()
 # Activations composed of elementwise ops: how many tensors of the MLP width they save (NewGELU:
@@ -74,7 +75,10 @@ class Context:
     unpadded: bool = False   # flash-attention on padded rows: q, k, v gathered to the real tokens (varlen)
     liger: frozenset[str] = frozenset()  # Liger kernels in use: rms_norm, gated (SwiGLU / GeGLU), rope
     liger_norm_in_place: bool = True  # Liger's RMSNorm writes dX over dY (not for Gemma-2's and OLMo-2's norms)
+    kind: LayerKind = LayerKind()  # the layer being walked: its attention, rotary and MLP
+    one_sequence: bool = False  # micro-batch 1: matmul folds (batch, heads) without copying a strided v
     quantized_from: int = 2  # bytes of the dtype NF4 weights were quantized from: what dequantize returns
+    saves_linear_inputs: bool = False  # ZeRO-3's linear (zero/linear.py) saves its input even for a frozen weight
     ops: list[Op] = field(default_factory=list)
 
     def op(self, inputs: tuple[Tensor, ...], width: int, nbytes: int, saved: tuple[Tensor, ...] = (),
@@ -91,6 +95,11 @@ class Context:
         out = self.op((x, y), x.width, max(x.nbytes, y.nbytes))
         self.ops[-1].passes_grad = True
         return out
+
+    def kept(self, t: Tensor) -> Tensor:
+        """`t`, made by the last op, which keeps it for backward (exp, sigmoid, softmax keep their output)."""
+        self.ops[-1].saved = (t,)
+        return t
 
     def hold(self, t: Tensor) -> None:
         """Keep `t` alive up to here: a caller's argument lives until the call returns, past its last use."""
@@ -111,17 +120,21 @@ def _sum(sizes) -> tuple[int, int]:
     return tok, fixed
 
 
-def context(spec: ModelSpec, cfg: TrainConfig) -> Context:
-    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED) and not deepspeed_16bit(cfg)
+def context(spec: ModelSpec, cfg: TrainConfig, kind: LayerKind | None = None) -> Context:
+    sixteen = computes_16bit_params(cfg)
+    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED) and not sixteen
     compute = 4 if cfg.precision is Precision.FP32 else 2
     lora = {lin.module for lin in resolve_targets(spec, cfg.lora_targets)} if cfg.uses_adapters else set()
-    return Context(compute=compute, autocast=mixed, base_trains=cfg.method is Method.FULL,
-                   base_grad=trainable_bytes(cfg), norm_weight=weight_bytes(cfg),
-                   adapter=(4 if not deepspeed_16bit(cfg) else 2) if lora else 0,
+    kind = kind or spec.layer_kind(spec.n_layer - 1)
+    return Context(compute=compute, autocast=mixed, base_trains=cfg.method is Method.FULL or flat_unit_grads(cfg),
+                   base_grad=2 if sixteen else trainable_bytes(cfg), norm_weight=2 if sixteen else weight_bytes(cfg),
+                   adapter=adapter_compute_bytes(cfg) if lora else 0,
+                   saves_linear_inputs=cfg.sharding is Sharding.ZERO3,
                    lora_r=cfg.lora_r, lora_modules=lora, quantized=cfg.method is Method.QLORA,
                    quantized_from=2 if cfg.precision is Precision.BF16_TRUE else 4,  # the dtype it was loaded in
                    attention=attention_kernel(spec, cfg), fp32_norm_weight=spec.norm_weight_fp32,
-                   seq_len=cfg.seq_len, sdpa_mask=sdpa_needs_mask(spec, cfg),
+                   seq_len=cfg.seq_len, sdpa_mask=_layer_needs_mask(spec, cfg, kind), kind=kind,
+                   one_sequence=cfg.micro_batch == 1,
                    unpadded=attention_kernel(spec, cfg) is Attention.FLASH and cfg.batching is Batching.PADDED,
                    liger=liger_kernels(spec) if cfg.liger_kernels else frozenset(),
                    liger_norm_in_place=liger_norm_in_place(spec))
@@ -146,25 +159,33 @@ def liger_norm_in_place(spec: ModelSpec, final: bool = False) -> bool:
 
 
 def sdpa_needs_mask(spec: ModelSpec, cfg: TrainConfig) -> bool:
-    """transformers passes SDPA a b x 1 x s x s mask (not is_causal) when a sliding window is shorter than
-    the sequence, for padded rows (the padding mask) and packed ones (block-diagonal), and always for Falcon."""
-    if attention_kernel(spec, cfg) is not Attention.SDPA:
+    """transformers passes SDPA a b x 1 x s x s mask (not is_causal) when a sliding window or an attention chunk
+    is shorter than the sequence, for padded rows (the padding mask) and packed ones (block-diagonal), and always
+    for Falcon: whether any layer gets one."""
+    return any(_layer_needs_mask(spec, cfg, kind) for kind, _ in spec.layer_kinds())
+
+
+def _layer_needs_mask(spec: ModelSpec, cfg: TrainConfig, kind: LayerKind) -> bool:
+    if attention_kernel(spec, cfg) is not Attention.SDPA or kind.attention == "linear":
         return False
-    windowed = bool(spec.sliding_window and cfg.seq_len >= spec.sliding_window)
-    return spec.sdpa_always_masked or windowed or cfg.batching is not Batching.FIXED
+    if spec.sdpa_always_masked or cfg.batching is not Batching.FIXED:
+        return True
+    if kind.attention == "sliding":
+        return bool(spec.sliding_window and cfg.seq_len >= spec.sliding_window)
+    return kind.attention == "chunked" and bool(spec.attention_chunk and cfg.seq_len >= spec.attention_chunk)
 
 
 def attention_kernel(spec: ModelSpec, cfg: TrainConfig) -> Attention:
-    """What transformers really runs: models with attention-score soft-capping (Gemma-2) have no SDPA
-    path and fall back to eager; flash-attention 2 implements the cap."""
-    if spec.attn_softcap and cfg.attn is Attention.SDPA:
+    """What transformers really runs: models with attention-score soft-capping (Gemma-2) or attention sinks
+    (gpt-oss) have no SDPA path and fall back to eager; flash-attention kernels implement both."""
+    if (spec.attn_softcap or spec.attn_sinks) and cfg.attn is Attention.SDPA:
         return Attention.EAGER
     return cfg.attn
 
 
 def stream_bytes(cfg: TrainConfig) -> int:
     """dtype of the residual stream: that of the embedding output."""
-    return weight_bytes(cfg) if not deepspeed_16bit(cfg) else 2
+    return 2 if computes_16bit_params(cfg) else weight_bytes(cfg)
 
 
 # --- ops -------------------------------------------------------------------------------------------
@@ -174,7 +195,7 @@ def linear(ctx: Context, x: Tensor, d_out: int, module: str, bias: bool = False,
     quantized = ctx.quantized if quantized is None else quantized
     inp = ctx.cast(x, ctx.compute) if (ctx.autocast or quantized) else x
     saved = []
-    if ctx.base_trains:
+    if ctx.base_trains or ctx.saves_linear_inputs:
         saved.append(inp)  # the weight's gradient needs the input
     if ctx.autocast and (x.grad or ctx.base_trains) and not quantized:
         # autocast's 16-bit copy of the fp32 weight, kept for the input's gradient
@@ -212,34 +233,41 @@ def _lora(ctx: Context, x: Tensor, d_out: int, base_out: Tensor) -> Tensor:
     return ctx.cast(summed, base_out.nbytes)
 
 
-def rms_norm(ctx: Context, x: Tensor, rows: int = 1, unit_offset: bool = False) -> Tensor:
+def rms_norm(ctx: Context, x: Tensor, rows: int = 1, unit_offset: bool = False, width: int | None = None,
+             weighted: bool = True) -> Tensor:
     """Hugging Face RMSNorm: upcast to fp32, scale by rsqrt(mean square), multiply by the weight.
 
     `rows`: normalised rows per token (one per head for per-head QK norms), each with an fp32 rsqrt.
+    `width`: normalise only a slice of x (MLA's latent): the upcast copies the slice, an fp32 x stays a view
+    that keeps all of x. `weighted`: False for Llama-4's weightless QK norm (cast back, no weight).
     """
     if "rms_norm" in ctx.liger:
         return _liger_rms_norm(ctx, x, rows)
-    x32 = ctx.cast(x, 4)
+    width = width or x.width
+    x32 = x if x.nbytes == 4 else ctx.op((x,), width, 4)
     rsqrt = ctx.op((x32,), rows, 4, saved=(x32,))
-    normed = ctx.op((x32, rsqrt), x.width, 4, saved=(x32, rsqrt))
+    normed = ctx.op((x32, rsqrt), width, 4, saved=(x32, rsqrt))
+    if not weighted:
+        return ctx.cast(normed, x.nbytes)
     grad = x.grad or ctx.base_trains
-    weight_grad = x.width * ctx.base_grad if ctx.base_trains else 0
+    weight = width // rows  # one weight shared by every row (per-head norms: head_dim wide)
+    weight_grad = weight * ctx.base_grad if ctx.base_trains else 0
     if ctx.fp32_norm_weight:  # weight (or 1 + weight) times the fp32 normalised input, then cast
         saved = (normed,) if ctx.base_trains else ()
         if unit_offset and x.grad:  # Gemma's fp32 (1 + weight), saved for the input's gradient
-            saved += (ctx.op((), x.width, 4, grad=False, fixed=True),)
-        scaled = ctx.op((normed,), x.width, 4, saved, weight_grad, grad=grad)
+            saved += (ctx.op((), weight, 4, grad=False, fixed=True),)
+        scaled = ctx.op((normed,), width, 4, saved, weight_grad, grad=grad)
         return ctx.cast(scaled, x.nbytes)
     normed_in = ctx.cast(normed, x.nbytes)
     saved = (normed_in,) if ctx.base_trains else ()
-    return ctx.op((normed_in,), x.width, max(ctx.norm_weight, x.nbytes), saved, weight_grad, grad=grad)
+    return ctx.op((normed_in,), width, max(ctx.norm_weight, x.nbytes), saved, weight_grad, grad=grad)
 
 
 def _liger_rms_norm(ctx: Context, x: Tensor, rows: int) -> Tensor:
     """LigerRMSNormFunction: one kernel saving its input as it came and an fp32 rstd per row; output in the
     input's dtype."""
     rstd = ctx.op((), rows, 4, grad=False)
-    weight_grad = x.width * ctx.base_grad if ctx.base_trains else 0
+    weight_grad = x.width // rows * ctx.base_grad if ctx.base_trains else 0  # one weight shared by every row
     out = ctx.op((x,), x.width, x.nbytes, (x, rstd), weight_grad, grad=x.grad or ctx.base_trains)
     ctx.ops[-1].passes_grad = ctx.liger_norm_in_place  # in_place: dX is written over dY
     return out
@@ -262,9 +290,18 @@ def norm(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
 
 
 def attention(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
-    q, k, v = _qkv(ctx, spec, h)
-    q, k = _qk_norm(ctx, spec, q, k)
-    q, k = _rope(ctx, spec, q, spec.q_dim), _rope(ctx, spec, k, spec.kv_dim)
+    if ctx.kind.attention == "linear":
+        return _delta_net(ctx, spec, h)
+    if spec.is_mla:
+        return _latent_attention(ctx, spec, h)
+    q, k, v, gate = _qkv(ctx, spec, h)
+    if spec.qk_norm == "weightless":  # Llama-4: rotary first, then the weightless norm, rotary layers only
+        q, k = _rope(ctx, spec, q, spec.q_dim), _rope(ctx, spec, k, spec.kv_dim)
+        q, k = _qk_norm(ctx, spec, q, k)
+    else:
+        q, k = _qk_norm(ctx, spec, q, k)
+        q, k = _rope(ctx, spec, q, spec.q_dim), _rope(ctx, spec, k, spec.kv_dim)
+    q = _temperature(ctx, spec, q)
     if ctx.autocast:  # each cast copies its own slice of a fused projection, not the whole of it
         q, k, v = (ctx.op((t,), width, 2) if t.nbytes != 2 else t
                    for t, width in ((q, spec.q_dim), (k, spec.kv_dim), (v, spec.kv_dim)))
@@ -274,33 +311,61 @@ def attention(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
         # cat() of rotated and pass-through halves lays q out head-major, and the kernel's output follows:
         # transpose(1, 2).contiguous() for o_proj then copies it
         out = ctx.op((out,), out.width, out.nbytes)
-    return linear(ctx, out, spec.hidden, _module(spec, "o"), spec.o_bias)
+    if gate is not None:  # Qwen3-Next: output * sigmoid(gate)
+        out = _gated(ctx, out, gate)
+    return linear(ctx, out, spec.hidden, _module(ctx, spec, "o"), spec.o_bias)
 
 
-def _qkv(ctx: Context, spec: ModelSpec, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    if "qkv" in {lin.role for lin in spec.linears()}:
-        fused = linear(ctx, h, spec.q_dim + 2 * spec.kv_dim, _module(spec, "qkv"), spec.qkv_bias)
+def _qkv(ctx: Context, spec: ModelSpec, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """q, k, v and (with gated attention) the output gate, as the projections give them."""
+    if "qkv" in _roles(ctx, spec):
+        fused = linear(ctx, h, spec.q_dim + 2 * spec.kv_dim, _module(ctx, spec, "qkv"), spec.qkv_bias)
         # q, k, v are views of one storage: a saved v keeps all of it, their gradients fill one buffer
-        return fused, fused, fused
-    return tuple(linear(ctx, h, d, _module(spec, r), spec.qkv_bias) for r, d in
-                 (("q", spec.q_dim), ("k", spec.kv_dim), ("v", spec.kv_dim)))
+        return fused, fused, fused, None
+    q_out = spec.q_dim * (2 if spec.gated_attention else 1)
+    q, k, v = (linear(ctx, h, d, _module(ctx, spec, r), spec.qkv_bias) for r, d in
+               (("q", q_out), ("k", spec.kv_dim), ("v", spec.kv_dim)))
+    if not spec.gated_attention:
+        return q, k, v, None
+    # q_proj gives each head's query and gate side by side; reshape copies the strided gate out
+    return q, k, v, ctx.op((q,), spec.q_dim, q.nbytes)
+
+
+def _gated(ctx: Context, out: Tensor, gate: Tensor) -> Tensor:
+    """out * sigmoid(gate): sigmoid keeps its output, the product both factors."""
+    sig = ctx.kept(ctx.op((gate,), gate.width, gate.nbytes))
+    return ctx.op((sig, out), out.width, out.nbytes, saved=(sig, out))
 
 
 def _qk_norm(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-    if spec.qk_norm is None:
+    if spec.qk_norm is None or (spec.qk_norm == "weightless" and not ctx.kind.rope):
         return q, k
-    if spec.qk_norm == "head":
-        return rms_norm(ctx, q, rows=spec.n_head), rms_norm(ctx, k, rows=spec.n_kv_head)
-    liger, ctx.liger = ctx.liger, ctx.liger - {"rms_norm"}  # Liger leaves full-width q/k norms (OLMo-2) alone
-    normed = rms_norm(ctx, q), rms_norm(ctx, k)
-    ctx.liger = liger
-    return normed
+    offset, weighted = spec.norm_weight_offset, spec.qk_norm != "weightless"
+    if spec.qk_norm == "full":
+        liger, ctx.liger = ctx.liger, ctx.liger - {"rms_norm"}  # Liger leaves full-width q/k norms (OLMo-2) alone
+        normed = rms_norm(ctx, q, unit_offset=offset), rms_norm(ctx, k, unit_offset=offset)
+        ctx.liger = liger
+        return normed
+    # per head; a gated q_proj's query is a strided view, so the upcast copies only the query half
+    return (rms_norm(ctx, q, rows=spec.n_head, unit_offset=offset, width=spec.q_dim, weighted=weighted),
+            rms_norm(ctx, k, rows=spec.n_kv_head, unit_offset=offset, weighted=weighted))
 
 
 def _rope(ctx: Context, spec: ModelSpec, t: Tensor, width: int) -> Tensor:
-    if spec.learned_positions or "rope" in ctx.liger:
-        return t  # GPT-2: no rotary; Liger's RoPE rotates q and k in place and saves only cos and sin
+    if not ctx.kind.rope or "rope" in ctx.liger:
+        return t  # GPT-2 (learned positions), NoPE layers; Liger's RoPE rotates q and k in place, saves cos and sin
+    if spec.rope_fp32:  # fp32 cos/sin (or fp32 complex rotation) promote the product, which is cast back
+        return ctx.cast(ctx.op((t,), width, 4), t.nbytes)
     return ctx.op((t,), width, t.nbytes)  # q*cos + rotate_half(q)*sin: a new tensor, cos/sin shared
+
+
+def _temperature(ctx: Context, spec: ModelSpec, q: Tensor) -> Tensor:
+    """Llama-4's NoPE layers scale q by an fp32 per-position factor, kept for q's gradient (one per position,
+    shared by the batch), and cast the fp32 product back."""
+    if not (spec.attn_temperature and not ctx.kind.rope):
+        return q
+    scales = ctx.op((), ctx.seq_len, 4, grad=False, fixed=True)
+    return ctx.cast(ctx.op((q,), spec.q_dim, 4, saved=(scales,)), q.nbytes)
 
 
 def _core_attention(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -314,7 +379,7 @@ def _core_attention(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tens
         return _varlen(ctx, spec, q, k, v)
     lse = ctx.op((), spec.n_head, 4, grad=False)  # fused kernels keep an fp32 log-sum-exp per head
     bias = (ctx.op((), ctx.seq_len, q.nbytes, grad=False),) if ctx.sdpa_mask else ()  # the mask as an additive bias
-    out = ctx.op((q, k, v), spec.q_dim, q.nbytes, saved=(q, k, v, lse) + bias + _rng_state(ctx))
+    out = ctx.op((q, k, v), spec.attn_out_dim, q.nbytes, saved=(q, k, v, lse) + bias + _rng_state(ctx))
     ctx.ops[-1].saved += (out,)  # and their output
     return out
 
@@ -331,9 +396,9 @@ def _varlen(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> T
     q, k, v = (ctx.op((t,), width, t.nbytes, saved=(index,))
                for t, width in ((q, spec.q_dim), (k, spec.kv_dim), (v, spec.kv_dim)))
     lse = ctx.op((), spec.n_head, 4, grad=False)
-    out = ctx.op((q, k, v), spec.q_dim, q.nbytes, saved=(q, k, v, lse) + _rng_state(ctx))
+    out = ctx.op((q, k, v), spec.attn_out_dim, q.nbytes, saved=(q, k, v, lse) + _rng_state(ctx))
     ctx.ops[-1].saved += (out,)
-    return ctx.op((out,), spec.q_dim, out.nbytes, saved=(index,))
+    return ctx.op((out,), spec.attn_out_dim, out.nbytes, saved=(index,))
 
 
 def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -343,8 +408,10 @@ def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Te
     k = k if k.width == spec.kv_dim else ctx.op((k,), spec.kv_dim, k.nbytes)
     if spec.n_kv_head < spec.n_head:
         k, v = ctx.op((k,), spec.q_dim, k.nbytes), ctx.op((v,), spec.q_dim, v.nbytes)
-    else:  # matmul reshapes the head-strided v for bmm: a contiguous copy, which it saves
-        v = ctx.op((v,), spec.kv_dim, v.nbytes)
+    elif not (spec.is_mla and ctx.one_sequence):
+        # matmul reshapes the head-strided v for bmm: a contiguous copy, which it saves. With one sequence it
+        # folds (batch, heads) as a view and saves v itself: MLA's v is a slice of kv_b's output, kept whole
+        v = ctx.op((v,), spec.attn_out_dim, v.nbytes)
     scores_width = spec.n_head * ctx.seq_len
     scores = ctx.op((q, k), scores_width, q.nbytes, saved=(q, k))
     if spec.attn_softcap:  # cap * tanh(scores / cap): tanh keeps its output
@@ -353,75 +420,347 @@ def _eager(ctx: Context, spec: ModelSpec, q: Tensor, k: Tensor, v: Tensor) -> Te
         scores = ctx.op((capped,), scores_width, q.nbytes)
     # most families ask softmax for fp32; the others keep the scores' dtype unless autocast runs it in fp32
     softmax_bytes = q.nbytes if spec.softmax_in_scores_dtype and not ctx.autocast else 4
-    softmax = ctx.op((scores,), scores_width, softmax_bytes)
-    ctx.ops[-1].saved = (softmax,)
-    probs = ctx.cast(softmax, q.nbytes)
+    if spec.attn_sinks:
+        softmax = _softmax_with_sinks(ctx, spec, scores, softmax_bytes)
+    else:
+        softmax = ctx.op((scores,), scores_width, softmax_bytes)
+        ctx.ops[-1].saved = (softmax,)
+    probs = softmax if softmax.nbytes == q.nbytes else ctx.op((softmax,), scores_width, q.nbytes)
+    ctx.hold(scores)  # softmax(attn_weights, dtype=...).to(...): the scores live until the cast returns
     if spec.dropout:  # attention dropout on the probabilities: a new tensor and a one-byte mask
         probs = ctx.op((probs,), scores_width, q.nbytes, saved=(ctx.op((), scores_width, 1, grad=False),))
-    out = ctx.op((probs, v), spec.q_dim, q.nbytes, saved=(probs, v))
-    return ctx.op((out,), spec.q_dim, q.nbytes)  # transpose(1, 2).contiguous() for o_proj
+    out = ctx.op((probs, v), spec.attn_out_dim, q.nbytes, saved=(probs, v))
+    return ctx.op((out,), spec.attn_out_dim, q.nbytes)  # transpose(1, 2).contiguous() for o_proj
 
+
+def _softmax_with_sinks(ctx: Context, spec: ModelSpec, scores: Tensor, nbytes: int) -> Tensor:
+    """gpt-oss: each head's sink logit joins the row (cat), the row max is subtracted (max keeps its int64
+    index), softmax keeps its output; the sink column is sliced off as a view of that output."""
+    width = spec.n_head * (ctx.seq_len + 1)
+    combined = ctx.op((scores,), width, nbytes)
+    index = ctx.op((), spec.n_head * 8 // nbytes, nbytes, grad=False)
+    shifted = ctx.op((combined,), width, nbytes, saved=(index,))
+    return ctx.kept(ctx.op((shifted,), width, nbytes))
+
+
+# --- multi-head latent attention (DeepSeek-V3) -----------------------------------------------------
+
+def _latent_attention(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
+    """MLA as transformers runs it: q through q_a -> norm -> q_b; one compressed latent (kv_a) whose first
+    kv_lora_rank values are normalised and expanded by kv_b into each head's k_nope and v, the rest a rotary
+    key shared by all heads; q and k concatenate their nope and rotary parts into new tensors."""
+    heads, nope, rot = spec.n_head, spec.qk_nope_head_dim, spec.qk_rope_head_dim
+    if spec.q_lora_rank:
+        q = linear(ctx, h, spec.q_lora_rank, "q_a_proj", spec.qkv_bias)
+        q = linear(ctx, rms_norm(ctx, q), spec.q_dim, "q_b_proj")
+    else:
+        q = linear(ctx, h, spec.q_dim, "q_proj")
+    kv = linear(ctx, h, spec.kv_lora_rank + rot, "kv_a_proj_with_mqa", spec.qkv_bias)
+    latent = rms_norm(ctx, kv, width=spec.kv_lora_rank)  # on a slice of kv_a's output
+    query = ctx.op((q, _rope(ctx, spec, q, heads * rot)), spec.q_dim, q.nbytes)  # cat(q_pass, rotated q_rot)
+    k_rot = _rope(ctx, spec, kv, rot)
+    kv_up = linear(ctx, latent, heads * (nope + spec.v_head_dim), "kv_b_proj")
+    key = ctx.op((kv_up, k_rot), spec.q_dim, kv_up.nbytes)  # new_empty, k_nope and the shared k_rot copied in
+    if ctx.autocast:
+        query, key, kv_up = (t if t.nbytes == 2 else ctx.op((t,), t.width, 2) for t in (query, key, kv_up))
+    out = _core_attention(ctx, spec, query, key, kv_up)  # v: a view of kv_b's output, which SDPA keeps whole
+    if ctx.attention is not Attention.EAGER:
+        out = ctx.op((out,), out.width, out.nbytes)  # the head-major cat makes the output's transpose a copy
+    return linear(ctx, out, spec.hidden, "o_proj", spec.o_bias)
+
+
+# --- Gated DeltaNet linear attention (Qwen3-Next) ----------------------------------------------------
+DELTA_CHUNK = 64  # transformers' torch_chunk_gated_delta_rule works through the sequence 64 tokens at a time
+
+
+def _delta_net(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
+    """Qwen3-Next's linear_attention layer on transformers' torch path (no flash-linear-attention or causal-conv1d
+    installed): projections, a causal depthwise conv with SiLU, fp32 gates, the chunked delta rule, then a
+    gated RMSNorm. With the fused kernels a run keeps less (no per-chunk fp32 state): planning the torch path
+    errs on the safe side."""
+    H, dk, dv, dt = spec.linear_v_heads, spec.linear_k_head_dim, spec.linear_v_head_dim, h.nbytes
+    key_dim = spec.linear_k_heads * dk
+    qkvz = linear(ctx, h, 2 * key_dim + 2 * H * dv, "in_proj_qkvz")
+    ba = linear(ctx, h, 2 * H, "in_proj_ba")
+    # regrouping heads out of the fused projections copies q, k, v, z, b and a
+    q, k, v, z = (ctx.op((qkvz,), width, dt) for width in (key_dim, key_dim, H * dv, H * dv))
+    b, a = ctx.op((ba,), H, dt), ctx.op((ba,), H, dt)
+    mixed = _causal_conv(ctx, spec, ctx.op((q, k, v), 2 * key_dim + H * dv, dt))
+    beta = ctx.kept(ctx.op((b,), H, dt))  # sigmoid
+    decay = _decay(ctx, spec, a)
+    out = _chunked_delta_rule(ctx, spec, mixed, beta, decay)
+    return linear(ctx, _gated_rms_norm(ctx, spec, out, z), spec.hidden, "out_proj")
+
+
+def _causal_conv(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
+    """F.conv1d padded by kernel - 1 on both sides, sliced, then SiLU, which keeps the whole padded output."""
+    trains, kernel = ctx.base_trains, spec.linear_conv_kernel
+    padded = _per_token(x.width * (ctx.seq_len + kernel - 1), ctx.seq_len)
+    conv = ctx.op((x,), padded, x.nbytes, saved=(x,),  # convolution keeps its input, frozen weight or not
+                  param_grad=x.width * kernel * ctx.base_grad if trains else 0)
+    return ctx.op((conv,), x.width, x.nbytes, saved=(conv,))
+
+
+def _decay(ctx: Context, spec: ModelSpec, a: Tensor) -> Tensor:
+    """g = -exp(A_log) * softplus(a + dt_bias), in fp32: softplus keeps its input, the product both factors
+    (-exp(A_log) per head and layer, whose exp keeps its output when A_log trains)."""
+    H, trains = spec.linear_v_heads, ctx.base_trains
+    shifted = ctx.op((ctx.op((a,), H, 4),), H, 4, param_grad=H * ctx.base_grad if trains else 0)  # + dt_bias
+    soft = ctx.op((shifted,), H, 4, saved=(shifted,))
+    rate = ctx.op((), H, 4, grad=False, fixed=True)
+    rate_exp = (ctx.op((), H, 4, grad=False, fixed=True),) if trains else ()
+    return ctx.op((soft,), H, 4, saved=(rate,) + rate_exp + ((soft,) if trains else ()),
+                  param_grad=H * ctx.base_grad if trains else 0)
+
+
+def _chunked_delta_rule(ctx: Context, spec: ModelSpec, mixed: Tensor, beta: Tensor, decay: Tensor) -> Tensor:
+    """torch_chunk_gated_delta_rule, op by op: everything in fp32, padded to whole chunks; within each chunk
+    (c x c per head) the UT system and the intra-chunk attention, then a scan over the chunks whose
+    recurrent state (dk x dv per head) each chunk keeps for backward."""
+    H, dk, dv, c = spec.linear_v_heads, spec.linear_k_head_dim, spec.linear_v_head_dim, DELTA_CHUNK
+    chunks, seq = -(-ctx.seq_len // c), ctx.seq_len
+    pad = lambda width: _per_token(width * chunks * c, seq)  # noqa: E731  (a per-token width, padded)
+    repeat = spec.linear_v_heads > spec.linear_k_heads
+    q, k = ((ctx.op((mixed,), H * dk, mixed.nbytes) if repeat else mixed) for _ in range(2))  # repeat_interleave
+    q32, k32, v32 = ctx.op((q,), H * dk, 4), ctx.op((k,), H * dk, 4), ctx.op((mixed,), H * dv, 4)
+    beta32, decay32 = ctx.op((beta,), H, 4), ctx.op((decay,), H, 4)
+    query = ctx.op((_l2norm(ctx, q32, H),), H * dk, 4)  # times the head's scaling
+    query, key, value, beta32, decay32 = (ctx.op((t,), pad(w), 4) for t, w in  # F.pad: copies
+                                          ((query, H * dk), (_l2norm(ctx, k32, H), H * dk), (v32, H * dv),
+                                           (beta32, H), (decay32, H)))
+    v_beta = ctx.op((value, beta32), pad(H * dv), 4, saved=(value, beta32))
+    k_beta = ctx.op((key, beta32), pad(H * dk), 4, saved=(key, beta32))
+    cum = ctx.op((decay32,), pad(H), 4)
+    mask = ctx.op((), c * c, 1, grad=False, fixed=True)  # the strictly upper triangle, shared by every chunk
+    masked = ctx.op((ctx.op((cum,), pad(H * c), 4),), pad(H * c), 4, saved=(mask,))  # differences, upper masked
+    pairwise = ctx.kept(ctx.op((masked,), pad(H * c), 4))  # exp
+    ut = _product(ctx, ctx.op((k_beta, key), pad(H * c), 4, saved=(k_beta, key)), pairwise)
+    intra = _product(ctx, ctx.op((query, key), pad(H * c), 4, saved=(query, key)), pairwise)
+    decayed_k_beta = _product(ctx, k_beta, ctx.kept(ctx.op((cum,), pad(H), 4)))
+    new_values = _solve(ctx, ut, v_beta)
+    k_cumdecay = _solve(ctx, ut, decayed_k_beta)
+    query = _product(ctx, query, ctx.kept(ctx.op((cum,), pad(H), 4)), keep_first=chunks > 1)
+    key = _product(ctx, key, ctx.kept(ctx.op((cum,), pad(H), 4)))
+    chunk_decay = ctx.kept(ctx.op((cum,), _per_token(H * 4 * chunks, seq), 1))
+    # the scan: each chunk keeps its incoming state (the first a zero state), its v_new and, once the state
+    # carries a gradient, the per-chunk decay; the last chunk's update is computed and dropped
+    states = ctx.op((), _per_token(H * dk * dv * 4 * chunks, seq), 1, grad=False)
+    v_new = ctx.op((new_values, k_cumdecay), pad(H * dv), 4, saved=(k_cumdecay, states))
+    scanned = ctx.op((intra, v_new, key, query), pad(H * dv), 4,
+                     saved=(intra, v_new, key) + ((chunk_decay, query) if chunks > 1 else ()))
+    return ctx.op((scanned,), H * dv, mixed.nbytes)  # unpadded, back to the input dtype
+
+
+def _per_token(total: int, tokens: int) -> int:
+    """A width per token for something `total` wide per sequence, rounded up."""
+    return -(-total // tokens)
+
+
+def _l2norm(ctx: Context, x: Tensor, rows: int) -> Tensor:
+    inv = ctx.op((x,), rows, 4, saved=(x,))  # rsqrt((x * x).sum(-1) + eps)
+    return ctx.op((x, inv), x.width, 4, saved=(x, inv))
+
+
+def _product(ctx: Context, x: Tensor, y: Tensor, keep_first: bool = True) -> Tensor:
+    return ctx.op((x, y), max(x.width, y.width), 4, saved=((x,) if keep_first else ()) + (y,))
+
+
+def _solve(ctx: Context, system: Tensor, rhs: Tensor) -> Tensor:
+    """solve_triangular keeps the system and its result."""
+    out = ctx.op((system, rhs), rhs.width, 4, saved=(system,))
+    ctx.ops[-1].saved += (out,)
+    return out
+
+
+def _gated_rms_norm(ctx: Context, spec: ModelSpec, x: Tensor, z: Tensor) -> Tensor:
+    """Qwen3NextRMSNormGated per value head: fp32 RMS, the weight in the input dtype, then times SiLU(fp32 z),
+    cast back."""
+    H, dv, trains = spec.linear_v_heads, spec.linear_v_head_dim, ctx.base_trains
+    x32 = ctx.cast(x, 4)
+    rsqrt = ctx.op((x32,), H, 4, saved=(x32,))
+    normed = ctx.cast(ctx.op((x32, rsqrt), H * dv, 4, saved=(x32, rsqrt)), x.nbytes)
+    scaled = ctx.op((normed,), H * dv, x.nbytes, saved=(normed,) if trains else (),
+                    param_grad=dv * ctx.base_grad if trains else 0, grad=True)
+    z32 = ctx.cast(z, 4)
+    act = ctx.op((z32,), H * dv, 4, saved=(z32,))
+    return ctx.cast(ctx.op((scaled, act), H * dv, 4, saved=(scaled, act)), x.nbytes)
+
+
+# --- MLP and experts -----------------------------------------------------------------------------
 
 def mlp(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
-    if spec.is_moe:
+    if ctx.kind.moe:
         return _moe(ctx, spec, h)
-    i, b = spec.intermediate, spec.mlp_bias
+    return _dense_mlp(ctx, spec, h, spec.intermediate)
+
+
+def _dense_mlp(ctx: Context, spec: ModelSpec, h: Tensor, i: int) -> Tensor:
+    b = spec.mlp_bias and not spec.is_moe  # an MoE model's mlp_bias is its experts'
     if not spec.mlp_gated:
-        up = linear(ctx, h, i, _module(spec, "up"), b)
-        return linear(ctx, _activation(ctx, spec, up), spec.hidden, _module(spec, "down"), b)
+        up = linear(ctx, h, i, _module(ctx, spec, "up"), b)
+        return linear(ctx, _activation(ctx, spec, up, i), spec.hidden, _module(ctx, spec, "down"), b)
     if "gated" in ctx.liger:
-        gate, up = _gate_up(ctx, spec, h)
+        gate, up = _gate_up(ctx, spec, h, i, b)
         prod = ctx.op((gate, up), i, up.nbytes, saved=(gate, up))  # LigerSiLUMulFunction: silu recomputed
         ctx.ops[-1].grads_in_saved = True
-        return linear(ctx, prod, spec.hidden, _module(spec, "down"), b)
-    if "gate_up" in {lin.role for lin in spec.linears()}:
-        fused = linear(ctx, h, 2 * i, _module(spec, "gate_up"), b)
+        return linear(ctx, prod, spec.hidden, _module(ctx, spec, "down"), b)
+    if "gate_up" in _roles(ctx, spec):
+        fused = linear(ctx, h, 2 * i, _module(ctx, spec, "gate_up"), b)
         gate = up = fused  # chunk() views: their gradients fill one buffer of the fused width
-        act = _activation(ctx, spec, gate)
+        act = _activation(ctx, spec, gate, i)
     else:  # down(act(gate(x)) * up(x)): the activation runs before up_proj
-        act = _activation(ctx, spec, linear(ctx, h, i, _module(spec, "gate"), b))
-        up = linear(ctx, h, i, _module(spec, "up"), b)
+        act = _activation(ctx, spec, linear(ctx, h, i, _module(ctx, spec, "gate"), b), i)
+        up = linear(ctx, h, i, _module(ctx, spec, "up"), b)
     prod = ctx.op((act, up), i, up.nbytes, saved=(act, up))
-    return linear(ctx, prod, spec.hidden, _module(spec, "down"), b)
+    return linear(ctx, prod, spec.hidden, _module(ctx, spec, "down"), b)
 
 
-def _gate_up(ctx: Context, spec: ModelSpec, h: Tensor) -> tuple[Tensor, Tensor]:
+def _gate_up(ctx: Context, spec: ModelSpec, h: Tensor, i: int, b: bool) -> tuple[Tensor, Tensor]:
     """gate_proj(x) and up_proj(x), or the halves of a fused gate_up, which Liger's ensure_contiguous copies."""
-    i, b = spec.intermediate, spec.mlp_bias
-    if "gate_up" not in {lin.role for lin in spec.linears()}:
-        return tuple(linear(ctx, h, i, _module(spec, role), b) for role in ("gate", "up"))
-    fused = linear(ctx, h, 2 * i, _module(spec, "gate_up"), b)
+    if "gate_up" not in _roles(ctx, spec):
+        return tuple(linear(ctx, h, i, _module(ctx, spec, role), b) for role in ("gate", "up"))
+    fused = linear(ctx, h, 2 * i, _module(ctx, spec, "gate_up"), b)
     return ctx.op((fused,), i, fused.nbytes), ctx.op((fused,), i, fused.nbytes)
 
 
-def _activation(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
-    width = spec.intermediate if not spec.is_moe else x.width
+def _activation(ctx: Context, spec: ModelSpec, x: Tensor, width: int) -> Tensor:
     extra = tuple(ctx.op((), width, x.nbytes, grad=False) for _ in range(ACTIVATION_SAVES.get(spec.activation, 1) - 1))
     return ctx.op((x,), width, x.nbytes, saved=(x,) + extra)  # silu / gelu derivatives need their input
 
 
 def _moe(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
-    """Routed experts as transformers 5 runs them (grouped matmuls over tokens sorted by expert)."""
-    k, i, dt = spec.experts_per_token, spec.moe_intermediate, h.nbytes
-    logits = linear(ctx, h, spec.n_experts, "gate", quantized=False)
-    probs = ctx.op((logits,), spec.n_experts, 4)                     # router softmax in fp32
-    ctx.ops[-1].saved = (probs,)
-    weights = ctx.op((probs,), k, dt)                               # top-k weights, normalised, cast
-    indices = ctx.op((), 4 * k * 8 // dt, dt, grad=False)           # top-k, sort and scatter: four int64 per route
-    gathered = ctx.op((h,), k * spec.hidden, dt, saved=(indices,))  # each token once per chosen expert
+    """Routed experts as transformers 5 runs them, plus the shared expert where the family has one, in the
+    family's order (Qwen3-Next computes its shared expert first and gates it last)."""
+    width = spec.shared_expert_intermediate
+    shared = _dense_mlp(ctx, spec, h, width) if spec.shared_expert_gate else None
+    if spec.router == "sigmoid_all":
+        out = _experts_on_every_token(ctx, spec, h)
+    else:
+        out = _grouped_experts(ctx, spec, h, _route(ctx, spec, h))
+    if not width:
+        return out
+    if shared is None:
+        shared = _dense_mlp(ctx, spec, h, width)
+    else:
+        shared = _gated(ctx, shared, linear(ctx, h, 1, "shared_expert_gate", quantized=False))
+    return ctx.add(out, shared)
+
+
+def _route(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
+    """The routing weight of each chosen expert (k per token), with what the router keeps for backward."""
+    k, e, dt = spec.experts_per_token, spec.n_experts, h.nbytes
+    if spec.router == "sigmoid_group":
+        return _group_limited_route(ctx, spec, h)
+    logits = linear(ctx, h, e, spec.router_module, spec.router_bias, quantized=False)
+    topk_index = ctx.op((), k * 8 // dt, dt, grad=False)  # top-k keeps its int64 indices
+    if spec.router == "softmax_topk":  # gpt-oss: top-k logits, softmax over them in their dtype
+        top = ctx.op((logits,), k, dt, saved=(topk_index,))
+        return ctx.kept(ctx.op((top,), k, dt))
+    probs = ctx.kept(ctx.op((logits,), e, 4))                        # router softmax in fp32
+    top = ctx.op((probs,), k, 4, saved=(topk_index,))
+    return ctx.cast(_renormalised(ctx, top) if spec.norm_topk_prob else top, dt)
+
+
+def _renormalised(ctx: Context, top: Tensor) -> Tensor:
+    """top /= top.sum(-1): the in-place division keeps the sum and its result."""
+    total = ctx.op((top,), 1, top.nbytes)
+    out = ctx.op((top, total), top.width, top.nbytes, saved=(total,))
+    ctx.ops[-1].saved += (out,)
+    return out
+
+
+def _group_limited_route(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
+    """DeepSeek-V3: fp32 router (its weight stays fp32), sigmoid scores, the best `topk_group` of `n_group`
+    expert groups, top-k within them, weights gathered from the scores, renormalised and scaled: all fp32.
+    The group selection's top-k indices and mask are saved although nothing needs them after the forward."""
+    k, e, g = spec.experts_per_token, spec.n_experts, spec.n_group
     trains = ctx.base_trains
+    h32 = ctx.op((h,), spec.hidden, 4)  # hidden_states.float(), kept for the fp32 weight's gradient
+    logits = ctx.op((h32,), e, 4, saved=(h32,) if trains else (), param_grad=e * spec.hidden * 4 if trains else 0)
+    scores = ctx.kept(ctx.op((logits,), e, 4))  # sigmoid
+    dead = ctx.op((), g * 2 * 8 + spec.topk_group * 8 + e, 1, grad=False)  # group top-2/top-k indices, mask
+    index = ctx.op((), k * 2, 4, grad=False)  # the chosen experts' int64 indices, kept by gather
+    picked = ctx.op((scores,), k, 4, saved=(index, dead))
+    # then times routed_scaling_factor (a scalar: nothing kept)
+    return _renormalised(ctx, picked) if spec.norm_topk_prob else picked
+
+
+def _grouped_experts(ctx: Context, spec: ModelSpec, h: Tensor, weights: Tensor) -> Tensor:
+    """transformers' grouped_mm path: tokens sorted by expert, one grouped matmul per projection, each
+    token's expert outputs scaled by their routing weights and summed back in token order."""
+    k, i, dt, trains = spec.experts_per_token, spec.moe_intermediate, h.nbytes, ctx.base_trains
+    # int64 per route: the gather's token index, the sort permutation, its inverse (and, when expert biases
+    # train, the sorted expert ids they are gathered by); and the int32 group offsets, one per expert
+    routes = 3 + (1 if spec.mlp_bias and trains else 0)
+    indices = ctx.op((), routes * k * 8 // dt, dt, grad=False)
+    offsets = ctx.op((), spec.n_experts * 4, 1, grad=False, fixed=True)
+    gathered = ctx.op((h,), k * spec.hidden, dt, saved=(indices, offsets))  # each token once per chosen expert
     expert_grad = spec.n_experts * spec.hidden * i * ctx.base_grad if trains else 0
-    gate_up = ctx.op((gathered,), k * 2 * i, dt, saved=(gathered,) if trains else (), param_grad=2 * expert_grad,
+    bias_grad = spec.n_experts * ctx.base_grad if trains and spec.mlp_bias else 0
+    _expert_biases(ctx, spec, k * 2 * i, dt)
+    gate_up = ctx.op((gathered,), k * 2 * i, dt, saved=(gathered,) if trains else (),
+                     param_grad=2 * expert_grad + 2 * i * bias_grad, grad=True)
+    prod = _expert_gate(ctx, spec, gate_up, k * i)
+    _expert_biases(ctx, spec, k * spec.hidden, dt)
+    down = ctx.op((prod,), k * spec.hidden, dt, saved=(prod,) if trains else (),
+                  param_grad=expert_grad + spec.hidden * bias_grad, grad=True)
+    sorted_weights = ctx.op((weights,), k, weights.nbytes)  # sample_weights[perm]
+    weighted = ctx.op((down, sorted_weights), k * spec.hidden, max(dt, weights.nbytes), saved=(down, sorted_weights))
+    in_order = ctx.op((weighted,), k * spec.hidden, weighted.nbytes)  # weighted_out[inv_perm]: a copy
+    summed = ctx.op((in_order,), spec.hidden, weighted.nbytes)  # the sum over each token's k experts
+    return ctx.cast(summed, dt)
+
+
+def _expert_biases(ctx: Context, spec: ModelSpec, width: int, nbytes: int) -> None:
+    """gpt-oss gathers each route's expert bias (bias[expert_ids]) before adding it in place: a transient."""
+    if spec.mlp_bias:
+        ctx.hold(ctx.op((), width, nbytes, grad=False))
+
+
+def _expert_gate(ctx: Context, spec: ModelSpec, gate_up: Tensor, width: int) -> Tensor:
+    """act(gate) * up over the experts' fused output (its halves are views, so saving either keeps it all)."""
+    dt = gate_up.nbytes
+    if spec.swiglu_limit is None:
+        act = ctx.op((gate_up,), width, dt, saved=(gate_up,))
+        return ctx.op((act, gate_up), width, dt, saved=(act,))
+    # gpt-oss: gate clamped from above, up both ways (each clamp keeps its input); gate * sigmoid(alpha * gate),
+    # then (up + 1) * that
+    gate = ctx.op((gate_up,), width, dt, saved=(gate_up,))
+    up = ctx.op((gate_up,), width, dt)
+    sig = ctx.kept(ctx.op((ctx.op((gate,), width, dt),), width, dt))  # sigmoid(alpha * gate)
+    glu = ctx.op((gate, sig), width, dt, saved=(gate, sig))
+    up1 = ctx.op((up,), width, dt)
+    return ctx.op((up1, glu), width, dt, saved=(up1, glu))
+
+
+def _experts_on_every_token(ctx: Context, spec: ModelSpec, h: Tensor) -> Tensor:
+    """Llama-4: sigmoid scores of the top-k logits (0 for the others), and every expert runs every token:
+    the input repeated per expert and scaled by its score, two batched matmuls over all experts."""
+    e, i, dt, trains = spec.n_experts, spec.moe_intermediate, h.nbytes, ctx.base_trains
+    logits = linear(ctx, h, e, spec.router_module, spec.router_bias, quantized=False)
+    topk_index = ctx.op((), spec.experts_per_token * 8 // dt, dt, grad=False)
+    scattered = ctx.op((logits,), e, dt, saved=(topk_index,))         # -inf but at the top-k
+    sig = ctx.kept(ctx.op((ctx.op((scattered,), e, 4),), e, 4))      # sigmoid in fp32
+    column = ctx.op((ctx.cast(sig, dt),), e, dt)                     # transpose(0, 1).reshape(-1, 1): a copy
+    repeated = ctx.op((h,), e * spec.hidden, dt)
+    routed = ctx.op((repeated, column), e * spec.hidden, dt, saved=(repeated, column))
+    expert_grad = e * spec.hidden * i * ctx.base_grad if trains else 0
+    gate_up = ctx.op((routed,), e * 2 * i, dt, saved=(routed,) if trains else (), param_grad=2 * expert_grad,
                      grad=True)
-    act = ctx.op((gate_up,), k * i, dt, saved=(gate_up,))
-    prod = ctx.op((act, gate_up), k * i, dt, saved=(act,))
-    down = ctx.op((prod,), k * spec.hidden, dt, saved=(prod,) if trains else (), param_grad=expert_grad, grad=True)
-    return ctx.op((down, weights), spec.hidden, dt, saved=(down, weights))
+    prod = _expert_gate(ctx, spec, gate_up, e * i)
+    down = ctx.op((prod,), e * spec.hidden, dt, saved=(prod,) if trains else (), param_grad=expert_grad, grad=True)
+    return ctx.op((down,), spec.hidden, dt)  # the sum over experts
 
 
-def _module(spec: ModelSpec, role: str) -> str:
-    for lin in spec.linears():
-        if lin.role == role or role in FUSED_ROLES.get(lin.role, ()):
+def _roles(ctx: Context, spec: ModelSpec) -> set[str]:
+    """The roles of the layer's own linears (routed experts aside: they are walked as experts)."""
+    return {lin.role for lin in spec.kind_linears(ctx.kind) if lin.experts == 1}
+
+
+def _module(ctx: Context, spec: ModelSpec, role: str) -> str:
+    """The module name of a role in the layer being walked (layers of different kinds name them differently)."""
+    for lin in spec.kind_linears(ctx.kind):
+        if lin.experts == 1 and (lin.role == role or role in FUSED_ROLES.get(lin.role, ())):
             return lin.module
     return role
 
@@ -467,29 +806,90 @@ class LayerSaved:
 def layer_saved(spec: ModelSpec, cfg: TrainConfig, first: bool = False) -> LayerSaved:
     """What one transformer layer saves for backward, and holds while its backward runs.
 
-    `first`: the first layer's input needs no gradient when the embedding is frozen (LoRA, QLoRA).
+    `first`: the first layer (whose input needs no gradient when the embedding is frozen: LoRA, QLoRA).
+    Otherwise one layer standing for all the others: where layers differ (sliding and full attention, NoPE,
+    linear attention, dense and MoE), it saves their mean (rounded up) and its peaks are those of the kind
+    that holds the most, which over-predicts a layer whose kind holds less by that difference.
     """
-    return _layer_saved(spec, walk_key(cfg), first)
+    key = walk_key(cfg, spec)
+    if first:
+        return _layer_saved(spec, key, True, spec.layer_kind(0))
+    return _rest_saved(spec, key)
 
 
-def walk_key(cfg: TrainConfig) -> tuple:
-    """The fields the walk reads, so one cached walk serves every micro-batch, GPU count and optimizer."""
-    seq = cfg.seq_len if cfg.attn is not Attention.FLASH else 1  # s x s terms and masks
-    return (cfg.method, cfg.precision, cfg.attn, cfg.lora_r, cfg.lora_targets, deepspeed_16bit(cfg), seq,
-            cfg.batching, cfg.liger_kernels)
+def kind_saved(spec: ModelSpec, cfg: TrainConfig, kind: LayerKind) -> LayerSaved:
+    """`layer_saved` of one kind of layer (not the first): what a layer of that kind saves and holds."""
+    return _layer_saved(spec, walk_key(cfg, spec), False, kind)
 
 
-def _walk_config(key: tuple) -> TrainConfig:
-    method, precision, attn, lora_r, lora_targets, ds16, seq, batching, liger = key
-    zero = Sharding.ZERO2 if ds16 else Sharding.NONE  # DeepSpeed casts the model to 16 bit
-    return TrainConfig(method=method, precision=precision, attn=attn, lora_r=lora_r, lora_targets=lora_targets,
-                       sharding=zero, gpus=2 if ds16 else 1, seq_len=seq, batching=batching, liger_kernels=liger)
+def layer_walks(spec: ModelSpec, cfg: TrainConfig) -> list[tuple[LayerSaved, int]]:
+    """(walk, how many layers) for each kind of layer after the first, which `layer_saved(first=True)` gives."""
+    return _kind_walks(spec, walk_key(cfg, spec))
+
+
+def _kind_walks(spec: ModelSpec, key: tuple) -> list[tuple[LayerSaved, int]]:
+    counts: dict[LayerKind, int] = {}
+    for layer in range(1, spec.n_layer):
+        kind = spec.layer_kind(layer)
+        counts[kind] = counts.get(kind, 0) + 1
+    return [(_layer_saved(spec, key, False, kind), n) for kind, n in counts.items()]
 
 
 @lru_cache(maxsize=4096)
-def _layer_saved(spec: ModelSpec, key: tuple, first: bool) -> LayerSaved:
+def _rest_saved(spec: ModelSpec, key: tuple) -> LayerSaved:
+    walks = _kind_walks(spec, key)
+    if len(walks) <= 1:
+        return _layer_saved(spec, key, False, spec.layer_kind(spec.n_layer - 1))
+    layers = sum(n for _, n in walks)
+
+    def mean(values: list[tuple[int, int]]) -> int:
+        return -(-sum(n * v for v, n in values) // layers)  # rounded up: never under
+
+    def peaks(field: str) -> tuple[tuple[int, ...], ...]:
+        return _frontier([s for w, _ in walks for s in getattr(w, field)])
+
+    # gradient reductions run inside the kind that makes the most weight-gradient bytes
+    largest = max((w for w, _ in walks), key=lambda w: w.grad_steps[-1][2] if w.grad_steps else 0)
+    return LayerSaved(per_token=mean([(w.per_token, n) for w, n in walks]),
+                      per_layer=mean([(w.per_layer, n) for w, n in walks]),
+                      backward=peaks("backward"), offloaded_backward=peaks("offloaded_backward"),
+                      hooked_backward=peaks("hooked_backward"), grad_steps=largest.grad_steps,
+                      forward=peaks("forward"), unsaved_forward=peaks("unsaved_forward"),
+                      pending=max(w.pending for w, _ in walks))
+
+
+def walk_key(cfg: TrainConfig, spec: ModelSpec | None = None) -> tuple:
+    """The fields the walk reads, so one cached walk serves every micro-batch, GPU count and optimizer."""
+    seq = cfg.seq_len if cfg.attn is not Attention.FLASH or _per_sequence(spec) else 1  # s x s terms and masks
+    one = bool(spec is not None and spec.is_mla and cfg.micro_batch == 1)  # MLA's eager v: see _eager
+    return (cfg.method, cfg.precision, cfg.attn, cfg.lora_r, cfg.lora_targets, _walk_sharding(cfg), seq, one,
+            cfg.batching, cfg.liger_kernels)
+
+
+def _walk_sharding(cfg: TrainConfig) -> Sharding:
+    """The engine as far as the layers see it: DeepSpeed's 16-bit cast, ZeRO-3's linear, FSDP's gathered dtypes."""
+    if cfg.sharding in (Sharding.ZERO3, Sharding.FSDP, Sharding.FSDP1):
+        return cfg.sharding
+    return Sharding.ZERO2 if deepspeed_16bit(cfg) else Sharding.NONE
+
+
+def _per_sequence(spec: ModelSpec | None) -> bool:
+    """Whether the walk reads the sequence length whatever the attention kernel: DeltaNet pads to whole chunks,
+    Llama-4's NoPE temperature keeps one factor per position."""
+    return spec is not None and (spec.attn_temperature or any(k.attention == "linear" for k, _ in spec.layer_kinds()))
+
+
+def _walk_config(key: tuple) -> TrainConfig:
+    method, precision, attn, lora_r, lora_targets, sharding, seq, one, batching, liger = key
+    return TrainConfig(method=method, precision=precision, attn=attn, lora_r=lora_r, lora_targets=lora_targets,
+                       sharding=sharding, gpus=1 if sharding is Sharding.NONE else 2, seq_len=seq,
+                       micro_batch=1 if one else 2, batching=batching, liger_kernels=liger)
+
+
+@lru_cache(maxsize=4096)
+def _layer_saved(spec: ModelSpec, key: tuple, first: bool, kind: LayerKind) -> LayerSaved:
     cfg = _walk_config(key)
-    ctx = context(spec, cfg)
+    ctx = context(spec, cfg, kind)
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=cfg.method is Method.FULL or not first)
     out = _block(ctx, spec, x)
     tok, fixed = ctx.saved_size()
@@ -623,7 +1023,7 @@ def dropout(ctx: Context, spec: ModelSpec, x: Tensor) -> Tensor:
 def head_saved(spec: ModelSpec, cfg: TrainConfig, tokens: int) -> int:
     """Bytes saved outside the layers: embedding dropout's mask, the final norm and lm_head (with
     autocast's 16-bit copy of an fp32 lm_head weight)."""
-    per_token, per_model = _head_saved(spec, walk_key(cfg))
+    per_token, per_model = _head_saved(spec, walk_key(cfg, spec))
     return per_token * tokens + per_model
 
 
@@ -652,13 +1052,22 @@ def final_norm_saved(spec: ModelSpec, cfg: TrainConfig, tokens: int) -> int:
 @lru_cache(maxsize=4096)
 def _head_saved(spec: ModelSpec, key: tuple, with_lm_head: bool = True) -> tuple[int, int]:
     cfg = _walk_config(key)
-    ctx = context(spec, cfg)
+    ctx = replace(context(spec, cfg), base_trains=cfg.method is Method.FULL)   # FSDP1's root unit is frozen under LoRA
     x = Tensor(spec.hidden, stream_bytes(cfg), grad=True)
     normed = norm(ctx, spec, x)
     if with_lm_head:
         linear(ctx, normed, spec.vocab, "lm_head", quantized=False)  # bitsandbytes leaves lm_head
     per_token, per_model = ctx.saved_size()
-    return per_token + (spec.hidden if spec.dropout else 0), per_model
+    return per_token + (spec.hidden if spec.dropout and spec.dropout_on_embeddings else 0), per_model
 
 
-layer_walk_cache, head_walk_cache = _layer_saved, _head_saved   # cached walks, cleared by memory.clear_caches
+class _WalkCaches:
+    """The cached walks, cleared together by memory.clear_caches."""
+
+    @staticmethod
+    def cache_clear() -> None:
+        _layer_saved.cache_clear()
+        _rest_saved.cache_clear()
+
+
+layer_walk_cache, head_walk_cache = _WalkCaches, _head_saved

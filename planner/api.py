@@ -10,14 +10,14 @@ from common.units import GiB
 from planner.activations import attention_kernel
 from planner.calibration import Overhead, overhead_for
 from planner.config import TrainConfig
-from planner.enums import Attention, Method, Offload, Precision, Sharding
+from planner.enums import Method, Offload, Sharding
 from planner.hardware import Card, Hardware, hardware_from_catalog, hardware_from_probe
 from planner.memory import Estimate, estimate
 from planner.model_input import ResolvedModel, resolve_model
 from planner.nvml import probe
 from planner.recommend import plan, unsupported_everywhere
-from planner.search import Plan, Request, SearchResult, feasible_plans, usable_bytes, with_global_batch
-from planner.rules import card_problem, unsupported
+from planner.search import NothingFits, Plan, Request, SearchResult, feasible_plans, usable_bytes, with_global_batch
+from planner.rules import adapted_to_card, card_problem, unsupported
 from profiles.spec import ModelSpec
 
 DEFAULT_MARGIN = 0.10   # the share of each card kept free: one margin for every command
@@ -36,7 +36,8 @@ class Evaluation:
 
     @property
     def total_bytes(self) -> int:
-        return self.overhead.total(self.estimate.allocated_peak_bytes, self.estimate.paged_bytes)
+        return self.overhead.total(self.estimate.allocated_peak_bytes, self.estimate.paged_bytes,
+                                   self.estimate.cfg.world_size)
 
     @property
     def usable_bytes(self) -> int | None:
@@ -60,28 +61,13 @@ def runnable(model: ResolvedModel, cfg: TrainConfig, card: Card | None = None) -
     return cfg
 
 
-def adapted(spec: ModelSpec, cfg: TrainConfig, card: Card | None, fixed=frozenset()) -> tuple[TrainConfig, list[str]]:
-    """cfg switched to what the card can run, with a word for each switch, and warnings about the sequence."""
-    notes = []
-    if card and cfg.attn is Attention.FLASH and not card.flash_attention:
-        cfg = cfg.with_(attn=Attention.SDPA)
-        notes.append(f"{card.name} cannot run FlashAttention-2 (it needs Ampere or newer): planned with SDPA.")
-    if card and not card.bf16 and "precision" not in fixed and cfg.precision.value.startswith("bf16"):
-        cfg = cfg.with_(precision=Precision.FP16_MIXED)
-        notes.append(f"{card.name} has no bf16: planned with fp16-mixed.")
-    if cfg.seq_len > spec.max_position:
-        notes.append(f"{cfg.seq_len:,} tokens is longer than the {spec.max_position:,} positions {spec.short_name} "
-                     "was trained for; quality degrades past them unless its rotary scaling is extended.")
-    return cfg, notes
-
-
 def evaluate(model: ResolvedModel | str, cfg: TrainConfig, hardware: Hardware | None = None,
              margin: float = DEFAULT_MARGIN, fixed: frozenset[str] = frozenset({"precision"})) -> Evaluation:
     """The per-GPU memory of one configuration, and with hardware whether it fits. `fixed`: the fields the
     user set; the others may be switched to what the card runs (with a word)."""
     model = resolve_model(model) if isinstance(model, str) else model
     card = hardware.card if hardware else None
-    cfg, notes = adapted(model.spec, cfg, card, fixed)
+    cfg, notes = adapted_to_card(model.spec, cfg, card, fixed)
     cfg = runnable(model, cfg, card)
     overhead = card.overhead if card else overhead_for(None)
     return Evaluation(model, estimate(model.spec, cfg, model.exact_params), overhead, hardware, margin, tuple(notes))
@@ -97,7 +83,7 @@ def card_for_estimate(gpu: str | None, gpus: int | None = None, nodes: int = 1) 
 
 def search(request: Request, hardware: Hardware) -> SearchResult:
     """The plans that fit, the recommended one and why, or what would fit."""
-    base, notes = adapted(request.spec, request.base, hardware.card, request.fixed)
+    base, notes = adapted_to_card(request.spec, request.base, hardware.card, request.fixed)
     result = plan(replace(request, base=base), hardware)
     result.warnings = notes + result.warnings
     return result
@@ -129,7 +115,9 @@ def choose(model: ResolvedModel, request: Request, hardware: Hardware | None, fo
         chosen = result.plans[result.recommended]
         evaluation = Evaluation(model, chosen.estimate, hardware.card.overhead, hardware, request.margin)
         return Choice(evaluation, tuple(result.warnings + _batch_warnings(request, chosen.cfg)))
-    message = does_not_fit_sentence(hardware, result.nothing_fits or {})
+    if result.nothing_fits and result.nothing_fits.unsupported:   # what cannot run is refused, forced or not
+        raise UnsupportedError(result.nothing_fits.unsupported)
+    message = does_not_fit_sentence(hardware, result.nothing_fits)
     if not force:
         raise DoesNotFitError(message)
     cfg = with_global_batch(request.base.with_(gpus=request.base.gpus if "gpus" in request.fixed
@@ -147,10 +135,11 @@ def _batch_warnings(request: Request, cfg: TrainConfig) -> list[str]:
     return []
 
 
-def does_not_fit_sentence(hardware: Hardware, nothing: dict) -> str:
+def does_not_fit_sentence(hardware: Hardware, nothing: NothingFits | None) -> str:
     """Nothing fits: how much the smallest plan needs, how far over that is, and the nearest way out."""
-    needs, usable = nothing.get("min_total_bytes") or 0, nothing.get("usable_bytes") or 0
-    ways = nothing.get("suggestions") or []
+    needs = (nothing.min_total_bytes if nothing else None) or 0
+    usable = (nothing.usable_bytes if nothing else None) or 0
+    ways = nothing.suggestions if nothing else ()
     hint = f"; nearest way out: {ways[0].rstrip('.')}" if ways else ""
     return (f"no plan fits on {hardware.card.name}: the smallest needs {needs / GiB:.1f} GiB per GPU, "
             f"{usable / GiB:.1f} GiB is usable ({(needs - usable) / GiB:.1f} GiB over){hint}.")

@@ -49,6 +49,13 @@ class GpuClass:
     allocator_reserve_fraction: float = 0.10
 
 
+# NCCL's buffers for one communicator, allocated by NCCL itself (cudaMalloc, outside torch's allocator) once a
+# run has more than one process: 544 MiB for 2 ranks, 688 MiB for 3 or more, measured on 4 x A100 with NVLink
+# (NVIDIA/nccl#964). It grows with the channels NCCL opens (more on Hopper's NVLink, NVIDIA/nccl#986) and stops
+# growing beyond 2 nodes; a data-parallel run has one communicator. Uncalibrated defaults, like the context.
+NCCL_TWO_RANKS_BYTES = 544 * MiB
+NCCL_BYTES = 688 * MiB
+
 _PRE_HOPPER_WORKSPACE = 4 * MiB * 2 + 16 * 1024 * 8
 _HOPPER_WORKSPACE = 32 * MiB
 
@@ -108,13 +115,23 @@ class Overhead:
     context_bytes: int        # CUDA context and cuBLAS workspace, outside torch's allocated peak
     reserve_fraction: float   # caching allocator: reserved = allocated * (1 + fraction)
     source: str               # where these numbers come from
+    nccl_bytes: int | None = None   # NCCL's buffers when calibrated; else the documented defaults
 
     def reserved(self, allocated: int) -> int:
         return int(allocated * (1 + self.reserve_fraction))
 
-    def total(self, allocated: int, paged: int = 0) -> int:
-        """What must fit on the card: the allocator's reserve, the CUDA context and managed (paged) memory."""
-        return self.reserved(allocated) + self.context_bytes + paged
+    def total(self, allocated: int, paged: int = 0, processes: int = 1) -> int:
+        """What must fit on the card: the allocator's reserve, the CUDA context, managed (paged) memory and,
+        with more than one process, NCCL's buffers."""
+        return self.reserved(allocated) + self.context_bytes + paged + self.communicator(processes)
+
+    def communicator(self, processes: int) -> int:
+        """NCCL's own buffers on each GPU of a run of `processes` ranks (none for one process)."""
+        if processes < 2:
+            return 0
+        if self.nccl_bytes is not None:
+            return self.nccl_bytes
+        return NCCL_TWO_RANKS_BYTES if processes == 2 else NCCL_BYTES
 
 
 def user_profile_path() -> Path:
@@ -150,13 +167,20 @@ def _usable(entry) -> bool:
     return numbers and 0 <= context <= MAX_CONTEXT_BYTES and 0 <= fraction <= MAX_RESERVE_FRACTION
 
 
+def _nccl(entry: dict) -> int | None:
+    """A calibrated NCCL figure, when the entry has a plausible one (a garbled one is not trusted)."""
+    value = entry.get("communicator_bytes")
+    plausible = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CONTEXT_BYTES
+    return value if plausible else None
+
+
 def overhead_for(gpu_name: str | None, compute_capability: tuple[int, int] | None = None) -> Overhead:
     key = gpu_key(gpu_name) if gpu_name else None
     for path, label in ((user_profile_path(), "calibrated"), (SHIPPED, "shipped calibration")):
         entry = load_profile(path).get(key) if key else None
         if entry:
             return Overhead(context_bytes=int(entry["context_bytes"]), reserve_fraction=float(entry["reserve_fraction"]),
-                            source=f"{label}: {entry.get('provenance', path)}")
+                            source=f"{label}: {entry.get('provenance', path)}", nccl_bytes=_nccl(entry))
     gpu = compute_capability or gpu_name
     return Overhead(context_bytes=cuda_context_bytes(gpu), reserve_fraction=allocator_reserve_fraction(gpu),
                     source="shipped defaults (uncalibrated)")

@@ -1,7 +1,8 @@
 """What each data-parallel engine communicates, and when it can hide behind compute: `traffic`.
 
 Bytes are per rank, already multiplied by the ring factor ((N-1)/N for an all-gather or reduce-scatter, 2(N-1)/N
-for an all-reduce). What each engine sends is read from the engines' code (/work/notes/sharded/MEMO.md):
+for an all-reduce). What each engine sends is read from the engines' code (torch 2.13 torch/distributed/fsdp, DeepSpeed 0.19
+deepspeed/runtime/zero):
 - DDP: one all-reduce of the gradients per optimizer step (Accelerate skips it on accumulation micro-batches),
   in 25 MB buckets launched while the backward runs; the last bucket cannot hide.
 - ZeRO-1: the gradient reduction at the step boundary, then an all-gather of the updated 16-bit parameters.

@@ -12,14 +12,17 @@ Pure arithmetic: no torch.
 """
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 from collections import Counter
 from dataclasses import dataclass
 
 from planner.config import TrainConfig
-from planner.enums import Sharding
-from planner.params import ParamCounts, clear_param_caches, ordered_params
-from planner.states import ModelStates, zero_grad_bytes, zero_partition
+from planner.enums import Method, Offload, Sharding
+from planner.params import ParamCounts, ParamTensor, clear_param_caches, ordered_params
+from planner.states import (ModelStates, adapter_bytes, computes_16bit_params, flat_unit_grads, weight_bytes,
+                            zero_grad_bytes, zero_partition)
 from profiles.spec import ModelSpec
 
 Parts = dict[str, int]
@@ -61,6 +64,10 @@ class Engine:
         """Layers (0-based) whose backward can hold the peak because the engine allocates from there on."""
         return []
 
+    def extra_forward_layers(self) -> list[int]:
+        """Layers (0-based) below the top one whose forward can hold the peak because the engine holds more there."""
+        return []
+
     def reduction_moments(self) -> list[tuple[int, float, Parts]]:
         """Moments inside a layer's backward where the engine allocates: (layer, share of the layer's weight
         gradients made by then, what it holds then)."""
@@ -68,6 +75,10 @@ class Engine:
 
     def forward_layer(self, index: int) -> Parts:
         return {}
+
+    def forward_gather(self, index: int) -> Parts | None:
+        """Before layer `index` (`n_layer`: the final norm and lm_head) runs, when the engine gathers its parameters."""
+        return None
 
     def at_loss(self) -> Parts:
         return {}
@@ -235,21 +246,438 @@ def _bucket_reductions(spec: ModelSpec, cfg: TrainConfig, bucket: int) -> tuple[
     return tuple(out)
 
 
-class GatheringEngine(Engine):
-    """ZeRO-3 and FSDP: a layer's parameters are gathered to compute it, the next one's prefetched."""
+@dataclass(frozen=True)
+class Fetch:
+    """One use of a module's parameters in the step, in the order ZeRO-3's coordinator traces them."""
+
+    module: str
+    layer: int | None     # 0-based layer; None: embeddings, final norm, lm_head
+    backward: bool        # in the backward (a checkpointed layer's recompute included)
+    params: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GatheredProfile:
+    """Bytes of gathered parameters: the most during each layer's forward and backward, around the head."""
+
+    forward: tuple[int, ...]
+    backward: tuple[int, ...]
+    head_forward: int
+    head_backward: int
+    persistent: int       # small parameters gathered once and kept (param_persistence_threshold)
+
+
+class Zero3(Engine):
+    """DeepSpeed ZeRO-3 (runtime/zero/stage3.py, partitioned_param_coordinator.py): every parameter is
+    partitioned and gathered module by module; the coordinator keeps a gathered parameter that is used again
+    within max_reuse_distance elements and prefetches prefetch_bucket_size elements ahead; parameters under
+    param_persistence_threshold stay gathered. Gradients are copied into one persistent reduction bucket and
+    reduce-scattered into a persistent flat buffer of this rank's gradient partitions."""
+
+    hooks_gradients = True
+
+    @functools.cached_property
+    def grad_bytes(self) -> int:
+        return zero_grad_bytes(self.cfg)
+
+    @functools.cached_property
+    def bucket(self) -> int:
+        """The reduction bucket, allocated at initialisation and kept (one buffer: stage 3 does not double it)."""
+        return self.cfg.engine.reduce_bucket_size * self.grad_bytes if self.cfg.engine.contiguous_gradients else 0
+
+    @functools.cached_property
+    def gathered(self) -> GatheredProfile:
+        return zero3_gathered(self.spec, self.cfg)
+
+    @functools.cached_property
+    def reductions(self) -> tuple[Reduction, ...]:
+        return bucket_reductions(self.spec, self.cfg, self.cfg.engine.reduce_bucket_size)
 
     def resident(self) -> Parts:
-        return {**super().resident(), "gathered_weights": 2 * self.counts.largest_layer * 2}
+        return {"gradients": self.states.gradients, "comm_buffers": self.bucket,
+                "gathered_weights": self.gathered.persistent}
+
+    def extra_layers(self) -> list[int]:
+        return rising_layers(self.gathered.backward)
+
+    def extra_forward_layers(self) -> list[int]:
+        return rising_layers(self.gathered.forward)
+
+    def _with_gathered(self, gathered: int) -> Parts:
+        return {"gathered_weights": self.gathered.persistent + gathered}
+
+    def forward_layer(self, index: int) -> Parts:
+        return self._with_gathered(self.gathered.forward[index])
+
+    def at_loss(self) -> Parts:
+        return self._with_gathered(self.gathered.head_forward)
+
+    def loss_backward(self) -> Parts:
+        return self._with_gathered(self.gathered.head_backward)
+
+    def _scatter_copies(self, elements: int) -> int:
+        """reduce_scatter_coalesced interleaves the bucket into one `torch.cat` copy, and a second bucket-sized
+        copy is live beside it (measured on CPU ranks)."""
+        return 2 * elements * self.grad_bytes
+
+    def head_backward(self) -> Parts | None:
+        if self.cfg.method is not Method.FULL:
+            return None
+        head = self.spec.vocab * self.spec.hidden * self.grad_bytes
+        flatten = max((r.elements for r in self.reductions if r.head), default=0)
+        return {"gradients": self.states.gradients + head, "comm_buffers": self.bucket + self._scatter_copies(flatten),
+                **self._with_gathered(self.gathered.head_backward)}
+
+    def backward_layer(self, index: int, grads_above: int, new_grads: int) -> Parts:
+        gathered = self.gathered.backward[index] if 0 <= index < self.spec.n_layer else self.gathered.head_backward
+        return {"gradients": self.states.gradients + new_grads, **self._with_gathered(gathered)}
+
+    def reduction_moments(self) -> list[tuple[int, float, Parts]]:
+        """The first two reductions inside the layers, each with its scatter copies."""
+        inside = [r for r in self.reductions if r.layer is not None and not r.head][:2]
+        return [(r.layer, r.made, {"gradients": self.states.gradients, "comm_buffers": self.bucket
+                                   + self._scatter_copies(r.elements), **self._with_gathered(self.gathered.backward[r.layer])})
+                for r in inside]
+
+    def backward_end(self) -> Parts | None:
+        last = self.reductions[-1].elements if self.reductions else 0
+        return {"gradients": self.states.gradients, "comm_buffers": self.bucket + self._scatter_copies(last),
+                "gathered_weights": self.gathered.persistent}
+
+    def step(self, temporaries: int) -> Parts:
+        """Per sub-group the gradient partitions are flattened and cast to fp32, and the optimizer's foreach
+        temporary joins them (stage3.py `_prepare_fp32_grad_for_sub_group`); offloaded, all of it is on the host."""
+        shard = -(-self.counts.trainable // self.cfg.world_size)
+        on_gpu = self.cfg.offload is Offload.NONE
+        return {"gradients": self.states.gradients, "comm_buffers": self.bucket, "gathered_weights": 0,
+                "temporary": shard * (4 + 4) if on_gpu else 0}
+
+
+def rising_layers(held: tuple[int, ...]) -> list[int]:
+    """The layers, top down, holding more than every layer above them: with saved activations growing upward,
+    only these can hold a pass's peak."""
+    out, most = [], -1
+    for index in reversed(range(len(held))):
+        if held[index] > most:
+            out.append(index)
+            most = held[index]
+    return out
+
+
+def zero3_gathered(spec: ModelSpec, cfg: TrainConfig) -> GatheredProfile:
+    e = cfg.engine
+    return _zero3_gathered(spec, cfg.with_(micro_batch=1, seq_len=1, grad_accum=1, gpus=1, nodes=1, sharding=Sharding.ZERO3),
+                           e.param_persistence_threshold, e.max_reuse_distance, e.prefetch_bucket_size,
+                           e.max_live_parameters)
+
+
+@functools.lru_cache(maxsize=256)
+def _zero3_gathered(spec: ModelSpec, cfg: TrainConfig, persist: int, reuse: int, prefetch: int,
+                    max_live: int) -> GatheredProfile:
+    """Replays the coordinator over one step once its trace is complete (from the second step on): each use
+    gathers its module; the prefetcher then walks the parameter trace ahead until `prefetch` elements not yet
+    gathered are on their way, marking every use it passes; after the use, a parameter stays gathered if the
+    prefetcher passed a later use of it or it is used again within `reuse` elements of the module trace
+    (`__params_to_release`). Parameters of at most `persist` elements are never released."""
+    trace, params = zero3_trace(spec, cfg)
+    persistent = {pid for pid, (numel, _) in params.items() if numel <= persist}
+    entries = [(pid, at) for at, f in enumerate(trace) for pid in f.params]
+    uses: dict[int, list[int]] = {}
+    for pid, at in entries:
+        uses.setdefault(pid, []).append(at)
+    starts = list(itertools.accumulate((sum(params[pid][0] for pid in f.params) for f in trace), initial=0))
+    available, queue, marked, held = set(persistent), 0, {}, []
+    n_available = 0   # the coordinator's count restarts every step
+    for at, f in enumerate(trace):
+        new = [pid for pid in f.params if pid not in available]
+        available.update(new)
+        n_available += sum(params[pid][0] for pid in new)
+        pending = {pid for pid in f.params if marked.get(pid, -1) < at}   # pop the current use off the queue
+        while pending and queue < len(entries):
+            pid, used = entries[queue]
+            queue += 1
+            marked[pid] = used
+            pending.discard(pid)
+        budget, fetching = min(max_live - n_available, prefetch), 0
+        while queue < len(entries) and fetching < budget:
+            pid, used = entries[queue]
+            queue += 1
+            marked[pid] = max(marked.get(pid, -1), used)
+            if pid not in available:
+                available.add(pid)
+                fetching += params[pid][0]
+        n_available += fetching
+        held.append(sum(params[pid][1] for pid in available - persistent))
+        for pid in f.params:
+            if pid in persistent or marked[pid] > at + 1 or _reused(uses[pid], at, starts, reuse):
+                continue
+            available.discard(pid)
+            n_available -= params[pid][0]
+    return _profile(spec, trace, held, sum(params[pid][1] for pid in persistent))
+
+
+def _reused(uses: list[int], at: int, starts: list[int], reuse: int) -> bool:
+    """Used again before the module trace after `at` has passed `reuse` elements."""
+    later = bisect.bisect_right(uses, at)
+    return later < len(uses) and starts[uses[later]] - starts[at + 1] < reuse
+
+
+def _profile(spec: ModelSpec, trace: list[Fetch], held: list[int], persistent: int) -> GatheredProfile:
+    forward, backward = [0] * spec.n_layer, [0] * spec.n_layer
+    head = {False: 0, True: 0}
+    for f, bytes_ in zip(trace, held):
+        if f.layer is None:
+            head[f.backward] = max(head[f.backward], bytes_)
+        else:
+            side = backward if f.backward else forward
+            side[f.layer] = max(side[f.layer], bytes_)
+    return GatheredProfile(tuple(forward), tuple(backward), head[False], head[True], persistent)
+
+
+def zero3_trace(spec: ModelSpec, cfg: TrainConfig) -> tuple[list[Fetch], dict[int, tuple[int, int]]]:
+    """The modules' uses in one step: the forward in order; the backward from lm_head down, a checkpointed
+    layer's forward again before its backward; the embedding last when its output needs a gradient. Returns the uses and each
+    parameter's (elements, bytes when gathered)."""
+    modules: dict[str, list[int]] = {}
+    params: dict[int, tuple[int, int]] = {}
+    layer_of: dict[str, int | None] = {}
+    for pid, p in enumerate(ordered_params(spec, cfg)):
+        modules.setdefault(p.module, []).append(pid)
+        layer_of[p.module] = p.layer
+        params[pid] = (p.numel, p.numel * (adapter_bytes(cfg) if p.trainable and cfg.method is not Method.FULL else 2))
+    if spec.tied_embeddings:
+        modules["lm_head"], layer_of["lm_head"] = modules["embed"], None   # lm_head's weight is the embedding's
+
+    def use(name: str, backward: bool) -> Fetch:
+        return Fetch(name, layer_of[name], backward, tuple(modules[name]))
+
+    order = [name for name in modules if name != "lm_head"] + ["lm_head"]
+    trace = [use(name, False) for name in order]
+    trace += [use(name, True) for name in ("lm_head", "norm") if name in modules]
+    for layer in reversed(range(spec.n_layer)):
+        names = [name for name in order if layer_of[name] == layer]
+        if cfg.grad_ckpt:
+            trace += [use(name, False) for name in names]
+        trace += [use(name, True) for name in reversed(names)]
+    if cfg.method is Method.FULL or cfg.grad_ckpt:   # checkpointing hooks the embedding's output to need grad
+        trace.append(use("embed", True))
+    return trace, params
+
+
+@dataclass(frozen=True)
+class Units:
+    """FSDP's units in forward order: bytes of their parameters gathered, and of their trainable gradients
+    before they are reduced."""
+
+    layers: tuple[int, ...]
+    layer_grads: tuple[int, ...]
+    embed: int            # the input embedding's own unit (0 when tied: it is in the tail)
+    embed_grads: int
+    tail: int             # final norm and lm_head
+    tail_grads: int
+
+
+def fsdp_units(spec: ModelSpec, cfg: TrainConfig) -> Units:
+    layers, layer_grads = [0] * spec.n_layer, [0] * spec.n_layer
+    embed = embed_grads = tail = tail_grads = 0
+    for p in ordered_params(spec, cfg):
+        size, grad = gathered_bytes(p, cfg), (p.numel * unreduced_grad_bytes(p, cfg) if p.trainable else 0)
+        if p.layer is not None:
+            layers[p.layer] += size
+            layer_grads[p.layer] += grad
+        elif p.module in ("embed", "positions") and not spec.tied_embeddings:
+            embed, embed_grads = embed + size, embed_grads + grad
+        else:
+            tail, tail_grads = tail + size, tail_grads + grad
+    return Units(tuple(layers), tuple(layer_grads), embed, embed_grads, tail, tail_grads)
+
+
+def gathered_bytes(p: ParamTensor, cfg: TrainConfig) -> int:
+    """A parameter as FSDP gathers it: in the compute dtype under mixed precision, else as stored (4-bit
+    weights packed two to a byte)."""
+    if p.quantized:
+        return (p.numel + 1) // 2
+    if computes_16bit_params(cfg):
+        return p.numel * 2
+    return p.numel * (adapter_bytes(cfg) if p.trainable and cfg.method is not Method.FULL else weight_bytes(cfg))
+
+
+def unreduced_grad_bytes(p: ParamTensor, cfg: TrainConfig) -> int:
+    """Bytes per element of a gradient before the reduce-scatter: the dtype the parameter computed in."""
+    return gathered_bytes(p, cfg) // p.numel if not p.quantized else 0
+
+
+class Fsdp2(Engine):
+    """FSDP2 through Accelerate (torch/distributed/fsdp/_fully_shard): one unit per layer, the embedding its
+    own, [final norm, lm_head] one unit kept gathered from its forward to its backward. A unit's forward holds
+    its parameters and the flat all-gather buffer they were copied from, which lives until the next unit has
+    gathered; in backward the unit below is prefetched; a unit's reduce-scatter input is a copy of its
+    gradients, kept until the next unit reduces."""
+
+    @functools.cached_property
+    def units(self) -> Units:
+        return fsdp_units(self.spec, self.cfg)
+
+    def _layer(self, index: int) -> int:
+        return self.units.layers[index] if index >= 0 else self.units.embed
+
+    @property
+    def _tail_kept(self) -> int:
+        """A tied embedding puts the tail unit first in the forward: gathered from the embedding to the end of
+        the backward (never resharded, and its gradient is complete only after the embedding's backward)."""
+        return self.units.tail if self.spec.tied_embeddings else 0
+
+    def resident(self) -> Parts:
+        # gradient accumulation (set_requires_gradient_sync(False)) keeps every unreduced gradient
+        held = self._unreduced_total() if self.accumulating else 0
+        return {"gradients": held, "comm_buffers": 0, "gathered_weights": self._tail_kept}
+
+    def extra_layers(self) -> list[int]:
+        """The layer under the top one holds the top layer's reduce-scatter input, larger than the tail's under LoRA."""
+        return [self.spec.n_layer - 2] if self.spec.n_layer > 1 else []
+
+    def _unreduced_total(self) -> int:
+        u = self.units
+        return sum(u.layer_grads) + u.embed_grads + u.tail_grads
+
+    def forward_gather(self, index: int) -> Parts | None:
+        """The unit's all-gather buffer and its parameters, beside the unit before's buffer."""
+        if index == self.spec.n_layer:
+            return None if self._tail_kept else {"gathered_weights": self._layer(index - 1) + 2 * self.units.tail}
+        before = self._tail_kept or self._layer(index - 1) if index == 0 else self._layer(index - 1)
+        return {"gathered_weights": before + 2 * self._layer(index) + self._tail_kept}
+
+    def forward_layer(self, index: int) -> Parts:
+        return {"gathered_weights": 2 * self._layer(index) + self._tail_kept}
+
+    def at_loss(self) -> Parts:
+        """The last unit gathered in the forward keeps its buffer until the model's forward returns."""
+        last = self._layer(self.spec.n_layer - 1) if self._tail_kept else self.units.tail
+        return {"gathered_weights": self.units.tail + last}
+
+    def loss_backward(self) -> Parts:
+        return {"gathered_weights": self.units.tail}
+
+    def head_backward(self) -> Parts | None:
+        if not self.units.tail_grads:
+            return None
+        return {"gradients": self.resident()["gradients"] + self.units.tail_grads,
+                "gathered_weights": self.units.tail + self._layer(self.spec.n_layer - 1)}
+
+    def backward_layer(self, index: int, grads_above: int, new_grads: int) -> Parts:
+        if not 0 <= index < self.spec.n_layer:
+            return {"gradients": grads_above + new_grads, "gathered_weights": self.units.tail}
+        above = self.units.layer_grads[index + 1] if index + 1 < self.spec.n_layer else self.units.tail_grads
+        below = self._layer(index - 1) if index or self.units.embed_grads else 0
+        held = self._unreduced_total() if self.accumulating else grads_above
+        return {"gradients": held + new_grads, "comm_buffers": 0 if self._tail_kept and index + 1 == self.spec.n_layer else above,
+                "gathered_weights": self.units.layers[index] + below + self._tail_kept}
+
+    def reduction_moments(self) -> list[tuple[int, float, Parts]]:
+        """A unit's reduce-scatter once its backward is done: its parameters freed, the one below prefetched, its
+        gradients and their copy both live."""
+        if self.accumulating:
+            return []
+        top = self.spec.n_layer - 1
+        grads = self.units.layer_grads[top]
+        sharded = self.states.gradients * (self.spec.n_layer - 1 - top)
+        return [(top, 1.0, {"gradients": sharded, "comm_buffers": grads,
+                            "gathered_weights": self._layer(top - 1) + self._tail_kept})]
+
+
+class Fsdp1(Engine):
+    """FSDP1 through Accelerate (torch/distributed/fsdp, use_orig_params): each layer one flat parameter, the
+    rest (embedding, final norm, lm_head) the root unit, which stays gathered from the forward's start to the
+    backward's end. In backward the unit below is prefetched (BACKWARD_PRE); a unit's gradient arrives as one
+    flat tensor concatenated from its parameters' gradients (both alive at that instant), of the whole unit even
+    where only adapters train."""
+
+    @functools.cached_property
+    def units(self) -> Units:
+        return fsdp_units(self.spec, self.cfg)
+
+    @functools.cached_property
+    def root(self) -> int:
+        return self.units.embed + self.units.tail
+
+    def _unit_grad(self, index: int) -> int:
+        """The unit's unsharded flat gradient: every element of a unit that has a trainable parameter."""
+        grads = self.units.layer_grads[index]
+        return self.units.layers[index] if grads and flat_unit_grads(self.cfg) else grads
+
+    def _sharded_grad(self, index: int) -> int:
+        return self.states.gradients // self.spec.n_layer if self.units.layer_grads[index] else 0
+
+    @functools.cached_property
+    def _root_grad(self) -> int:
+        """lm_head's and the final norm's gradients wait in the root unit's autograd buffer until the
+        embedding's, the last of the backward, arrive."""
+        return self.units.tail_grads
+
+    def _resharded(self, layers: range) -> int:
+        """Layer units still gathered: under SHARD_GRAD_OP every unit run so far stays gathered."""
+        return 0 if self.cfg.engine.fsdp_reshard_after_forward else sum(self.units.layers[i] for i in layers)
+
+    def resident(self) -> Parts:
+        held = sum(self._unit_grad(i) for i in range(self.spec.n_layer)) + self._root_grad + self.units.embed_grads \
+            if self.accumulating else 0
+        return {"gradients": held, "comm_buffers": 0, "gathered_weights": self.root}
+
+    def forward_layer(self, index: int) -> Parts:
+        prefetch = self.units.layers[index + 1] if self.cfg.engine.fsdp_forward_prefetch and index + 1 < self.spec.n_layer else 0
+        return {"gathered_weights": self.root + self.units.layers[index] + prefetch + self._resharded(range(index))}
+
+    def at_loss(self) -> Parts:
+        return {"gathered_weights": self.root + self._resharded(range(self.spec.n_layer))}
+
+    def loss_backward(self) -> Parts:
+        """The root's pre-backward hook prefetches the top layer's unit."""
+        top = self.units.layers[-1] if self.cfg.engine.fsdp_backward_prefetch == "BACKWARD_PRE" else 0
+        return {"gathered_weights": self.at_loss()["gathered_weights"] + top}
+
+    def _above(self, index: int) -> int:
+        """Gradients held while layer `index` runs its backward: the shards of the units above, the root's."""
+        if self.accumulating:
+            return self.resident()["gradients"]
+        return sum(self._sharded_grad(i) for i in range(index + 1, self.spec.n_layer)) + self._root_grad
+
+    def _gathered_in_backward(self, index: int, current: bool = True) -> int:
+        prefetched = self.units.layers[index - 1] if index > 0 and self.cfg.engine.fsdp_backward_prefetch == "BACKWARD_PRE" else 0
+        kept = self._resharded(range(index))
+        return self.root + (self.units.layers[index] if current else 0) + prefetched + kept
+
+    def head_backward(self) -> Parts | None:
+        if not self._root_grad:
+            return None
+        return {"gradients": self._above(self.spec.n_layer - 1), **self.at_loss()}
+
+    def backward_layer(self, index: int, grads_above: int, new_grads: int) -> Parts:
+        if not 0 <= index < self.spec.n_layer:
+            return {"gradients": grads_above + new_grads}
+        return {"gradients": self._above(index) + new_grads, "gathered_weights": self._gathered_in_backward(index)}
+
+    def reduction_moments(self) -> list[tuple[int, float, Parts]]:
+        """The top unit's flat gradient being concatenated: its parameters' gradients and the flat copy."""
+        top = self.spec.n_layer - 1
+        unit = self._unit_grad(top)
+        if not unit:
+            return []
+        return [(top, 1.0, {"gradients": self._above(top) + 2 * unit, "gathered_weights": self._gathered_in_backward(top)})]
 
 
 def clear_engine_caches() -> None:
     _bucket_reductions.cache_clear()
+    _zero3_gathered.cache_clear()
     clear_param_caches()
 
 
 def engine_for(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts, states: ModelStates) -> Engine:
     if cfg.sharding in (Sharding.ZERO1, Sharding.ZERO2):
         return ZeroStage12(spec, cfg, counts, states)
-    if cfg.sharding.shards_params and cfg.world_size > 1:
-        return GatheringEngine(spec, cfg, counts, states)
+    if cfg.sharding is Sharding.ZERO3 and cfg.world_size > 1:
+        return Zero3(spec, cfg, counts, states)
+    if cfg.sharding is Sharding.FSDP and cfg.world_size > 1:
+        return Fsdp2(spec, cfg, counts, states)
+    if cfg.sharding is Sharding.FSDP1 and cfg.world_size > 1:
+        return Fsdp1(spec, cfg, counts, states)
     return Engine(spec, cfg, counts, states)

@@ -31,6 +31,11 @@ def gemm_seconds(m: int, n: int, k: int, rates: DeviceRates, dtype_bytes: int = 
     return _gemm_seconds(int(m), int(n), int(k), rates, dtype_bytes, fp32, int(batch))
 
 
+def clear_cache() -> None:
+    """Forget the timed GEMMs (after the fitted rate constants change)."""
+    _gemm_seconds.cache_clear()
+
+
 @lru_cache(maxsize=65536)
 def _gemm_seconds(m: int, n: int, k: int, rates: DeviceRates, dtype_bytes: int, fp32: bool, batch: int) -> float:
     if min(m, n, k, batch) <= 0:

@@ -21,7 +21,7 @@ from functools import lru_cache
 from planner.activations import sdpa_needs_mask
 from planner.config import TrainConfig
 from planner.enums import Attention, Method
-from planner.gemm import gemm_seconds
+from planner.gemm import clear_cache as clear_gemm_cache, gemm_seconds
 from planner.params import resolve_targets
 from planner.rates import DeviceRates, in_training
 from planner.stack import COMPILED, EAGER, HF, Stack, adapters_fp32, compute_bytes, head_fp32, matmuls_fp32, stream_bytes
@@ -33,6 +33,7 @@ BACKWARD_TRAFFIC = 2.0     # an elementwise op's backward reads the output gradi
 FA_BACKWARD_FLOPS = 2.5    # FlashAttention's backward runs 5 matmuls to the forward's 2 (Dao, arXiv:2307.08691)
 FA_BLOCK = 128             # FlashAttention-2 query/key block: thread blocks are batch x heads x s/128
 MEM_EFFICIENT_SDPA = 0.5   # SDPA with an explicit mask runs the memory-efficient kernel, taken at half FA2
+NO_FLASH_ATTENTION = ("volta", "turing")   # their ATTENTION_EFFICIENCY is already the memory-efficient kernel's
 NF4_BYTES = 0.5 * 1.02     # 4-bit weights plus double-quantized absmax (8 bits per 64-block + fp32 per 256 blocks)
 # Aten ops (views included) transformers 5.25 runs per Llama layer, counted with a TorchDispatchMode by
 # benchmarks/dispatch.py: forward 81, backward 146; each peft LoRA linear adds 12 forward, 17 backward;
@@ -80,6 +81,12 @@ def micro_batch_costs(spec: ModelSpec, cfg: TrainConfig, rates: DeviceRates, sta
     return _costs(spec, _key(cfg), rates, stack)
 
 
+def clear_cache() -> None:
+    """Forget the micro-batch costs and the GEMMs under them (after the fitted constants change)."""
+    _costs.cache_clear()
+    clear_gemm_cache()
+
+
 def _key(cfg: TrainConfig) -> TrainConfig:
     """The fields the per-micro-batch costs depend on (cache key): not the GPU count or accumulation."""
     return cfg.with_(grad_accum=1, gpus=1, nodes=1)
@@ -100,7 +107,8 @@ def _costs(spec: ModelSpec, cfg: TrainConfig, rates: DeviceRates, stack: Stack) 
 # -- matmuls ----------------------------------------------------------------------------------------------
 def base_weights_train(cfg: TrainConfig) -> bool:
     """Full fine-tuning; and FSDP1 with LoRA: a layer's flat parameter requires grad when any member does, so
-    autograd computes the frozen base weights' gradients too (/work/notes/sharded/MEMO.md 1.5)."""
+    autograd computes the frozen base weights' gradients too (torch/distributed/fsdp/_flat_param.py: the flat
+    parameter requires grad when any member does, and the modules get autograd views of it)."""
     return cfg.method is Method.FULL or (cfg.method is Method.LORA and cfg.sharding.value == "fsdp1")
 
 
@@ -129,8 +137,16 @@ def _attention(spec: ModelSpec, cfg: TrainConfig, rates: DeviceRates, stack: Sta
     flops = _attention_flops(spec, cfg)
     blocks = cfg.micro_batch * spec.n_head * math.ceil(cfg.seq_len / FA_BLOCK)
     waves = blocks / (math.ceil(blocks / rates.sms) * rates.sms)           # wave quantization of the grid
-    kernel = (MEM_EFFICIENT_SDPA if _sdpa_masked(spec, cfg) else 1.0) * stack.attention_speed
-    peak = rates.tflops16 * 1e12 * in_training(rates.arch, rates.key) * waves * kernel
+    tflops = rates.tflops16
+    if matmuls_fp32(cfg):
+        # FlashAttention has no fp32 kernels: SDPA runs the memory-efficient one, which from Ampere multiplies
+        # fp32 on the tensor cores as 3xTF32 (PyTorch mem_eff_attention/gemm_kernel_utils.h, DefaultGemmType
+        # for float, OpMultiplyAddFastF32: a third of TF32's rate, itself half the 16-bit rate) and before
+        # Ampere on the FP32 cores
+        tflops = rates.tflops32 if rates.arch in NO_FLASH_ATTENTION else rates.tflops16 / 6
+    masked = _sdpa_masked(spec, cfg) or (matmuls_fp32(cfg) and rates.arch not in NO_FLASH_ATTENTION)
+    kernel = (MEM_EFFICIENT_SDPA if masked else 1.0) * stack.attention_speed
+    peak = tflops * 1e12 * in_training(rates.arch, rates.key) * waves * kernel
     fwd_eff, bwd_eff = rates.attention
     layers = spec.n_layer
     return layers * flops / (peak * fwd_eff), layers * FA_BACKWARD_FLOPS * flops / (peak * bwd_eff)

@@ -16,9 +16,10 @@ from planner.loss import LossHead, loss_head
 from planner.config import TrainConfig
 from planner.enums import ActivationOffload, Attention, Batching, Loss, Method, Offload, Phase, Precision
 from planner.optimizers import record
-from planner.params import ParamCounts, count_params, numel, trainable_tensors
+from planner.params import ParamCounts, count_params, numel, ordered_params, trainable_tensors
 from planner.engines import Engine, clear_engine_caches, engine_for
-from planner.states import ModelStates, deepspeed_16bit, model_states, trainable_bytes
+from planner.states import (ModelStates, computes_16bit_params, deepspeed_16bit, flat_unit_grads, model_states,
+                            trainable_bytes)
 from profiles.spec import ModelSpec
 
 COMPONENTS = ("weights", "quant_constants", "adapters", "gradients", "optimizer_states", "master_weights",
@@ -61,8 +62,9 @@ def estimate(spec: ModelSpec, cfg: TrainConfig, total_params: int | None = None)
     engine = engine_of(spec, cfg, total_params)
     acts = Activations.of(spec, cfg)
     layers = sorted({*peak_layers(spec.n_layer), *engine.extra_layers()}, reverse=True)
+    forward = sorted({layers[0], *engine.extra_forward_layers()}, reverse=True)   # saved activations grow upward
     phases = {
-        Phase.FORWARD: highest(forward_moments(engine, acts, layers[:1])).components,
+        Phase.FORWARD: highest(forward_moments(engine, acts, forward)).components,
         Phase.BACKWARD: highest(backward_moments(engine, acts, layers)).components,
         Phase.OPTIMIZER_STEP: optimizer_moment(engine, acts).components,
     }
@@ -152,7 +154,7 @@ def _head_on_gpu(spec: ModelSpec, cfg: TrainConfig, head: LossHead, tokens: int)
 
 def _autocast_cache(spec: ModelSpec, cfg: TrainConfig) -> int:
     """torch.autocast caches the 16-bit cast of every leaf weight that requires grad for the whole forward."""
-    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED) and not deepspeed_16bit(cfg)
+    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED) and not computes_16bit_params(cfg)
     if not mixed or cfg.method is not Method.FULL:
         return 0  # adapters' copies are small; frozen weights are cast anew for each use, not cached
     return 2 * spec.n_layer * sum(lin.experts * lin.d_in * lin.d_out for lin in spec.linears())
@@ -212,11 +214,25 @@ def forward_moments(engine: Engine, acts: Activations, layers: list[int]) -> lis
     cfg = engine.cfg
     base = dict(_states(engine.states, with_grads=False), **engine.resident(), temporary=0)
     cache = acts.autocast_cache if cfg.grad_ckpt else 0   # checkpointed layers save no weight copies; autocast keeps them
-    moments = [_layer_forward(engine, acts, base, index) for index in layers]
+    moments = []
+    for index in sorted({*layers, 0}):   # the bottom layer's gather can hold the peak: it follows the embedding's
+        moments += _gather(engine, acts, base, index)
+        moments += [_layer_forward(engine, acts, base, index)] if index in layers else []
+    moments += _gather(engine, acts, base, engine.spec.n_layer)
     at_loss = dict(base, activations=sum(acts.layers) + acts.head.saved + acts.inputs, logits=acts.head.forward,
                    temporary=cache)
     moments.append(Moment("loss", Phase.FORWARD, at_loss | engine.at_loss()))
     return moments
+
+
+def _gather(engine: Engine, acts: Activations, base: dict[str, int], index: int) -> list[Moment]:
+    """An engine gathering layer `index`'s parameters (`n_layer`: lm_head's) before it runs, above what is saved below."""
+    parts = engine.forward_gather(index)
+    if parts is None:
+        return []
+    name = f"layer {index + 1} gather" if index < engine.spec.n_layer else "lm_head gather"
+    live = dict(base, activations=sum(acts.layers[:index]) + acts.stream + acts.mask + acts.inputs, logits=0, temporary=0)
+    return [Moment(name, Phase.FORWARD, live | parts, index + 1 if index < engine.spec.n_layer else None)]
 
 
 def _layer_forward(engine: Engine, acts: Activations, base: dict[str, int], index: int) -> Moment:
@@ -236,10 +252,7 @@ def backward_moments(engine: Engine, acts: Activations, layers: list[int]) -> li
     its backward), a tied embedding's gradient, and the engine's last reduction."""
     spec, cfg, states, back = engine.spec, engine.cfg, engine.states, Phase.BACKWARD
     base = dict(_states(states, with_grads=False), **engine.resident(), temporary=0, logits=acts.head.kept)
-    per_layer = _layer_grad_bytes(spec, engine.counts, states)
-    # the input embedding's gradient appears only after the first layer's backward (unless tied to lm_head)
-    embedding = 0 if spec.tied_embeddings or cfg.method is not Method.FULL else _embedding_grad(spec, cfg)
-    head_grads = states.gradients - per_layer * spec.n_layer - embedding
+    per_layer, head_grads = _grad_bytes_made(spec, cfg, states)
     saved = sum(acts.layers) + acts.inputs
     moments = [Moment("loss backward", back, dict(base, activations=saved + acts.head.saved,
                                                   logits=acts.head.backward) | engine.loss_backward())]
@@ -307,10 +320,23 @@ def _shards(cfg: TrainConfig) -> int:
     return cfg.world_size if cfg.sharding.shards_grads else 1
 
 
-def _layer_grad_bytes(spec: ModelSpec, counts: ParamCounts, states: ModelStates) -> int:
-    """Gradient bytes one layer adds when its backward completes (per GPU)."""
-    per_layer = counts.adapters // spec.n_layer if counts.adapters else counts.largest_layer
-    return states.gradients * per_layer // max(counts.trainable, 1)
+def _grad_bytes_made(spec: ModelSpec, cfg: TrainConfig, states: ModelStates) -> tuple[int, int]:
+    """Gradient bytes (per GPU) one layer adds when its backward completes (the layers' mean, where they differ),
+    and those lm_head and the final norm make before the layers; the input embedding's come last (unless tied
+    to lm_head)."""
+    in_layers = head = embedding = 0
+    for p in ordered_params(spec, cfg):
+        if p.trainable and p.layer is not None:
+            in_layers += p.numel
+        elif p.trainable and p.module in ("embed", "positions") and not spec.tied_embeddings:
+            embedding += p.numel
+        elif p.trainable:
+            head += p.numel
+    if flat_unit_grads(cfg):   # FSDP1 keeps the gradient of every element of a layer with an adapter
+        in_layers = sum(p.numel for p in ordered_params(spec, cfg) if p.layer is not None)
+    total = max(in_layers + head + embedding, 1)
+    share = lambda numel: states.gradients * numel // total  # noqa: E731 - gradients are split as the elements
+    return share(in_layers) // spec.n_layer, share(head)
 
 
 def optimizer_moment(engine: Engine, acts: Activations) -> Moment:

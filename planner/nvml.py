@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field, replace
 
+from common.units import GiB
 from profiles.gpus import match_nvml_name
 
-GiB = 2**30
 # Used memory above this, with no process to explain it, is worth a warning: an idle card shows a few
 # hundred MiB the driver keeps for itself.
 BUSY_BYTES = GiB

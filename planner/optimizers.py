@@ -51,6 +51,7 @@ class OptimizerRecord:
     kwargs: dict = field(default_factory=dict)
     paged: bool = False        # states in CUDA managed memory (bitsandbytes paged optimizers)
     deepspeed_type: str | None = None   # ZeRO-Offload builds this one itself on the CPU (DeepSpeedCPUAdam)
+    zero_tested: bool = False  # ZeRO takes it as it is; the others need zero_allow_untested_optimizer
 
     def state_bytes(self, shape: tuple[int, ...], param_bytes: int) -> int:
         return self.state(math.prod(shape), shape, param_bytes)
@@ -65,7 +66,7 @@ class OptimizerRecord:
 OPTIMIZERS: dict[Optimizer, OptimizerRecord] = {record.name: record for record in (
     # foreach (CUDA's default): the step makes sqrt(exp_avg_sq) for every parameter at once
     OptimizerRecord(Optimizer.ADAMW, _adam, "foreach", 16, "torch.optim:AdamW", {"foreach": True},
-                    deepspeed_type="AdamW"),
+                    deepspeed_type="AdamW", zero_tested=True),
     # fused (Trainer's default adamw_torch_fused): one kernel per parameter group, no parameter-sized temporary
     OptimizerRecord(Optimizer.ADAMW_FUSED, _adam, "none", 16, "torch.optim:AdamW", {"fused": True},
                     deepspeed_type="AdamW"),

@@ -8,8 +8,8 @@ from common.units import GiB
 from planner.enums import Method, Offload, Optimizer, Precision, Sharding
 from planner.hardware import Hardware, catalog_hardware
 from planner.rules import card_problem, unsupported
-from planner.search import (Plan, Request, SearchResult, cached_estimate, candidates, feasible_plans, total_bytes,
-                            usable_bytes)
+from planner.search import (NothingFits, Plan, Request, SearchResult, cached_estimate, candidates, feasible_plans,
+                            total_bytes, usable_bytes)
 from profiles.gpus import CATALOG as GPU_CATALOG
 
 
@@ -19,8 +19,7 @@ def _plan(req: Request, hw: Hardware) -> SearchResult:
         why = unsupported_everywhere(req, hw)
         if why:
             return SearchResult(plans=[], recommended=None, reason=why,
-                                nothing_fits={"unsupported": why, "min_total_bytes": None,
-                                              "usable_bytes": usable_bytes(hw, req.margin), "suggestions": []})
+                                nothing_fits=NothingFits(usable_bytes(hw, req.margin), unsupported=why))
         return SearchResult(plans=[], recommended=None, reason="Nothing fits.", nothing_fits=nothing_fits(req, hw))
     shown = _shown(plans)
     best, reason = choose(shown, req)
@@ -56,10 +55,15 @@ def plan(req: Request, hw: Hardware) -> SearchResult:
     return result
 
 
+SHARDING_NAMES = {Sharding.DDP: "DDP", Sharding.ZERO1: "ZeRO-1", Sharding.ZERO2: "ZeRO-2", Sharding.ZERO3: "ZeRO-3",
+                  Sharding.FSDP: "FSDP2", Sharding.FSDP1: "FSDP1"}
+METHOD_NAMES = {Method.FULL: "full fine-tuning", Method.LORA: "LoRA", Method.QLORA: "QLoRA"}
+
+
 def needs(p: Plan) -> str:
     """What the chosen plan asks of the hardware, in one sentence."""
     cfg = p.cfg
-    how = "" if cfg.sharding is Sharding.NONE else f" with {cfg.sharding.value.upper()}"
+    how = "" if cfg.sharding is Sharding.NONE else f" with {SHARDING_NAMES[cfg.sharding]}"
     if cfg.offload is not Offload.NONE:
         how += f" and {cfg.offload.value} offload ({p.estimate.cpu_bytes / GiB:.0f} GiB of host memory per GPU)"
     where = f"on each of {cfg.world_size} GPUs" if cfg.world_size > 1 else "on one GPU"
@@ -81,7 +85,7 @@ def choose(plans: list[Plan], req: Request) -> tuple[Plan, str]:
         best = max(by_method[Method.FULL], key=_speed)
         return best, f"Full fine-tuning fits, and it has the highest quality ceiling ({opt('prefer')} quality)."
     if "method" in req.fixed:
-        return fastest, f"The fastest {req.base.method.value.upper().replace('FULL', 'full fine-tuning')} plan, as asked."
+        return fastest, f"The fastest {METHOD_NAMES[req.base.method]} plan, as asked."
     if by_method[Method.LORA]:
         return _lora_reason(max(by_method[Method.LORA], key=_speed), by_method[Method.QLORA])
     if by_method[Method.QLORA]:
@@ -93,26 +97,32 @@ def _lora_reason(lora: Plan, qloras: list[Plan]) -> tuple[Plan, str]:
     why = "LoRA fits and keeps the base weights in 16 bit (no 4-bit quantization error)"
     if not qloras:
         return lora, why + "."
-    qlora = max(qloras, key=_speed)
-    if _speed(lora) >= _speed(qlora):
-        return lora, f"{why}, and it is faster than QLoRA here ({_speed(lora):,.0f} against {_speed(qlora):,.0f} tokens/s)."
-    return lora, (f"{why}; QLoRA would be {_speed(qlora) / _speed(lora) - 1:.0%} faster here "
-                  f"({_speed(qlora):,.0f} against {_speed(lora):,.0f} tokens/s) at that cost in quality.")
+    ours, theirs = shown_speed(lora), shown_speed(max(qloras, key=_speed))
+    if ours >= theirs:
+        than = "faster than" if ours > theirs else "as fast as"
+        return lora, f"{why}, and it is {than} QLoRA here ({ours:,} against {theirs:,} tokens/s)."
+    gain = theirs / ours - 1
+    return lora, (f"{why}; QLoRA would be {'<1%' if gain < 0.005 else f'{gain:.0%}'} faster here "
+                  f"({theirs:,} against {ours:,} tokens/s) at that cost in quality.")
 
 
 def _speed(p: Plan) -> float:
     return p.speed.tokens_per_s
 
 
-def nothing_fits(req: Request, hw: Hardware) -> dict:
+def shown_speed(p: Plan) -> int:
+    """Tokens/s as the table and the JSON show them (whole), so a reason quotes the table's numbers."""
+    return round(p.speed.tokens_per_s)
+
+
+def nothing_fits(req: Request, hw: Hardware) -> NothingFits:
     """What the smallest plan needs, and the nearest ways out."""
     smallest = _smallest_total(req, hw)
     ways = (_shorter_sequence, _try_qlora, _cheaper_optimizer, _lighter_precision, _more_gpus, _offload, _bigger_card)
-    suggestions = [s for s in (way(req, hw) for way in ways) if s]
-    return {"unsupported": None, "min_total_bytes": smallest,
-            "usable_bytes": usable_bytes(hw, req.margin),
-            "suggestions": suggestions or ["No catalog card or GPU count fits this model: "
-                                           "try a smaller model of the same family."]}
+    suggestions = tuple(s for s in (way(req, hw) for way in ways) if s)
+    return NothingFits(usable_bytes(hw, req.margin), min_total_bytes=smallest,
+                       suggestions=suggestions or ("No catalog card or GPU count fits this model: "
+                                                   "try a smaller model of the same family.",))
 
 
 def _smallest_total(req: Request, hw: Hardware) -> int:

@@ -3,7 +3,7 @@ the launcher all apply. Each rule returns the sentence that says why not, or Non
 from __future__ import annotations
 
 from planner.config import TrainConfig
-from planner.enums import ActivationOffload, Loss, Method, Offload, Precision, Sharding
+from planner.enums import ActivationOffload, Attention, Loss, Method, Offload, Precision, Sharding
 from profiles.spec import ModelSpec
 from common.errors import opt
 
@@ -47,8 +47,23 @@ def layout_problem(cfg: TrainConfig) -> str | None:
         return (f"unsupported: offloading parameters needs {opt('sharding')} zero3 or fsdp; zero1 and zero2 "
                 "offload the optimizer only.")
     if cfg.method is Method.QLORA and cfg.sharding.shards_params:
-        return (f"unsupported: QLoRA with {opt('sharding')} {cfg.sharding.value} is not supported by the "
-                "built-in launcher; use ddp or zero2.")
+        return _sharded_qlora_problem(cfg)
+    return None
+
+
+def _sharded_qlora_problem(cfg: TrainConfig) -> str | None:
+    """FSDP2 shards 4-bit weights packed in bf16 (the recipe's bnb_4bit_quant_storage), measured at bf16-true.
+    transformers refuses ZeRO-3 with the device_map a 4-bit load needs; FSDP1 cannot flatten the 4-bit weights
+    with the fp32 norms peft's preparation makes."""
+    if cfg.sharding is Sharding.FSDP and cfg.precision is Precision.BF16_TRUE:
+        return None
+    if cfg.sharding is Sharding.FSDP:
+        return (f"unsupported: QLoRA with {opt('sharding')} fsdp runs at {opt('precision')} bf16-true only (the "
+                "4-bit weights are packed in bf16); use it, or ddp / zero2.")
+    why = ("transformers refuses ZeRO-3 with the device_map a 4-bit load passes" if cfg.sharding is Sharding.ZERO3
+           else "FSDP1 cannot flatten the 4-bit weights with the fp32 norms peft's preparation makes")
+    return (f"unsupported: QLoRA with {opt('sharding')} {cfg.sharding.value} does not run in fitplan's recipe ({why}); "
+            f"use {opt('sharding')} fsdp with bf16-true, ddp or zero2.")
     return None
 
 
@@ -58,3 +73,23 @@ def card_problem(cfg: TrainConfig, card) -> str | None:
         return (f"unsupported: {card.name} has no bf16; use {opt('precision')} fp16-mixed (or fp32), or a card "
                 "from the Ampere generation on.")
     return None
+
+
+def adapted_to_card(spec: ModelSpec, cfg: TrainConfig, card, fixed=frozenset()) -> tuple[TrainConfig, list[str]]:
+    """cfg switched to what the card (a `planner.hardware.Card`, or None) can run, with a word for each switch:
+    FlashAttention-2 needs Ampere or newer and 16-bit inputs, bf16 needs Ampere (unless the user fixed the
+    precision); and a warning for a sequence past the model's positions."""
+    notes = []
+    if card and cfg.attn is Attention.FLASH and not card.flash_attention:
+        cfg = cfg.with_(attn=Attention.SDPA)
+        notes.append(f"{card.name} cannot run FlashAttention-2 (it needs Ampere or newer): planned with SDPA.")
+    if cfg.attn is Attention.FLASH and cfg.precision is Precision.FP32:
+        cfg = cfg.with_(attn=Attention.SDPA)
+        notes.append("FlashAttention-2 has no fp32 kernels (it takes fp16 and bf16): planned with SDPA.")
+    if card and not card.bf16 and "precision" not in fixed and cfg.precision.value.startswith("bf16"):
+        cfg = cfg.with_(precision=Precision.FP16_MIXED)
+        notes.append(f"{card.name} has no bf16: planned with fp16-mixed.")
+    if cfg.seq_len > spec.max_position:
+        notes.append(f"{cfg.seq_len:,} tokens is longer than the {spec.max_position:,} positions {spec.short_name} "
+                     "was trained for; quality degrades past them unless its rotary scaling is extended.")
+    return cfg, notes

@@ -44,12 +44,23 @@ class Plan:
     cost_usd: float | None
 
 
+@dataclass(frozen=True)
+class NothingFits:
+    """Why no plan fits: what the libraries cannot run, or how much the smallest plan needs against what is
+    usable, and the nearest ways out (sentences naming options with `opt`)."""
+
+    usable_bytes: int
+    min_total_bytes: int | None = None
+    unsupported: str | None = None
+    suggestions: tuple[str, ...] = ()
+
+
 @dataclass
 class SearchResult:
     plans: list[Plan]
     recommended: int | None
     reason: str
-    nothing_fits: dict | None = None
+    nothing_fits: NothingFits | None = None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -59,7 +70,7 @@ def usable_bytes(hw: Hardware, margin: float) -> int:
 
 
 def total_bytes(est: Estimate, overhead: Overhead) -> int:
-    return overhead.total(est.allocated_peak_bytes, est.paged_bytes)
+    return overhead.total(est.allocated_peak_bytes, est.paged_bytes, est.cfg.world_size)
 
 
 @lru_cache(maxsize=65536)

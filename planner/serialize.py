@@ -7,7 +7,8 @@ from planner.calibration import Overhead
 from planner.config import TrainConfig
 from planner.hardware import Hardware
 from planner.memory import COMPONENTS, Estimate
-from planner.search import Plan, SearchResult, usable_bytes
+from planner.recommend import shown_speed
+from planner.search import NothingFits, Plan, SearchResult, usable_bytes
 from planner.timeline import Point, peak_index, timeline
 
 
@@ -17,8 +18,9 @@ def per_gpu_dict(est: Estimate, overhead: Overhead) -> dict:
         "allocated_peak_bytes": allocated,
         "reserved_peak_bytes": overhead.reserved(allocated),
         "cuda_context_bytes": overhead.context_bytes,
+        "communicator_bytes": overhead.communicator(est.cfg.world_size),
         "paged_bytes": est.paged_bytes,
-        "total_bytes": overhead.total(allocated, est.paged_bytes),
+        "total_bytes": overhead.total(allocated, est.paged_bytes, est.cfg.world_size),
         "peak_phase": est.peak_phase.value,
         "components": {name: est.components[name] for name in COMPONENTS},
         "phases": {phase.value: sum(parts.values()) for phase, parts in est.phases.items()},
@@ -87,7 +89,7 @@ def plan_entry(p: Plan, hw: Hardware, recommended: bool) -> dict:
         "per_gpu": per_gpu_dict(p.estimate, hw.card.overhead),
         "headroom_bytes": hw.card.memory_bytes - p.total_bytes,
         "cpu_bytes": p.estimate.cpu_bytes,
-        "tokens_per_s": round(p.speed.tokens_per_s, 1) if known else None,
+        "tokens_per_s": shown_speed(p) if known else None,
         "step_time_s": round(p.speed.step_time_s, 4) if known else None,
         "time_s": round(p.time_s, 1) if known and p.time_s is not None else None,
         "cost_usd": round(p.cost_usd, 2) if known and p.cost_usd is not None else None,
@@ -123,6 +125,7 @@ def plan_dict(model: str, hw: Hardware, result: SearchResult, margin: float) -> 
     }
 
 
-def _spelled_nothing_fits(nothing: dict) -> dict:
-    return {**nothing, "unsupported": nothing.get("unsupported") and spelled(nothing["unsupported"]),
-            "suggestions": [spelled(s) for s in nothing["suggestions"]]}
+def _spelled_nothing_fits(nothing: NothingFits) -> dict:
+    return {"unsupported": nothing.unsupported and spelled(nothing.unsupported),
+            "min_total_bytes": nothing.min_total_bytes, "usable_bytes": nothing.usable_bytes,
+            "suggestions": [spelled(s) for s in nothing.suggestions]}

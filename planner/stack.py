@@ -53,7 +53,7 @@ def matmuls_fp32(cfg: TrainConfig) -> bool:
 
 def deepspeed_16bit(cfg: TrainConfig) -> bool:
     """DeepSpeed casts the whole module, adapters included, to the 16-bit dtype (engine.py
-    _cast_module_mixed_precision; /work/notes/sharded/MEMO.md 3.2)."""
+    _cast_module_mixed_precision, DeepSpeed 0.19)."""
     return cfg.sharding.is_zero and cfg.precision is not Precision.FP32
 
 

@@ -48,10 +48,39 @@ def weight_bytes(cfg: TrainConfig) -> int:
     return 2 if cfg.precision is Precision.BF16_TRUE else 4  # *-mixed keep fp32 weights, autocast computes in 16 bit
 
 
+def computes_16bit_params(cfg: TrainConfig) -> bool:
+    """The layers compute on 16-bit parameters: DeepSpeed's bf16/fp16 mode casts the module, and FSDP's mixed
+    precision (Accelerate's bf16/fp16) gathers 16-bit copies of the fp32 shards, so autocast has nothing to
+    copy and the unsharded gradients are 16 bit until reduced."""
+    mixed = cfg.precision in (Precision.BF16_MIXED, Precision.FP16_MIXED)
+    return deepspeed_16bit(cfg) or (cfg.sharding.is_fsdp and mixed)
+
+
 def trainable_bytes(cfg: TrainConfig) -> int:
     if cfg.uses_adapters and not deepspeed_16bit(cfg):
-        return ADAPTER_BYTES
+        # FSDP1 flattens a layer's frozen and trainable parameters into one tensor of one dtype: under
+        # bf16-true fitplan's recipe keeps the adapters in bf16 (peft would make them fp32)
+        return 2 if cfg.sharding is Sharding.FSDP1 and cfg.precision is Precision.BF16_TRUE else ADAPTER_BYTES
     return weight_bytes(cfg)
+
+
+def flat_unit_grads(cfg: TrainConfig) -> bool:
+    """FSDP1 flattens a layer's frozen weights and its adapters into one parameter that requires grad: autograd
+    computes the whole unit's gradient, and a shard of it is kept (torch's _flat_param.py)."""
+    return cfg.sharding is Sharding.FSDP1 and cfg.uses_adapters
+
+
+def adapter_bytes(cfg: TrainConfig) -> int:
+    """Bytes per stored LoRA weight. ZeRO-3 partitions the adapters peft adds after the bf16 model was
+    partitioned at load (zero.Init) as they are: fp32."""
+    if cfg.uses_adapters and cfg.sharding is Sharding.ZERO3:
+        return ADAPTER_BYTES
+    return trainable_bytes(cfg)
+
+
+def adapter_compute_bytes(cfg: TrainConfig) -> int:
+    """Bytes of the LoRA weights the layers multiply with (peft casts each input to them)."""
+    return 2 if computes_16bit_params(cfg) and cfg.sharding is not Sharding.ZERO3 else adapter_bytes(cfg)
 
 
 def quant_constant_bytes(spec: ModelSpec, cfg: TrainConfig) -> int:
@@ -86,8 +115,10 @@ def model_states(spec: ModelSpec, cfg: TrainConfig, counts: ParamCounts) -> Mode
     weights = counts.unquantized * wb + _packed_nf4(counts)
     if cfg.method is Method.FULL:
         weights = counts.total * wb
-    adapters = counts.adapters * trainable_bytes(cfg)
+    adapters = counts.adapters * adapter_bytes(cfg)
     grads = counts.trainable * trainable_bytes(cfg)
+    if flat_unit_grads(cfg):
+        grads = sum(p.numel for p in ordered_params(spec, cfg) if p.layer is not None) * trainable_bytes(cfg)
     states = optimizer_state_bytes(spec, cfg)
     paged = record(cfg.optimizer).paged
     sharded = _shard(cfg, world, weights=weights, adapters=adapters, grads=grads, states=states,
@@ -159,6 +190,8 @@ def _offload(cfg: TrainConfig, out: dict[str, int]) -> dict[str, int]:
         return out
     # ZeRO-Offload / FSDP CPU offload keep optimizer states, fp32 master and fp32 gradients on the host
     moved = ["optimizer_states", "master_weights"]
+    if cfg.sharding is Sharding.ZERO3:   # stage3.py puts its gradient partitions where the optimizer steps
+        moved += ["gradients"]
     if cfg.offload is Offload.PARAMS:
         moved += ["weights"]
     for key in moved:

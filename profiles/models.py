@@ -31,12 +31,15 @@ _QWEN3 = dict(hf_type="qwen3", family="qwen3", qk_norm="head", head_dim=128, n_k
               max_position=40960)
 _GEMMA = dict(hf_type="gemma", family="gemma", head_dim=256, vocab=256000, tied_embeddings=True,
               activation="gelu_pytorch_tanh", max_position=8192)
+# Gemma-2 alternates sliding-window and global layers, Gemma-3 has five local ones per global one (config.json layer_types)
+_SLIDING_THEN_FULL = ("sliding_attention", "full_attention")
 _GEMMA2 = dict(_GEMMA, hf_type="gemma2", family="gemma-2", norms_per_layer=4, sliding_window=4096,
-               logit_softcap=30.0, attn_softcap=50.0)
+               logit_softcap=30.0, attn_softcap=50.0, layer_types=_SLIDING_THEN_FULL)
 # Gemma-3 4b/12b/27b are multimodal (model_type gemma3); these entries are their text_config, which
 # transformers builds as Gemma3ForCausalLM (gemma3_text). The SigLIP vision tower is not counted.
 _GEMMA3 = dict(_GEMMA, hf_type="gemma3_text", family="gemma-3", norms_per_layer=4, qk_norm="head",
-               vocab=262208, sliding_window=1024, max_position=131072)
+               vocab=262208, sliding_window=1024, max_position=131072,
+               layer_types=("sliding_attention",) * 5 + ("full_attention",))
 _PHI = dict(hf_type="phi", family="phi", layout="phi", norm="layernorm", norm_bias=True, norms_per_layer=1,
             parallel_block=True, qkv_bias=True, o_bias=True, mlp_bias=True, lm_head_bias=True, mlp_gated=False,
             activation="gelu_new", vocab=51200, max_position=2048)
@@ -50,6 +53,20 @@ _GPT2 = dict(hf_type="gpt2", family="gpt-2", layout="gpt2", norm="layernorm", no
              vocab=50257, learned_positions=1024, max_position=1024, dropout=0.1)
 _OLMO2 = dict(hf_type="olmo2", family="olmo-2", qk_norm="full", vocab=100352)
 _SMOLLM2 = dict(hf_type="llama", family="smollm2", vocab=49152, tied_embeddings=True, max_position=8192)
+
+# The 2025 models. Each entry says above it where its numbers were read (a stored copy of the Hub config.json:
+# no live Hub access here) and its total as transformers 5.25 builds it on the meta device (tests/test_catalog.py).
+_SLIDING_3_FULL = ("sliding_attention",) * 3 + ("full_attention",)
+_NOPE_EVERY_4TH = (1, 1, 1, 0)  # no_rope_layers: 0 marks a layer without rotary positions
+_MXFP4 = ("Experts ship in MXFP4. transformers dequantizes them to bf16 at load wherever the Triton MXFP4 kernels are "
+          "missing (triton >= 3.4 and the kernels package), and its MXFP4 path refuses training "
+          "(Mxfp4HfQuantizer.is_trainable is False); fine-tuning loads Mxfp4Config(dequantize=True), so fitplan plans "
+          "bf16 experts.")
+_GPT_OSS = dict(hf_type="gpt_oss", family="gpt-oss", hidden=2880, intermediate=2880, n_head=64, n_kv_head=8, head_dim=64,
+                vocab=201088, max_position=131072, sliding_window=128, layer_types=_SLIDING_THEN_FULL, qkv_bias=True,
+                o_bias=True, experts_per_token=4, swiglu_limit=7.0, note=_MXFP4)
+_MISTRAL_SMALL = dict(hf_type="mistral", family="mistral-small", n_layer=40, hidden=5120, intermediate=32768, n_head=32,
+                      n_kv_head=8, head_dim=128, vocab=131072)
 
 _BASES: list[ModelSpec] = [
     # Llama 2
@@ -74,6 +91,19 @@ _BASES: list[ModelSpec] = [
           head_dim=64, tied_embeddings=True, max_position=131072),
     _spec("meta-llama/Llama-3.2-3B", _LLAMA3, n_layer=28, hidden=3072, intermediate=8192, n_head=24,
           head_dim=128, tied_embeddings=True, max_position=131072),
+    # Llama 4 Scout, the text model (Llama4ForCausalLM): 16 experts, top-1 with a shared expert in every layer;
+    # chunked attention (8192) on rotary layers, every 4th layer NoPE and global with temperature tuning.
+    # Numbers: the printed Llama4Config of the base (text_config), cross-checked with the Instruct config in
+    # github.com/ai-dynamo/aiconfigurator@095f58a5 aic-core/src/aiconfigurator_core/model_configs/; built 107,769,861,120
+    _spec("meta-llama/Llama-4-Scout-17B-16E", hf_type="llama4_text", family="llama-4", n_layer=48, hidden=5120,
+          intermediate=16384, moe_intermediate=8192, shared_expert_intermediate=8192, n_head=40, n_kv_head=8,
+          head_dim=128, vocab=202048, max_position=262144, n_experts=16, experts_per_token=1,
+          no_rope_layers=_NOPE_EVERY_4TH, layer_types=("chunked_attention",) * 3 + ("full_attention",),
+          attention_chunk=8192, qk_norm="weightless", attn_temperature=True,
+          note="The text model (what AutoModelForCausalLM builds): the vision encoder and projector (871,932,416 "
+               "parameters) are not counted. Meta's config.json sets attn_temperature_tuning to the int 4, which "
+               "transformers 5 refuses: fitplan reads it as true. transformers runs all 16 experts on every token "
+               "(unrouted ones weighted 0), so expert activations are 16 times a dense MLP's."),
     # TinyLlama: Llama-2 architecture, GQA
     _spec("TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T", hf_type="llama", family="tinyllama", n_layer=22,
           hidden=2048, intermediate=5632, n_head=32, n_kv_head=4, vocab=32000, max_position=2048),
@@ -83,6 +113,11 @@ _BASES: list[ModelSpec] = [
     _spec("HuggingFaceTB/SmolLM2-360M", _SMOLLM2, n_layer=32, hidden=960, intermediate=2560, n_head=15,
           n_kv_head=5),
     _spec("HuggingFaceTB/SmolLM2-1.7B", _SMOLLM2, n_layer=24, hidden=2048, intermediate=8192, n_head=32),
+    # SmolLM3: Llama layers, every 4th without rotary positions (NoPE), tied embeddings.
+    # Numbers: copies of the Hub config.json in three test suites; built 3,075,098,624
+    _spec("HuggingFaceTB/SmolLM3-3B", hf_type="smollm3", family="smollm3", n_layer=36, hidden=2048, intermediate=11008,
+          n_head=16, n_kv_head=4, vocab=128256, tied_embeddings=True, max_position=65536,
+          no_rope_layers=_NOPE_EVERY_4TH, layer_types=("full_attention",)),
     # Yi: Llama architecture, GQA
     _spec("01-ai/Yi-6B", hf_type="llama", family="yi", n_layer=32, hidden=4096, intermediate=11008, n_head=32,
           n_kv_head=4, vocab=64000),
@@ -99,6 +134,17 @@ _BASES: list[ModelSpec] = [
           intermediate=14336, n_head=32, n_kv_head=8, vocab=32768, max_position=32768),
     _spec("mistralai/Mistral-Nemo-Base-2407", hf_type="mistral", family="mistral", n_layer=40, hidden=5120,
           intermediate=14336, n_head=32, n_kv_head=8, head_dim=128, vocab=131072, max_position=1024000),
+    # Mistral Small 3 (24B) and its text fine-tunes: head_dim 128 (q width 4096 < hidden 5120), Tekken vocabulary.
+    # Numbers: Mistral-Small-24B test fixtures and the Mistral-Small-3.1 text_config (reconstructed: no verbatim copy
+    # was found; every size key agrees across copies); built 23,572,403,200
+    _spec("mistralai/Mistral-Small-24B-Base-2501", _MISTRAL_SMALL, max_position=32768),
+    # Ministral 8B: config.json is a plain mistral with one 32768-token window, as long as its context
+    # Numbers: a verbatim dict of the Hub config.json in a benchmark file; built 8,019,808,256 (= the model card)
+    _spec("mistralai/Ministral-8B-Instruct-2410", hf_type="mistral", family="ministral", n_layer=36, hidden=4096,
+          intermediate=12288, n_head=32, n_kv_head=8, head_dim=128, vocab=131072, max_position=32768,
+          sliding_window=32768,
+          note="Hugging Face's config.json has one 32768-token window for every layer (the whole context): the "
+               "interleaved sliding window of the model card runs only in vLLM and mistral-inference."),
     # Mixtral: 8 experts, 2 per token; experts are fused 3-D parameters in transformers 5
     _spec("mistralai/Mixtral-8x7B-v0.1", hf_type="mixtral", family="mixtral", n_layer=32, hidden=4096,
           intermediate=14336, n_head=32, n_kv_head=8, vocab=32000, max_position=32768, n_experts=8,
@@ -130,6 +176,19 @@ _BASES: list[ModelSpec] = [
     _spec("Qwen/Qwen3-235B-A22B", _QWEN3, hf_type="qwen3_moe", family="qwen3-moe", n_kv_head=4,
           n_layer=94, hidden=4096, intermediate=12288, n_head=64, n_experts=128, experts_per_token=8,
           moe_intermediate=1536),
+    # Qwen3-Next: 3 Gated DeltaNet (linear attention) layers per gated full-attention layer, 512 experts (10 per
+    # token) plus a gated shared expert in every layer. Numbers: the Hub config.json of the Thinking sibling (same
+    # architecture), github.com/ai-dynamo/aiconfigurator@1b7cfb10 src/aiconfigurator/model_configs/; built 79,674,391,296
+    _spec("Qwen/Qwen3-Next-80B-A3B-Instruct", hf_type="qwen3_next", family="qwen3-next", n_layer=48, hidden=2048,
+          intermediate=5120, n_head=16, n_kv_head=2, head_dim=256, vocab=151936, max_position=262144,
+          n_experts=512, experts_per_token=10, moe_intermediate=512, shared_expert_intermediate=512,
+          partial_rotary=0.25, layer_types=("linear_attention",) * 3 + ("full_attention",), norm_topk_prob=True,
+          linear_k_heads=16,
+          linear_v_heads=32, linear_k_head_dim=128, linear_v_head_dim=128, linear_conv_kernel=4,
+          note="transformers builds no multi-token-prediction layer (the checkpoint has one, ~81B in all): fitplan "
+               "plans what transformers builds. The linear-attention layers are planned as transformers' torch "
+               "path runs them (it keeps each 64-token chunk's recurrent state for backward); with the "
+               "flash-linear-attention kernels installed a run needs less."),
     # Gemma: head_dim 256, GeGLU, tied embeddings; the 2b is multi-query
     _spec("google/gemma-2b", _GEMMA, n_layer=18, hidden=2048, intermediate=16384, n_head=8, n_kv_head=1),
     _spec("google/gemma-7b", _GEMMA, n_layer=28, hidden=3072, intermediate=24576, n_head=16),
@@ -139,6 +198,9 @@ _BASES: list[ModelSpec] = [
     _spec("google/gemma-2-27b", _GEMMA2, n_layer=46, hidden=4608, intermediate=36864, n_head=32, n_kv_head=16,
           head_dim=128, hf_overrides={"query_pre_attn_scalar": 144}),
     # Gemma 3: Gemma-2 norms plus per-head q/k norm, 5 local : 1 global layers; 1b is text-only
+    # Numbers: a verbatim dict of the Hub config.json in circuit-tracer's tests; built 268,098,176
+    _spec("google/gemma-3-270m", _GEMMA3, vocab=262144, sliding_window=512, max_position=32768,
+          n_layer=18, hidden=640, intermediate=2048, n_head=4, n_kv_head=1),
     _spec("google/gemma-3-1b-pt", _GEMMA3, vocab=262144, sliding_window=512, max_position=32768,
           n_layer=26, hidden=1152, intermediate=6912, n_head=4, n_kv_head=1),
     _spec("google/gemma-3-4b-pt", _GEMMA3, n_layer=34, hidden=2560, intermediate=10240, n_head=8, n_kv_head=4),
@@ -156,6 +218,10 @@ _BASES: list[ModelSpec] = [
           n_head=40, n_kv_head=10, vocab=32064, sliding_window=2047),
     _spec("microsoft/phi-4", _PHI3, n_layer=40, hidden=5120, intermediate=17920, n_head=40, n_kv_head=10,
           vocab=100352, max_position=16384),
+    # Phi-4-mini: rotary over 3/4 of each head, tied embeddings, 200k vocabulary.
+    # Numbers: a markdown dump of the Hub config.json, cross-checked with a Swift test copy; built 3,836,021,760
+    _spec("microsoft/Phi-4-mini-instruct", _PHI3, n_layer=32, hidden=3072, intermediate=8192, n_head=24, n_kv_head=8,
+          vocab=200064, tied_embeddings=True, max_position=131072, sliding_window=262144, partial_rotary=0.75),
     # Falcon-7B: multi-query, parallel attention, one LayerNorm per layer, no linear biases
     _spec("tiiuae/falcon-7b", hf_type="falcon", family="falcon", layout="neox", norm="layernorm", norm_bias=True,
           norms_per_layer=1, parallel_block=True, mlp_gated=False, activation="gelu", tied_embeddings=True,
@@ -188,6 +254,35 @@ _BASES: list[ModelSpec] = [
     _spec("allenai/OLMo-2-1124-13B", _OLMO2, n_layer=40, hidden=5120, intermediate=13824, n_head=40),
     _spec("allenai/OLMo-2-0325-32B", _OLMO2, n_layer=64, hidden=5120, intermediate=27648, n_head=40,
           n_kv_head=8),
+    # OLMo 3: OLMo-2 layers, 3 sliding-window (4096) layers per global one.
+    # Numbers: OLMo-3-7B copies in prime-rl and mini-sglang tests (reconstructed, every size key agreeing);
+    # built 7,298,011,136
+    _spec("allenai/Olmo-3-1025-7B", hf_type="olmo3", family="olmo-3", n_layer=32, hidden=4096, intermediate=11008,
+          n_head=32, vocab=100278, max_position=65536, sliding_window=4096, layer_types=_SLIDING_3_FULL),
+    # gpt-oss: 32 or 128 experts (4 per token) with biases and a clamped SwiGLU, learned attention sinks, biases on
+    # every attention projection, sliding (128) and full layers alternating; no SDPA in transformers (eager).
+    # Numbers: github.com/ai-dynamo/aiconfigurator@095f58a5 aic-core/src/aiconfigurator_core/model_configs/openai--gpt-oss-{20b,120b}_config.json
+    # (verbatim Hub copies); built 20,914,757,184 and 116,829,156,672 (= the model card's 20.91B and 116.8B)
+    _spec("openai/gpt-oss-20b", _GPT_OSS, n_layer=24, n_experts=32),
+    _spec("openai/gpt-oss-120b", _GPT_OSS, n_layer=36, n_experts=128),
+    # Seed-OSS: q/k/v biases (not o), q width 10240 > hidden 5120, dropout 0.1 on attention and residual branches.
+    # Numbers: a trimmed copy of the config.json (mlx-community), dropouts as the model card's config; built 36,151,104,512
+    _spec("ByteDance-Seed/Seed-OSS-36B-Instruct", hf_type="seed_oss", family="seed-oss", n_layer=64, hidden=5120,
+          intermediate=27648, n_head=80, n_kv_head=8, head_dim=128, vocab=155136, max_position=524288, qkv_bias=True,
+          dropout=0.1,
+          note="config.json keeps attention and residual dropout at 0.1, so training keeps dropout masks (one byte "
+               "per element, as CUDA does); set both to 0 in the config to save them."),
+    # DeepSeek-V3: multi-head latent attention (q rank 1536, KV latent 512 + 64 rotary), 3 dense layers, then 256
+    # experts (8 per token, sigmoid group-limited routing) plus a shared expert.
+    # Numbers: github.com/ai-dynamo/aiconfigurator@095f58a5 aic-core/src/aiconfigurator_core/model_configs/deepseek-ai--DeepSeek-V3_config.json (verbatim);
+    # built 671,026,404,352 (the checkpoint's 685B adds the 14B multi-token-prediction module)
+    _spec("deepseek-ai/DeepSeek-V3", hf_type="deepseek_v3", family="deepseek-v3", n_layer=61, hidden=7168,
+          intermediate=18432, moe_intermediate=2048, shared_expert_intermediate=2048, n_head=128, n_kv_head=128,
+          head_dim=192, vocab=129280, max_position=163840, n_experts=256, experts_per_token=8, first_dense_layers=3,
+          n_group=8, topk_group=4, norm_topk_prob=True,
+          q_lora_rank=1536, kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=128, v_head_dim=128,
+          note="transformers builds the 671B main model, not the 14B multi-token-prediction module of the 685B "
+               "checkpoint; the FP8 (e4m3, 128x128 block) weights are planned as bf16, as training loads them."),
 ]
 
 _BY_NAME = {spec.name: spec for spec in _BASES}
@@ -229,6 +324,10 @@ _VARIANTS: list[tuple[str, str, dict]] = [
     *[(f"google/gemma-3-{s}-pt", f"google/gemma-3-{s}-it", {}) for s in ("1b", "4b", "12b", "27b")],
     ("tiiuae/falcon-7b", "tiiuae/falcon-7b-instruct", {}),
     *[(f"allenai/OLMo-2-1124-{s}", f"allenai/OLMo-2-1124-{s}-Instruct", {}) for s in ("7B", "13B")],
+    ("allenai/Olmo-3-1025-7B", "allenai/Olmo-3-7B-Instruct-SFT", {}),
+    # reasoning and coding fine-tunes of Mistral Small 3.1's text model: only the declared context differs
+    ("mistralai/Mistral-Small-24B-Base-2501", "mistralai/Magistral-Small-2506", {"max_position": 40960}),
+    ("mistralai/Mistral-Small-24B-Base-2501", "mistralai/Devstral-Small-2505", {"max_position": 131072}),
 ]
 
 

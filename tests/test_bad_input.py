@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -18,6 +19,8 @@ def refused(*argv: str, says: str) -> None:
     code, out, err = run([*argv, "--json"])
     assert code == 2, (argv, code, out, err)
     assert err.count("\n") == 1 and err.startswith("error: ") and says in err, err
+    assert len(err) < 1000, err   # a pasted blob or a thousand-digit number is not echoed back whole
+    assert not re.search(r"(\?\.|[^.]\.\.)$", err.rstrip()), err   # one full stop, after click's "?" none
     assert json.loads(out) == {"error": err.removeprefix("error: ").rstrip("\n")}
 
 
@@ -43,7 +46,7 @@ def test_wrongly_typed_config_fields(tmp_path, changes, says):
 @pytest.mark.parametrize("text, says", [
     ("[" * 50000 + "]" * 50000, "nests too deeply"),
     ('{"model_type": "llama", "num_hidden_layers": NaN}', "NaN is not a JSON number"),
-    ('{"model_type": "llama", "hidden_size": ' + "9" * 5000 + "}", "holds a value JSON cannot carry"),
+    ('{"model_type": "llama", "hidden_size": ' + "9" * 5000 + "}", "holds a value JSON cannot carry (an integer of more than 4300 digits);"),
     ("\xff\xfe", "is not UTF-8 text"),
 ])
 def test_malformed_json_files(tmp_path, text, says):
@@ -70,6 +73,17 @@ def test_a_fifo_named_config_json_does_not_block(tmp_path):
     (("plan", "Llama-3.2-1B", "--gpu", "h100x1.5"), "not a whole number"),
     (("plan", "Llama-3.2-1B", "--gpu", " ".join(["h100"] * 50)), "is not a GPU name"),
     (("plan", "Llama-3.2-1B", "--gpu", "h100x99999"), "give a count from 1 to 4096"),
+    (("plan", "Llama-3.2-1B", "--gpu", "h100x8", "--interconnect", "x" * 3000), 'got "xxxxxxxx'),
+    (("estimate", "Llama-3.2-1B", "--method", "y" * 3000), "'yyyyyyyy"),
+    (("estimate", "Llama-3.2-1B", "--lora-targets", "q," + "z" * 3000), "zzzzzzzz"),
+    (("config", "Llama-3.2-1B", "--gpu", "RTX 4090", "--out", ""), "'--out': an empty path"),
+    (("estimate", "Llama-3.2-1B", "--plot", " "), "'--plot': an empty path"),
+    (("estimate", "Llama-3.2-1B", "--from", ""), "'--from': an empty path"),
+    (("launch", "--plan", "", "--dry-run"), "'--plan': an empty path"),
+    (("launch", "Llama-3.2-1B", "--data", "", "--dry-run"), "'--data': an empty path"),
+    (("calibrate", ""), "an empty path"),
+    (("estimate", "Llama-3.2-1B", "--plot", "/proc/fitplan-step.png"), "choose a writable path for --plot"),
+    (("fits", "--gpu", "h100x8", "--gpus", "4"), "Did you mean '--gpu'?"),
 ])
 def test_hostile_options(argv, says):
     refused(*argv, says=says)
@@ -94,7 +108,7 @@ def test_files_of_one_command_appear_together_or_not_at_all(tmp_path):
 
 @pytest.mark.parametrize("text, says", [("\x00\x01binary", "is not UTF-8 text"),
                                         ('{"version": 1, "config": []}', "lacks fitplan_version"),
-                                        ("[]", "not a JSON object")])
+                                        ("[]", "not a JSON object"), ("{}", "has no plan version")])
 def test_a_binary_or_wrongly_shaped_plan(tmp_path, text, says):
     path = tmp_path / "plan.json"
     path.write_bytes(text.encode("latin1"))
@@ -117,3 +131,16 @@ def test_calibrate_refuses_absurd_reports_and_unwritable_profiles(tmp_path, monk
     monkeypatch.setenv("FITPLAN_CALIBRATION", "/proc/fitplan/calibration.json")
     path.write_text(json.dumps(run_report()))
     refused("calibrate", str(path), says="Cannot write")
+
+
+@pytest.mark.parametrize("text, says", [
+    ("base_model: meta-llama/Llama-3.2-1B\nmicro_batch_size: " + "9" * 5000 + "\n", "holds a value YAML cannot read"),
+    ("base_model: meta-llama/Llama-3.2-1B\nwarmup: 2001-02-30\n", "holds a value YAML cannot read"),
+    ("a: " + "[" * 100000 + "]" * 100000 + "\n", "nests too deeply"),
+    ("base_model: meta-llama/Llama-3.2-1B\nmicro_batch_size: .nan\n", "must be a whole number"),
+    ("base_model: x\nbf16: !!python/object:os.system ls\n", "is not valid YAML"),
+])
+def test_malformed_training_configs(tmp_path, text, says):
+    path = tmp_path / "train.yaml"
+    path.write_text(text)
+    refused("estimate", "--from", str(path), says=says)

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from measure import calibrate as calib
 from planner.calibration import SHIPPED, load_profile, overhead_for
+from cli.commands.calibrate import show_text
+from cli.commands.env import env_lines
 from cli.main import cli
 from planner.calibration import allocator_reserve_fraction, cuda_context_bytes
 from cli_checks import run_main
@@ -96,6 +98,21 @@ def test_calibrated_context_and_reserve_move_the_estimate_exactly(tmp_path, prof
     # the probed card (NVML name) finds it too; other cards keep the defaults, said plainly
     assert overhead_for(RTX4090, (8, 9)).context_bytes == context
     assert estimate("--gpu", "a100-80gb")["calibration"] == "shipped defaults (uncalibrated)"
+
+
+def test_multi_process_runs_calibrate_the_nccl_buffers(tmp_path, profile, monkeypatch, capsys):
+    """One-process runs give the context; runs of several processes give NCCL's buffers on top of it."""
+    context, nccl = 600 * MiB, 900 * MiB
+    reports = [run_report(context=context), run_report(context=context + nccl, ranks=4,
+                                                       date="2026-11-21T10:00:00+00:00")]
+    code, _, err = run_main(monkeypatch, capsys, "calibrate", *write_reports(tmp_path, reports))
+    assert code == 0, err
+    one = estimate("--gpu", "RTX 4090")["per_gpu"]
+    four = estimate("--gpu", "RTX 4090", "--gpus", "4", "--sharding", "ddp")["per_gpu"]
+    assert one["cuda_context_bytes"] == four["cuda_context_bytes"] == context
+    assert one["communicator_bytes"] == 0 and four["communicator_bytes"] == nccl
+    only_several = calib.fit(calib.read_runs([Path(p) for p in write_reports(tmp_path / "b", reports[1:])]))
+    assert "communicator_bytes" not in only_several and only_several["context_bytes"] == context + nccl
 
 
 def test_profile_format_and_provenance(tmp_path, profile):
@@ -249,6 +266,14 @@ def test_an_unreadable_profile_is_not_overwritten(tmp_path, profile, monkeypatch
 
 
 # --- the shipped file, show and env -------------------------------------------------------------------------
+def test_show_says_an_unusable_profile_is_ignored(profile, monkeypatch, capsys):
+    profile.parent.mkdir(parents=True)
+    profile.write_text('{"version": 1, "gpus": {"rtx 4090": {"context_bytes": NaN}}}')
+    code, out, _ = run_main(monkeypatch, capsys, "calibrate", "--show")
+    assert code == 0 and "(ignored, plans use the defaults: The calibration profile" in out and "NaN" in out
+    assert overhead_for("RTX 4090").source == "shipped defaults (uncalibrated)"
+
+
 def test_shipped_calibration_has_no_invented_numbers_and_loads():
     data = json.loads(SHIPPED.read_text())
     assert data["version"] == 1 and data["gpus"] == {}
@@ -268,14 +293,14 @@ def test_show_lists_the_profile_and_entries(tmp_path, profile, monkeypatch, caps
     assert data["gpus"]["geforce rtx 4090"]["context_bytes"] == 700 * MiB
     assert data["gpus"]["rtx 4090"]["alias_of"] == "geforce rtx 4090"
     assert data["shipped_gpus"] == {}
-    text = calib.show_text(calib.show())
+    text = show_text(calib.show())
     assert "geforce rtx 4090: context 0.68 GiB, reserve +12.50 %; 1 run on NVIDIA GeForce RTX 4090" in text
     assert "rtx 4090: same entry as geforce rtx 4090" in text
 
 
 def test_env_shows_the_profile_and_the_calibration_each_gpu_gets(tmp_path, profile):
     calib.calibrate(write_reports(tmp_path, [run_report()]))
-    lines = calib.env_lines([(RTX4090, (8, 9)), ("NVIDIA A100-SXM4-80GB", (8, 0))])
+    lines = env_lines([(RTX4090, (8, 9)), ("NVIDIA A100-SXM4-80GB", (8, 0))])
     assert lines[0].startswith(f"- fitplan calibration: {profile} (1 GPU entry;")
     assert lines[1].startswith(f"    {RTX4090}: calibrated: 1 run on {RTX4090}")
     assert lines[2] == "    NVIDIA A100-SXM4-80GB: shipped defaults (uncalibrated)"

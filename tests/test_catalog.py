@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -13,6 +14,7 @@ from profiles.models import CATALOG, from_name
 from profiles.hf_config import SUPPORTED_TYPES, hf_config_dict, spec_from_hf_config
 from profiles.spec import ModelSpec
 from profiles.models import find
+from planner.params import target_modules
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -88,10 +90,13 @@ def test_hf_config_round_trip(spec):
     assert replace(back, family=spec.family, source=spec.source) == spec
 
 
-def _linear_names_in_layers(model) -> set[str]:
+def _linear_names_in_layers(model, routers: set[str]) -> set[str]:
+    """Leaf names of the linear modules of any layer (layers of different kinds carry different ones), routers
+    left out (Llama-4's router and Qwen3-Next's shared-expert gate are nn.Linear, fitplan never adapts them)."""
     linear_types = (torch.nn.Linear, transformers.pytorch_utils.Conv1D)
-    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-            if isinstance(module, linear_types) and ".0." in name}
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, linear_types) and re.search(r"\.\d+\.", name)}
+    return names - routers
 
 
 @pytest.mark.parametrize("spec", CATALOG, ids=IDS)
@@ -105,7 +110,8 @@ def test_lora_targets_exist_in_model(spec):
         else:
             assert lin.module in module_names, lin
     plain = {lin.module for lin in spec.linears() if lin.role != "router" and "." not in lin.module}
-    assert _linear_names_in_layers(model) == plain
+    routers = {lin.module for lin in spec.linears() if lin.role == "router"}
+    assert _linear_names_in_layers(model, routers) == plain
 
 
 @pytest.mark.parametrize("spec", ONE_PER_TYPE, ids=[s.hf_type for s in ONE_PER_TYPE])
@@ -113,14 +119,29 @@ def test_lora_adapter_shapes_match_peft(spec):
     """peft on a two-layer shrink of the preset adds r * (d_in + d_out) per targeted linear and expert."""
     peft = pytest.importorskip("peft")
     small = from_name(spec.name, n_layer=2)
-    linears = [lin for lin in small.linears() if lin.role != "router"]
-    modules = sorted({lin.module for lin in linears if lin.experts == 1})
-    experts = sorted({lin.module for lin in linears if lin.experts > 1})
+    modules = target_modules(small, ("all-linear",))  # what fitplan hands peft (routers left out)
+    experts = sorted({lin.module for lin in small.linears() if lin.experts > 1})
     config = peft.LoraConfig(r=4, target_modules=modules, target_parameters=experts or None)
     fresh = _build.__wrapped__(json.dumps(hf_config_dict(small)))  # peft mutates it: keep it out of the cache
     model = peft.get_peft_model(fresh, config)
     added = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name)
-    assert added == small.n_layer * sum(4 * (lin.d_in + lin.d_out) * lin.experts for lin in linears)
+    assert added == sum(layers * 4 * (lin.d_in + lin.d_out) * lin.experts
+                        for lin, layers in small.layer_linears() if lin.module in modules or lin.experts > 1)
+
+
+@pytest.mark.parametrize("name", [s.name for s in ONE_PER_TYPE if s.is_moe and s.shared_expert_intermediate])
+def test_peft_remaps_mlp_names_where_the_spec_says(name):
+    """peft rewrites gate_proj / up_proj / down_proj targets of qwen2_moe-style types into the routed experts'
+    fused parameters: there, fitplan leaves the dense and shared MLPs out of its LoRA targets."""
+    peft = pytest.importorskip("peft")
+    small = from_name(name, n_layer=2, first_dense_layers=1)
+    fresh = _build.__wrapped__(json.dumps(hf_config_dict(small)))
+    model = peft.get_peft_model(fresh, peft.LoraConfig(r=4, target_modules=["gate_proj", "up_proj", "down_proj"]))
+    adapted = {n.split(".lora_")[0] for n, _ in model.named_parameters() if "lora_" in n}
+    reaches_dense = any(n.endswith(("mlp.gate_proj", "shared_expert.gate_proj", "shared_experts.gate_proj"))
+                        for n in adapted)
+    assert reaches_dense is not small.peft_remaps_mlp
+    assert ("gate_proj" in target_modules(small, ("all-linear",))) is not small.peft_remaps_mlp
 
 
 def test_catalog_size_and_families():
@@ -132,6 +153,13 @@ def test_catalog_size_and_families():
 def test_required_models_present():
     missing = [name for name in REQUIRED if find(name) is None]
     assert not missing
+
+
+def test_every_entry_has_a_release_record():
+    from profiles.releases import RELEASES
+    assert set(RELEASES) == {spec.name for spec in CATALOG}
+    assert all(2019 <= r.year <= 2025 and r.licence and r.confidence in ("high", "medium", "low")
+               for r in RELEASES.values())
 
 
 def test_short_names_are_unambiguous():

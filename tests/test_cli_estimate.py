@@ -21,7 +21,7 @@ PER_GPU_KEYS = {"allocated_peak_bytes", "reserved_peak_bytes", "cuda_context_byt
 # Added to the contract (which allows additions): where the overheads come from, paged optimizer memory,
 # and the total of each phase.
 TOP_EXTRA = {"calibration", "warnings"}
-PER_GPU_EXTRA = {"paged_bytes", "phases"}
+PER_GPU_EXTRA = {"paged_bytes", "phases", "communicator_bytes"}
 
 
 def estimate_json(*args: str) -> dict:
@@ -69,7 +69,8 @@ def test_components_sum_to_the_allocated_peak(args):
     per_gpu = estimate_json(LLAMA2_7B, *args)["per_gpu"]
     assert sum(per_gpu["components"].values()) == per_gpu["allocated_peak_bytes"]
     assert per_gpu["reserved_peak_bytes"] >= per_gpu["allocated_peak_bytes"]
-    assert per_gpu["total_bytes"] == per_gpu["reserved_peak_bytes"] + per_gpu["cuda_context_bytes"]
+    assert per_gpu["total_bytes"] == (per_gpu["reserved_peak_bytes"] + per_gpu["cuda_context_bytes"]
+                                      + per_gpu["communicator_bytes"])
     assert per_gpu["peak_phase"] in ("forward", "backward", "optimizer_step")
     assert per_gpu["phases"][per_gpu["peak_phase"]] == per_gpu["allocated_peak_bytes"]
     assert all(isinstance(v, int) and v >= 0 for v in per_gpu["components"].values())
@@ -178,3 +179,12 @@ def test_batching_and_liger_kernels_reach_the_estimate():
     assert liger[2] < fixed[2]
     flash = [peak("--attn", "flash", "--batching", b)[2] for b in ("fixed", "packed", "padded")]
     assert flash[0] < min(flash[1:])   # packed: position ids and rotary rows; padded: varlen's saved indices
+
+
+def test_nccl_buffers_count_only_with_more_than_one_process():
+    """NCCL allocates its buffers outside torch's allocator once a run has several processes."""
+    one = estimate_json(LLAMA2_7B, "--gpu", "h100")["per_gpu"]
+    eight = estimate_json(LLAMA2_7B, "--gpu", "h100x8", "--sharding", "ddp")["per_gpu"]
+    assert one["communicator_bytes"] == 0 and eight["communicator_bytes"] > 0
+    assert eight["total_bytes"] == (eight["reserved_peak_bytes"] + eight["cuda_context_bytes"]
+                                    + eight["communicator_bytes"] + eight["paged_bytes"])

@@ -71,13 +71,24 @@ def test_models_family_filter():
 def test_models_table_snapshot():
     specs = [from_name(name) for name in ("Llama-2-7b-hf", "gemma-2b", "Qwen3-30B-A3B", "gpt2")]
     assert models_table(specs) == "\n".join([
-        "Model                     Family     Params  Layers  Hidden  Heads/KV   Vocab  Tied  MoE",
-        "meta-llama/Llama-2-7b-hf  llama-2    6.74 B      32    4096     32/32   32000  no    -",
-        "google/gemma-2b           gemma      2.51 B      18    2048       8/1  256000  yes   -",
-        "Qwen/Qwen3-30B-A3B        qwen3-moe  30.5 B      48    2048      32/4  151936  no    128/8",
-        "openai-community/gpt2     gpt-2      0.12 B      12     768     12/12   50257  yes   -",
-        "4 models. Params: billions. MoE: experts / experts per token.",
+        "Model                     Family     Params  Layers  Hidden  Heads/KV   Vocab  Tied  MoE    Year  Licence",
+        "meta-llama/Llama-2-7b-hf  llama-2    6.74 B      32    4096     32/32   32000  no    -      2023  llama2, gated",
+        "google/gemma-2b           gemma      2.51 B      18    2048       8/1  256000  yes   -      2024  gemma, gated",
+        "Qwen/Qwen3-30B-A3B        qwen3-moe  30.5 B      48    2048      32/4  151936  no    128/8  2025  apache-2.0",
+        "openai-community/gpt2     gpt-2      0.12 B      12     768     12/12   50257  yes   -      2019  mit",
+        "4 models. Params: billions. MoE: experts / experts per token. Year: released. Licence: the Hub's tag; "
+        "gated: the Hub asks for an access request first.",
     ])
+
+
+def test_models_json_gives_release_terms_and_notes():
+    rows = {row["model"]: row for row in invoke_json("models")}
+    assert all(isinstance(row["released"], int) and row["licence"] for row in rows.values())
+    scout = rows["meta-llama/Llama-4-Scout-17B-16E"]
+    assert (scout["released"], scout["gated"], scout["licence"]) == (2025, True, "llama4")
+    assert (rows["openai/gpt-oss-20b"]["gated"], rows["openai/gpt-oss-20b"]["licence"]) == (False, "apache-2.0")
+    assert "dequantize=True" in rows["openai/gpt-oss-120b"]["note"] and "bf16" in rows["openai/gpt-oss-120b"]["note"]
+    assert rows["meta-llama/Llama-2-7b-hf"]["note"] is None
 
 
 def test_base_models_are_the_catalog_presets_without_their_variants():

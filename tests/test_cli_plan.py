@@ -66,6 +66,22 @@ def test_tokens_give_time_and_cost():
         assert plan["cost_usd"] > 0
 
 
+@pytest.mark.parametrize("tokens, epochs, time, cost", [("1000", "1", "<1 min", "<$0.01"),
+                                                       ("2e9", "1", " h", "$"), ("1e18", "1e6", "e+", "e+")])
+def test_time_and_cost_read_well_at_any_size(tokens, epochs, time, cost):
+    """Under a minute and under a cent say so; absurd sizes stay in their column; every row has every column."""
+    result = CliRunner().invoke(cli, ["plan", "Llama-3.2-1B", "--gpu", "RTX 4090", "--tokens", tokens, "--epochs", epochs])
+    lines = result.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("method"))
+    header, rows = lines[start], lines[start + 1:lines.index("", start)]
+    assert header.split()[-5:] == ["need/GPU", "headroom", "tok/s", "time", "cost"] and "seq" in header.split()
+    for row in rows:
+        cells = row.replace("*", " ", 1).split("  ")
+        cells = [c.strip() for c in cells if c.strip()]
+        assert len(cells) == len(header.split()) and len(row) <= len(header) + 2, (header, row)
+        assert time in cells[-2] and cost in cells[-1] and len(cells[-1]) <= 12, row
+
+
 def test_a_count_of_cards_is_the_hardware():
     data = plan_json(LLAMA2_7B, "--gpu", "h100x8")
     assert len(data["hardware"]["gpus"]) == 8

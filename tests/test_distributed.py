@@ -35,6 +35,19 @@ def runs(workdir) -> dict:
             for name, how in RUNS.items()}
 
 
+def test_the_planner_follows_each_rank(runs):
+    """The CI subset of the sharded benchmark: the planner's allocated peak against each rank of these runs."""
+    from planner.memory import estimate
+    from benchmarks.sharded import UNDER, WITHIN
+    spec = from_name(LLAMA, **TINY)
+    for name, run in runs.items():
+        cfg = config(*RUNS[name]).with_(gpus=2)
+        planned = estimate(spec, cfg).allocated_peak_bytes
+        for rank in run.ranks:
+            error = 100 * (planned / rank["peak_bytes"] - 1)
+            assert -UNDER <= error <= WITHIN, (name, rank["rank"], planned, rank["peak_bytes"], f"{error:+.2f}%")
+
+
 def component(rank: dict, name: str, at: str = "end_of_step_components") -> int:
     return rank[at][name]
 

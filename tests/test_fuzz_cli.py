@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from cli.main import main
@@ -30,16 +30,22 @@ CHOICES = {
     "--gpu": ["RTX 4090", "h100x8", "h100x-1", "h100x1.5", "t4", "v100-16gb", "a100-80gbx99999", "gtx 9999",
               "8xA100 40GB", " ".join(["h100"] * 20), "rtx3060", "a10g"],
     "--lora-targets": ["q,v", "all-linear", "mlp", "nope", ",,,", "c_attn", "experts.gate_up_proj"],
+    "--loss": ["standard", "liger", "cce", "fused"], "--loop": ["trainer", "plain", "eager"],
+    "--activation-offload": ["none", "all", "checkpoints", "disk"],
 }
 TRAIN_NUMERIC = ["--micro-batch", "--seq-len", "--lora-r", "--lora-alpha", "--gpus", "--nodes", "--margin"]
 TRAIN_FLAGS = ["--grad-ckpt", "--no-grad-ckpt", "--no-double-quant"]
 PER_COMMAND = {   # numeric options, choices and flags each command takes beyond the training ones
-    "plan": (["--tokens", "--epochs", "--global-batch"], {"--prefer": ["speed", "memory", "quality", "cheap"]}),
+    "plan": (["--tokens", "--epochs", "--global-batch"], {"--prefer": ["speed", "memory", "quality", "cheap"],
+                                                          "--interconnect": ["nvlink", "pcie,ethernet", "ib,ib", "", "x"]}),
     "config": (["--global-batch", "--machine-rank", "--main-process-port"], {}),
-    "estimate": ([], {}),
+    "launch": (["--global-batch", "--steps", "--lr", "--oom-retries"], {}),
+    "estimate": (["--grad-accum"], {}),
 }
-MODELS = ["meta-llama/Llama-3.2-1B", "gpt2", "Qwen3-30B-A3B", "mistralai/Mixtral-8x7B-v0.1", "not-a-model", "x" * 300,
-          "./missing/config.json", "/dev/null", "/proc/self/status", "{config}", "{config}", "{config}"]
+MODELS = ["meta-llama/Llama-3.2-1B", "gpt2", "Qwen3-30B-A3B", "mistralai/Mixtral-8x7B-v0.1", "Llama-3.1-8B",
+          "Qwen/Qwen2.5-0.5B", "{config}", "{config}", "{config}"]
+BAD_MODELS = ["not-a-model", "x" * 300, "./missing/config.json", "/dev/null", "/proc/self/status", "", "\x01"]
+CARDS = ["RTX 4090", "h100x8", "t4", "v100-16gb", "8xA100 40GB", "rtx3060", "a10g", "a100-80gb"]   # most runs get a card
 
 
 def option_lists(command: str):
@@ -51,6 +57,26 @@ def option_lists(command: str):
     junk = st.tuples(st.sampled_from(["--method", "--gpu", "--lora-targets", "--seq-len"]), TEXT).map(list)
     part = st.one_of(choice, choice, numeric, numeric, flag, junk)
     return st.lists(part, max_size=5).map(lambda parts: sum(parts, []))
+
+
+PLAUSIBLE = {"--micro-batch": [1, 2, 4, 8], "--seq-len": [256, 1024, 2048, 4096, 8192], "--lora-r": [4, 16, 64],
+             "--lora-alpha": [8, 32], "--gpus": [1, 2, 8], "--nodes": [1, 2], "--margin": ["0.05", "0.2"],
+             "--tokens": ["20M", "1e9", "5000"], "--epochs": ["0.5", "3"], "--global-batch": [8, 64], "--grad-accum": [1, 4],
+             "--steps": [10], "--lr": ["2e-4"], "--oom-retries": [0, 3], "--machine-rank": [0], "--main-process-port": [29500]}
+
+
+def plausible_options(command: str):
+    """Values the command accepts (its own choices, sensible numbers), so the run reaches the planner."""
+    from cli.main import COMMANDS
+    import importlib
+    params = importlib.import_module(COMMANDS[command]).command.params
+    choices = {p.opts[0]: list(p.type.choices) for p in params if hasattr(p.type, "choices") and p.opts[0] != "--method"}
+    choices["--method"] = ["full", "lora", "qlora", "auto"]
+    numbers = {flag: values for flag, values in PLAUSIBLE.items() if any(flag in p.opts for p in params)}
+    pool = {**choices, **numbers, "--gpu": CARDS}
+    part = st.sampled_from(sorted(pool)).flatmap(lambda f: st.sampled_from(pool[f]).map(lambda v: [f, str(v)]))
+    flag = st.sampled_from(TRAIN_FLAGS).map(lambda f: [f])
+    return st.lists(st.one_of(part, part, part, flag), max_size=4).map(lambda parts: sum(parts, []))
 
 
 def fits_options():
@@ -88,9 +114,12 @@ def run(argv: list[str]) -> tuple[int, str, str]:
 
 
 def invocations():
-    trained = st.sampled_from(["estimate", "plan", "config"]).flatmap(lambda command: st.tuples(
-        st.just(command), st.sampled_from(MODELS), option_lists(command),
-        st.one_of(st.just([]), st.sampled_from(CHOICES["--gpu"]).map(lambda g: ["--gpu", g]))))
+    """Mostly a real model on a real card, so most runs reach the planner; sometimes anything."""
+    model = st.one_of(st.sampled_from(MODELS), st.sampled_from(MODELS), st.sampled_from(MODELS), st.sampled_from(BAD_MODELS))
+    gpu = st.one_of(*[st.sampled_from(CARDS).map(lambda g: ["--gpu", g])] * 4, st.just([]),
+                    st.sampled_from(CHOICES["--gpu"]).map(lambda g: ["--gpu", g]))
+    trained = st.sampled_from(["estimate", "plan", "config", "launch"]).flatmap(lambda command: st.tuples(
+        st.just(command), model, st.one_of(plausible_options(command), option_lists(command)), gpu))
     fits = st.tuples(st.just("fits"), st.just(None), fits_options(), st.just([]))
     return st.one_of(trained, trained, trained, fits)
 
@@ -103,10 +132,13 @@ def test_any_invocation_ends_in_output_or_one_sentence(invocation, config, as_js
         path.write_text(json.dumps(config))
         model_arg = [str(path) if model == "{config}" else model] if model else []
         argv = [command, *model_arg, *options, *gpu]
-        if command == "config":
-            argv += ["--out", str(Path(folder) / "run")]
+        if command in ("config", "launch"):
+            argv += ["--out", str(Path(folder) / "run")] + (["--dry-run"] if command == "launch" else [])
         code, out, err = run(argv + (["--json"] if as_json else []))
+        written = sorted(p.name for p in (Path(folder) / "run").glob("*"))
+    event(f"{command} exit {code}")   # --hypothesis-show-statistics: how many runs reached an answer
     assert code in (0, 1, 2), (argv, code, err)
+    assert written == [] or (command == "config" and code == 0 and "plan.json" in written), (argv, written)
     assert "Traceback" not in out + err
     if code == 2:
         assert err.startswith("error: ") and err.count("\n") == 1, (argv, err)
@@ -192,7 +224,8 @@ def from_documents():
     fixtures = st.sampled_from(FROM_FIXTURES).flatmap(lambda p: mutated(_fixture_data(p), depth=3))
     made_up = st.dictionaries(st.sampled_from(FROM_KEYS), FROM_VALUES, max_size=8)
     text = st.one_of(TEXT, st.sampled_from(["- a\n- b\n", "a: &x [*x]\n", "a: b: c\n", "{", "[" * 300, "\x00",
-                                            "base_model: !!binary aGk=\n", "? [a]\n: b\n", "1: 2\n", ""]))
+                                            "base_model: !!binary aGk=\n", "? [a]\n: b\n", "1: 2\n", "",
+                                            "micro_batch_size: " + "9" * 5000 + "\n", "warmup: 2001-02-30\n"]))
     return st.one_of(fixtures, fixtures, made_up, text)
 
 

@@ -108,10 +108,18 @@ def test_a_global_batch_that_does_not_split_is_rounded_up_with_a_warning(tmp_pat
 
 
 def test_dry_run_passes_the_users_script_and_its_args(tmp_path):
+    (tmp_path / "train.py").write_text("print('training')\n")
     done = fitplan("launch", MODEL, "--out", str(tmp_path / "run"), "--dry-run", "--",
-                   "train.py", "--epochs", "2", "--plan", "mine")
+                   "train.py", "--epochs", "2", "--plan", "mine", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("accelerate_config.yaml train.py --epochs 2 --plan mine")
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_a_missing_script_is_refused_before_anything_starts(tmp_path, dry_run):
+    done = fitplan("launch", MODEL, "--out", str(tmp_path / "run"), *dry_run, "--", "missing.py", cwd=tmp_path)
+    assert done.returncode == 2 and "error: Cannot read the training script missing.py" in done.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_plan_fixes_the_training_options(tmp_path):
@@ -171,3 +179,14 @@ def test_oom_retries_are_bounded(tmp_path):
     report = json.loads((out / "run_report.json").read_text())
     assert report["status"] == "oom" and len(report["oom_history"]) == 2
     assert report["oom_history"][-1]["next_micro_batch"] is None
+
+
+def test_run_folders_are_ignored_by_git_wherever_they_are_made():
+    """`config` and `launch` write runs/ under the folder they run in; git never offers it for a commit."""
+    import shutil
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("runs/llama1b/plan.json", "tests/runs/x/plan.json", "examples/runs/a/run_report.json"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0, path

@@ -3,6 +3,7 @@ downwards, modules form no cycle and import no private names of other modules.""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,110 @@ def test_no_import_cycles():
 
     for node in sorted(graph):
         visit(node)
+
+
+def module_aliases(name: str, tree: ast.Module) -> dict[str, str]:
+    """Local names bound to fitplan modules: `import planner.gemm as gemm`, `from planner import gemm`."""
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            aliases |= {a.asname or a.name: a.name for a in node.names if a.name in MODULES}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            aliases |= {a.asname or a.name: f"{node.module}.{a.name}" for a in node.names
+                        if f"{node.module}.{a.name}" in MODULES}
+    return aliases
+
+
+def test_no_private_attributes_of_other_modules():
+    """`gemm._gemm_seconds` reaches past a module's public names as much as importing it would."""
+    wrong = []
+    for name, tree in MODULES.items():
+        aliases = module_aliases(name, tree)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and isinstance(node.value, ast.Name) and aliases.get(node.value.id, name) != name):
+                wrong.append(f"{name}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}")
+    assert not wrong
+
+
+def bound_names(tree: ast.Module) -> set[str]:
+    """The names a module defines or imports at its top level."""
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)}
+    return names
+
+
+def test_imports_name_what_exists():
+    """An import of a module that moved (benchmarks.harness is measure.harness) fails only when it runs."""
+    wrong = []
+    for name, tree in MODULES.items():
+        for target, names in imports_of(tree):
+            if target.split(".")[0] not in PACKAGES:
+                continue
+            if target not in MODULES:
+                wrong.append(f"{name} imports {target}")
+                continue
+            defined = bound_names(MODULES[target])
+            wrong += [f"{name} imports {target}.{n}" for n in names
+                      if n != "*" and n not in defined and f"{target}.{n}" not in MODULES]
+    assert not wrong
+
+
+MAX_FUNCTION_LINES = 40   # not counting the docstring (a command's is its --help)
+
+
+def test_functions_are_short():
+    long = []
+    for name, tree in MODULES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if ast.get_docstring(node) is not None:
+                    lines -= node.body[0].end_lineno - node.body[0].lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name}: {lines} lines")
+    assert not long
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def test_architecture_names_what_exists():
+    """Every path docs/architecture.md names exists, and every name in a row of "Where a change goes" is
+    defined in one of the files that row names."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    quoted = re.findall(r"`([^`]+)`", text)
+    paths = {q for q in quoted if re.fullmatch(r"[a-z_]+(/[a-z_0-9]+)*(\.py|/)", q)}
+    assert paths and not [p for p in paths if not (ROOT / p).exists()]
+    rows = [line for line in text.split("## Where a change goes")[1].split("\n## ")[0].splitlines()
+            if line.startswith("| a")]
+    kinds = {row.split("|")[1].strip() for row in rows}
+    assert {"a GPU", "an optimizer", "a model family", "an attention kernel", "a sharding engine"} <= kinds
+    missing = []
+    for row in rows:
+        names = re.findall(r"`([^`]+)`", row)
+        files = [ROOT / n for n in names if n.endswith(".py")]
+        for n in names:
+            word = re.sub(r"\(.*", "", n)
+            command = (ROOT / "cli" / "commands" / f"{word}.py").exists()   # `fits`: the command
+            if not n.endswith((".py", "/")) and re.fullmatch(r"\w+", word) and not command and not any(
+                    re.search(rf"\b{re.escape(word)}\b", f.read_text(encoding="utf-8")) for f in files):
+                missing.append(f"{row.split('|')[1].strip()}: {n}")
+    assert not missing
+
+
+def test_documents_point_inside_the_repository():
+    """The contract is in docs/: no document or module sends the reader to files outside the repository."""
+    outside = re.compile(r"/work/|\.\./shared|(?<![\w./])design/")
+    files = [*ROOT.glob("*.md"), *(ROOT / "docs").rglob("*.md"),
+             *(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))]
+    wrong = [f"{path.relative_to(ROOT)}:{i}" for path in files
+             for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if outside.search(line)]
+    assert not wrong

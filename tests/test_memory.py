@@ -7,7 +7,7 @@ from planner.config import TrainConfig
 from planner.enums import Phase
 from common.errors import InputError
 from planner.memory import COMPONENTS, estimate
-from planner.params import count_params, lora_params, numel, trainable_tensors
+from planner.params import count_params, lora_params, numel, ordered_params, trainable_tensors
 from planner.states import model_states, quant_constant_bytes, zero_partition
 from profiles.models import catalog, from_name
 
@@ -59,8 +59,9 @@ def test_fsdp_shards_everything_in_its_own_precision():
 
 def test_offload_moves_states_to_cpu():
     on = states(TrainConfig(method="full", precision="bf16-mixed", gpus=8, sharding="zero3", offload="optimizer"))
-    assert on.optimizer_states == 0 and on.master_weights == 0
-    assert on.cpu == 8 * P // 8 + 4 * P // 8
+    assert on.optimizer_states == 0 and on.master_weights == 0 and on.gradients == 0
+    # Adam's fp32 states, the fp32 master and ZeRO-3's 16-bit gradient partitions, which live where the optimizer steps
+    assert on.cpu == 8 * P // 8 + 4 * P // 8 + 2 * P // 8
     params = states(TrainConfig(method="full", precision="bf16-mixed", gpus=8, sharding="zero3", offload="params"))
     assert params.weights == 0 and params.cpu == on.cpu + 2 * P // 8
 
@@ -104,6 +105,20 @@ def test_lora_adapters_and_states_are_fp32():
 @pytest.mark.parametrize("spec", list(catalog())[::7], ids=lambda s: s.short_name)
 def test_trainable_tensors_cover_every_parameter(spec):
     assert sum(numel(shape) * c for shape, c in trainable_tensors(spec, TrainConfig(method="full"))) == spec.params
+
+
+@pytest.mark.parametrize("spec", list(catalog()), ids=lambda s: s.short_name)
+def test_ordered_params_follow_each_layer_and_sum_to_the_counts(spec):
+    full = ordered_params(spec, TrainConfig(method="full"))
+    assert sum(p.numel for p in full) == spec.params == count_params(spec, TrainConfig(method="full")).total
+    for layer in range(spec.n_layer):  # a model whose layers differ lists each by its own kind
+        assert sum(p.numel for p in full if p.layer == layer) == spec.kind_params(spec.layer_kind(layer))
+    for method in ("lora", "qlora"):
+        cfg = TrainConfig(method=method, lora_targets=("all-linear",))
+        tensors, counts = ordered_params(spec, cfg), count_params(spec, cfg)
+        assert sum(p.numel for p in tensors if p.trainable) == counts.trainable == counts.adapters
+        assert sum(p.numel for p in tensors if not p.trainable) == spec.params
+        assert sum(p.numel for p in tensors if p.quantized) == counts.quantized
 
 
 def test_adam8bit_uses_two_bytes_plus_block_constants():

@@ -3,6 +3,7 @@ command: estimate, plan, fits, config and launch."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,14 @@ def test_nothing_fits_tries_cheaper_states_and_the_cheapest_bigger_card():
             assert run("plan", *args, "--gpu", spec.key, status=1)["recommended"] is None, spec.name
 
 
+def test_fp32_is_not_planned_with_flash_attention():
+    """FlashAttention-2 takes fp16 and bf16 only: an fp32 plan with --attn flash would fail at its first step."""
+    for command in ("estimate", "plan"):
+        switched = run(command, "Llama-3.2-1B", "--gpu", "a100-80gb", "--precision", "fp32", "--attn", "flash")
+        config = switched["config"] if command == "estimate" else switched["plans"][switched["recommended"]]
+        assert config["attn"] == "sdpa" and any("no fp32 kernels" in w for w in switched["warnings"]), command
+
+
 def test_cards_without_a_feature_refuse_or_switch_with_a_word():
     refused = fitplan("plan", "Llama-3.2-1B", "--gpu", "t4", "--precision", "bf16-true")
     assert refused.returncode == 1 and "T4 has no bf16; use --precision fp16-mixed" in refused.stdout
@@ -128,3 +137,28 @@ def test_cards_without_a_feature_refuse_or_switch_with_a_word():
     assert any("longer than the 131,072 positions" in w for w in switched["warnings"])
     estimate = run("estimate", "Llama-3.2-1B", "--gpu", "v100-16gb")
     assert estimate["config"]["precision"] == "fp16-mixed" and "has no bf16" in estimate["warnings"][0]
+
+
+@pytest.mark.parametrize("args", [("Llama-3.1-8B", "--gpu", "h100x8", "--seq-len", "8192"),
+                                  ("Llama-2-70b-hf", "--gpu", "h100x8"), ("Qwen/Qwen2.5-0.5B", "--gpu", "a10g")])
+def test_the_reason_quotes_the_tables_numbers_and_names(args):
+    """Every tokens/s the reason quotes is one the table shows, to the unit; engines are named as people write them."""
+    table = CliRunner().invoke(cli, ["plan", *args]).stdout
+    rows = [line.split() for line in table.splitlines() if line.strip().startswith(("*", "full", "lora", "qlora"))]
+    speeds = {row[-3] for row in rows}
+    data = run("plan", *args)
+    quoted = re.findall(r"\(([\d,]+) against ([\d,]+) tokens/s\)", data["reason"])
+    assert all(number in speeds for pair in quoted for number in pair), (data["reason"], speeds)
+    assert not re.search(r"\b(ZERO\d|LORA|QLORA)\b", data["reason"]), data["reason"]
+
+
+def test_config_and_launch_refuse_what_cannot_run_forced_or_not(tmp_path):
+    for extra in ([], ["--force"]):
+        result = fitplan("config", "Llama-3.2-1B", "--gpu", "RTX 4090", "--offload", "optimizer", "--sharding", "none",
+                         "--out", str(tmp_path / "a"), *extra)
+        assert result.returncode == 2 and "unsupported: --offload optimizer needs DeepSpeed ZeRO" in result.stderr
+    assert not (tmp_path / "a").exists()
+    result = fitplan("launch", "mistralai/Mixtral-8x7B-v0.1", "--gpu", "a100-80gb", "--method", "qlora", "--dry-run")
+    assert result.returncode == 2 and "error: unsupported: Mixtral-8x7B-v0.1 is a mixture-of-experts" in result.stderr
+    text = fitplan("plan", "mistralai/Mixtral-8x7B-v0.1", "--gpu", "a100-80gb", "--method", "qlora")
+    assert text.returncode == 1 and "\n  unsupported: Mixtral-8x7B-v0.1" in text.stdout

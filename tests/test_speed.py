@@ -150,6 +150,20 @@ def test_eager_attention_is_slower_than_flash_and_grows_with_the_sequence():
     assert flash.seconds["attention"] / flash.step_time_s > short.seconds["attention"] / short.step_time_s
 
 
+def test_fp32_attention_runs_without_flash_at_fp32_rates():
+    """No FlashAttention kernel takes fp32: SDPA's memory-efficient one runs 3xTF32 (a sixth of the 16-bit
+    tensor rate) from Ampere, plain FP32 before; attention must not keep bf16 FlashAttention's speed."""
+    for attn in ("sdpa", "flash"):
+        half = run(LLAMA2_7B, method="full", precision="bf16-true", attn=attn, micro_batch=1, seq_len=8192)
+        full = run(LLAMA2_7B, method="full", precision="fp32", attn=attn, micro_batch=1, seq_len=8192)
+        assert full.seconds["attention"] == pytest.approx(12 * half.seconds["attention"], rel=0.01)  # 6 x 2
+    a100, v100 = rates_for(card("a100-80gb")), rates_for(card("v100-32gb"))
+    cfg = TrainConfig(method="full", precision="fp32", micro_batch=1, seq_len=8192)
+    slower = (micro_batch_costs(LLAMA2_7B, cfg, v100).attention_forward
+              / micro_batch_costs(LLAMA2_7B, cfg, a100).attention_forward)
+    assert slower == pytest.approx(a100.tflops16 / 6 * 0.5 * 0.73 / (v100.tflops32 * 0.36), rel=0.05)
+
+
 # -- communication ---------------------------------------------------------------------------------------------
 def full_sharded(gpu, gpus, interconnect=None, **changes):
     cfg = TrainConfig(**{"method": "full", "precision": "bf16-mixed", "micro_batch": 2, "seq_len": 4096,
@@ -248,6 +262,9 @@ def test_the_halves_were_drawn_before_fitting_and_never_mix():
     tune = [r for r in rows if r["half"] == "tune"]
     assert abs(len(tune) - len(rows) / 2) <= 1
     from benchmarks import build_throughput
+    redrawn = [{"id": r["id"]} for r in rows]        # the seeded draw over the committed ids alone
+    build_throughput.split(redrawn)
+    assert {r["id"]: r["half"] for r in redrawn} == {r["id"]: r["half"] for r in rows}
     rebuilt, _ = build_throughput.build() if build_throughput.SOURCE.exists() else (rows, None)
     assert {r["id"]: r["half"] for r in rebuilt} == {r["id"]: r["half"] for r in rows}
 

@@ -43,6 +43,35 @@ def test_plan_is_the_cli_json(page_server, monkeypatch, capsys):
     assert data == cli_json(monkeypatch, capsys, "plan", MODEL, "--gpu", "h100x8", "--tokens", "20M")
 
 
+def test_every_option_of_the_commands_is_a_parameter():
+    """What the command line can ask, the API can ask: every training option of estimate, plan and config, named
+    as in the JSON; only the command line's own business (files, pictures, output, the trace) stays out."""
+    from web.api import COMMAND_OF, PARAMETERS, click_command
+    command_line_only = {"as_json", "trace", "plot", "from_files", "out_dir", "main_process_ip",
+                         "main_process_port", "machine_rank", "model_path", "help"}
+    for endpoint, name in COMMAND_OF.items():
+        named = {"no_double_quant": "double_quant"}           # --no-double-quant is double_quant: false
+        options = {named.get(p.name, p.name) for p in click_command(name).params if p.name != "model"}
+        options -= command_line_only
+        assert options <= set(PARAMETERS[endpoint]), (endpoint, sorted(options - set(PARAMETERS[endpoint])))
+
+
+def test_links_loss_and_loop_are_the_cli_json(page_server, monkeypatch, capsys):
+    asked = {"model": MODEL, "gpu": "a100-80gbx8", "method": "full", "sharding": "fsdp", "tokens": "100M"}
+    flags = ["plan", MODEL, "--gpu", "a100-80gbx8", "--method", "full", "--sharding", "fsdp", "--tokens", "100M"]
+    nvlink = post(page_server, "plan", asked)[1]
+    status, pcie = post(page_server, "plan", {**asked, "interconnect": "pcie"})
+    assert status == 200 and pcie == cli_json(monkeypatch, capsys, *flags, "--interconnect", "pcie")
+    assert pcie["plans"][pcie["recommended"]]["tokens_per_s"] < nvlink["plans"][nvlink["recommended"]]["tokens_per_s"]
+    said = assert_sentence(*post(page_server, "plan", {**asked, "interconnect": "carrier pigeon"}))
+    assert said == cli_sentence(monkeypatch, capsys, *flags, "--interconnect", "carrier pigeon")
+    memory = {"loss": "liger", "loop": "plain", "activation_offload": "checkpoints", "grad_ckpt": True}
+    status, data = post(page_server, "estimate", {"model": MODEL, "gpu": CARD, **OPTIONS, **memory})
+    assert status == 200 and data == cli_json(monkeypatch, capsys, "estimate", MODEL, "--gpu", CARD, *FLAGS,
+                                              "--loss", "liger", "--loop", "plain", "--activation-offload",
+                                              "checkpoints")
+
+
 def test_nothing_fits_is_an_answer_not_an_error(page_server, monkeypatch, capsys):
     status, data = post(page_server, "plan", {"model": "meta-llama/Llama-3.1-405B", "gpu": CARD})
     assert status == 200 and data["recommended"] is None and data["nothing_fits"]["suggestions"]
@@ -160,7 +189,7 @@ def test_bad_input_is_one_sentence(page_server, payload, says):
 @pytest.mark.parametrize("body, says", [
     (b"\x89PNG\r\n\x1a\n\x00\x00binary", "not UTF-8"),
     (b'{"model": "x", "seq_len": NaN}', "NaN is not a JSON number"),
-    (b'{"model": "x", "seq_len": 1' + b"0" * 5000 + b"}", "holds a value JSON cannot carry"),
+    (b'{"model": "x", "seq_len": 1' + b"0" * 5000 + b"}", "holds a value JSON cannot carry (an integer of more than 4300 digits);"),
     (b"[" * 100_000 + b"]" * 100_000, "nests too deeply"),
     (b'["Llama-3.1-8B"]', "holds a JSON list"),
     (b"{not json", "is not valid JSON"),
@@ -174,7 +203,8 @@ def test_malformed_bodies_are_one_sentence(page_server, body, says):
 JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=False)
                            | st.text(max_size=30), lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
-KEYS = st.sampled_from(["model", "config", "gpu", "method", "precision", "seq_len", "micro_batch", "grad_ckpt",
+KEYS = st.sampled_from(["model", "config", "gpu", "method", "precision", "seq_len", "micro_batch", "grad_ckpt", "loss",
+                        "loop", "activation_offload", "grad_accum", "interconnect",
                         "gpus", "sharding", "margin", "lora_targets", "tokens", "force", "double_quant"]) | st.text(max_size=8)
 
 
@@ -245,3 +275,23 @@ def test_the_page_shows_the_timeline_and_files_of_the_recommended_plan_itself(pa
     assert status == 200 and configs["plan"]["per_gpu"] == chosen["per_gpu"]
     assert {k: written[k] for k in ("micro_batch", "grad_accum", "global_batch")} == \
         {k: chosen[k] for k in ("micro_batch", "grad_accum", "global_batch")}
+
+
+def test_every_planning_option_of_the_commands_is_a_parameter():
+    """What the command line plans with, the API takes: a new option cannot be left off the page's API."""
+    from web import api
+    not_planning = {"as_json", "trace", "plot", "from_files", "out_dir", "main_process_ip", "main_process_port",
+                    "machine_rank", "model_path", "no_double_quant", "grad_ckpt", "model"}
+    for endpoint, command in api.COMMAND_OF.items():
+        names = {p.name for p in api.click_command(command).params} - not_planning
+        assert names <= set(api.PARAMETERS[endpoint]), (endpoint, names - set(api.PARAMETERS[endpoint]))
+
+
+def test_the_newer_options_are_the_cli_json(page_server, monkeypatch, capsys):
+    asked = {"loss": "liger", "loop": "plain", "activation_offload": "checkpoints", "grad_accum": 2}
+    status, data = post(page_server, "estimate", {"model": MODEL, "gpu": CARD, **OPTIONS, **asked})
+    assert status == 200 and data["config"]["loss"] == "liger"
+    assert data == cli_json(monkeypatch, capsys, "estimate", MODEL, "--gpu", CARD, *FLAGS, "--loss", "liger", "--loop",
+                            "plain", "--activation-offload", "checkpoints", "--grad-accum", "2")
+    status, data = post(page_server, "plan", {"model": MODEL, "gpu": "h100x8", "interconnect": "pcie"})
+    assert status == 200 and data == cli_json(monkeypatch, capsys, "plan", MODEL, "--gpu", "h100x8", "--interconnect", "pcie")

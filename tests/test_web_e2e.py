@@ -72,6 +72,25 @@ def test_change_the_sequence_length_and_see_the_plan_update(page, page_server):
     assert "512" in page.inner_text("#plans tbody tr.recommended")
 
 
+def test_the_links_between_gpus_change_the_speed(page, page_server):
+    choose(page, MODEL, "A100 80GB")
+    page.fill("#f-gpus", "8")
+    page.select_option("#f-method", "full")
+    page.select_option("#f-sharding", "fsdp")
+    wait_until_planned(page)
+    asked = {"gpus": 8, "method": "full", "sharding": "fsdp"}
+    for links in ("nvlink", "pcie"):
+        page.fill("#f-interconnect", links)
+        wait_until_planned(page)
+        _, plan = post(page_server, "plan", {"model": MODEL, "gpu": "A100 80GB", "seq_len": 2048, "margin": 0.1,
+                                             "prefer": "balanced", "interconnect": links, **asked})
+        chosen = plan["plans"][plan["recommended"]]
+        assert f"{round(chosen['tokens_per_s']):,} tokens/s" in page.inner_text("#recommended-summary"), links
+    page.select_option("#f-loss", "liger")
+    wait_until_planned(page)
+    assert not page.locator("#error").is_visible() and page.locator("#recommended").is_visible()
+
+
 def test_search_the_catalog_as_you_type(page):
     page.fill("#model", "qwen2.5 7b")
     options = page.locator("#model-list li")
@@ -137,7 +156,8 @@ def test_drop_a_config_json(page, tmp_path):
     binary = tmp_path / "weights.json"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
     page.set_input_files("#config-file", str(binary))
-    wait_until_planned(page)
+    # the page was already "ready": wait for the sentence itself, not the state the last answer left
+    page.locator("#error", has_text="The config.json is not valid JSON").wait_for(timeout=30_000)
     assert page.inner_text("#error").startswith("The config.json is not valid JSON")
 
 

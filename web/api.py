@@ -16,17 +16,17 @@ from pathlib import Path
 
 import click
 
-from common.errors import FitplanError, InputError, opt, spelled
+from common.errors import FitplanError, InputError, clipped, full_stop, one_line, opt, spelled
 from common.files import parse_json
 from planner.model_input import ResolvedModel, closest_names
 
 # Options of the training configuration, shared by every planning endpoint (as in cli/options.py)
-TRAIN = ("method", "precision", "optimizer", "attn", "sharding", "offload", "micro_batch", "seq_len", "grad_ckpt",
-         "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus", "nodes", "gpu", "margin", "batching",
-         "liger_kernels")
+TRAIN = ("method", "precision", "optimizer", "attn", "sharding", "offload", "loss", "loop", "activation_offload",
+         "micro_batch", "seq_len", "grad_ckpt", "lora_r", "lora_alpha", "lora_targets", "double_quant", "gpus",
+         "nodes", "gpu", "margin", "batching", "liger_kernels")
 MODEL_KEYS = ("model", "config", "config_name")
 PARAMETERS = {"estimate": TRAIN + ("grad_accum",), "timeline": TRAIN + ("grad_accum",),
-              "plan": TRAIN + ("global_batch", "prefer", "tokens", "epochs"),
+              "plan": TRAIN + ("global_batch", "prefer", "tokens", "epochs", "interconnect"),
               "configs": TRAIN + ("global_batch", "force")}
 COMMAND_OF = {"estimate": "estimate", "timeline": "estimate", "plan": "plan", "configs": "config"}
 # Yes/no options: the flag for yes and the flag for no (None: the command's default)
@@ -35,7 +35,8 @@ SWITCHES = {"grad_ckpt": ("--grad-ckpt", "--no-grad-ckpt"), "double_quant": (Non
             "force": ("--force", None)}
 TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 NOT_OPTIONS = ("model", "gpu", "margin", "as_json", "trace", "plot", "global_batch", "prefer", "tokens", "epochs",
-               "force", "out_dir", "main_process_ip", "main_process_port", "machine_rank", "model_path")
+               "force", "out_dir", "main_process_ip", "main_process_port", "machine_rank", "model_path", "interconnect",
+               "from_files")
 MAX_NAME = 120   # characters of a model name shown back
 
 
@@ -51,7 +52,7 @@ def answer(endpoint: str, payload: dict) -> dict | list:
 
 def sentence(err: FitplanError) -> str:
     """The error as the command line says it: one line, options spelled as flags."""
-    return " ".join(err.render().split())
+    return one_line(err.render())
 
 
 # --- parameters --------------------------------------------------------------------------------------------
@@ -64,7 +65,7 @@ def parsed(endpoint: str, payload: dict) -> dict:
     try:   # "--" first: a value can never be read as an option; MODEL is resolved apart (model_of)
         return command.make_context(command.name, [*args, "--", "model"]).params
     except click.ClickException as err:
-        raise InputError(clipped(err.format_message()).rstrip(".") + ".") from None   # as cli.main.fail says it
+        raise InputError(full_stop(clipped(err.format_message()))) from None   # as cli.main.fail says it
 
 
 def only(payload: dict, known: tuple[str, ...], endpoint: str) -> None:
@@ -98,11 +99,6 @@ def boolean(key: str, value: object) -> bool:
     if text in TRUE | FALSE:
         return text in TRUE
     raise InputError(f"{opt(key)} is true or false, not {clipped(str(value))!r}.")
-
-
-def clipped(text: str, longest: int = 60) -> str:
-    """One line, with any word too long to read (a pasted blob, a thousand-digit number) cut short."""
-    return re.sub(r"\S{%d,}" % (longest + 1), lambda m: m.group()[:40] + "...", " ".join(str(text).split()))
 
 
 def click_command(name: str) -> click.Command:
@@ -175,7 +171,7 @@ def timeline_answer(model: ResolvedModel, params: dict) -> dict:
 def plan_answer(model: ResolvedModel, params: dict) -> dict:
     """`fitplan plan --json` (also when nothing fits: then `recommended` is null and `nothing_fits` says why)."""
     from cli.commands.plan import plan_json
-    request = {key: params[key] for key in ("global_batch", "margin", "prefer", "tokens", "epochs")}
+    request = {key: params[key] for key in ("global_batch", "margin", "prefer", "tokens", "epochs", "interconnect")}
     return plan_json(model, options_of(params), gpu=params["gpu"], **request)[0]
 
 

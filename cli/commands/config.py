@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import launch_options, request_from_options, train_options
+from cli.options import PathText, launch_options, request_from_options, train_options
 from launch import planfile, runner
 from planner.api import DEFAULT_MARGIN
 
@@ -15,7 +15,7 @@ from planner.api import DEFAULT_MARGIN
 @click.argument("model")
 @train_options
 @launch_options
-@click.option("--model-path", type=click.Path(file_okay=False), help="Local folder with the model's weights.")
+@click.option("--model-path", type=PathText(file_okay=False), help="Local folder with the model's weights.")
 def command(model: str, model_path: str | None, out_dir: str | None, force: bool, main_process_ip: str | None,
             main_process_port: int | None, machine_rank: int, as_json: bool, global_batch: int | None,
             gpu: str | None, margin: float, **options) -> None:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import click
 
-from planner.nvml import GiB, Probe, probe
+from common.units import GiB
+from planner.calibration import load_profile, overhead_for, user_profile_path
+from planner.nvml import Probe, probe
 
 PACKAGES = ["torch", "transformers", "accelerate", "peft", "bitsandbytes", "deepspeed", "safetensors",
             "nvidia-ml-py", "click", "PyYAML"]
@@ -33,7 +35,6 @@ def command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    from measure.calibrate import env_lines
     click.echo(format_env(info, calibration=env_lines([(g.name, g.compute_capability) for g in result.gpus])))
 
 
@@ -113,3 +114,17 @@ def _cuda_usable(cuda_build: str | None, result: Probe) -> bool:
     if result.cuda_version is None:
         return True
     return int(result.cuda_version.split(".")[0]) >= int(cuda_build.split(".")[0])
+
+
+def env_lines(gpus: list[tuple[str, tuple[int, int] | None]]) -> list[str]:
+    """`fitplan env`'s lines: the profile in use and the calibration each probed GPU's plans get."""
+    path = user_profile_path()
+    entries = {k: v for k, v in load_profile(path).items() if isinstance(v, dict) and not v.get("alias_of")}
+    state = f"{len(entries)} GPU entr{'y' if len(entries) == 1 else 'ies'}" if path.exists() else "none yet"
+    lines = [f"- fitplan calibration: {path} ({state}; `fitplan calibrate --show` lists it)"]
+    for name, capability in gpus:
+        lines.append(f"    {name}: {overhead_for(name, capability).source}")
+    if not gpus:
+        lines += [f"    {entry.get('gpu', key)}: calibrated: {entry.get('provenance', 'no provenance')}"
+                  for key, entry in entries.items()]
+    return lines

@@ -6,7 +6,7 @@ import json
 import click
 
 from common.errors import InputError, opt
-from cli.options import (FROM_OPTION, GRAD_ACCUM_OPTION, PLOT_OPTION, config_from_options, fixed_fields,
+from cli.options import (FROM_OPTION, GRAD_ACCUM_OPTION, NO_MODEL, PLOT_OPTION, config_from_options, fixed_fields,
                          given_options, read_from, train_options)
 from planner.api import DEFAULT_MARGIN, Evaluation
 from planner.config import TrainConfig
@@ -59,8 +59,7 @@ def command(model: str | None, gpu: str | None, as_json: bool, trace: bool, marg
         files = read_from(model, options, from_files, given_options(options), gpu)
         model, options, fallback = files.model, files.options, files.fallback
     elif not model:
-        raise InputError("Name a model: a catalog name (`fitplan models` lists them), a local config.json or model "
-                         f"folder, or a training config with {opt('from')}.")
+        raise InputError(NO_MODEL)
     hardware, cfg = estimate_inputs(gpu, options, fallback)
     # the trace's analytic side ignores which options were set, so its picture must too
     fixed = frozenset({"precision"}) if trace else fixed_fields(options)

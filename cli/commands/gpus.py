@@ -7,7 +7,8 @@ import click
 
 from cli.table import text_table
 
-from planner.nvml import GiB, Probe, ProbedGpu, probe
+from common.units import gib
+from planner.nvml import Probe, ProbedGpu, probe
 from profiles.gpus import CATALOG, GpuSpec, match_nvml_name
 
 NO_GPU_HINT = ('`fitplan gpus --catalog` lists the cards fitplan can plan for; name one with --gpu, '
@@ -39,11 +40,11 @@ def format_probe(result: Probe) -> str:
     rows = []
     for gpu in result.gpus:
         spec = match_nvml_name(gpu.name, gpu.memory_bytes)
-        rows.append([str(gpu.index), gpu.name, _gib(gpu.memory_bytes), _gib(gpu.free_bytes), _gib(gpu.used_bytes),
+        rows.append([str(gpu.index), gpu.name, gib(gpu.memory_bytes, 1), gib(gpu.free_bytes, 1), gib(gpu.used_bytes, 1),
                      _capability(gpu.compute_capability), _yes(gpu.bf16), _number(spec.tflops if spec else None),
                      _number(gpu.processes), _mig(gpu), _peers(gpu.nvlink_peers)])
-        rows += [["", f"  MIG {s.name.rsplit('MIG', 1)[-1].strip()}", _gib(s.memory_bytes), _gib(s.free_bytes),
-                  _gib(s.memory_bytes - s.free_bytes), "", "", "", "", "", ""] for s in gpu.mig_slices]
+        rows += [["", f"  MIG {s.name.rsplit('MIG', 1)[-1].strip()}", gib(s.memory_bytes, 1), gib(s.free_bytes, 1),
+                  gib(s.memory_bytes - s.free_bytes, 1), "", "", "", "", "", ""] for s in gpu.mig_slices]
     table = text_table(headers, rows, right={"GPU", "Memory", "Free", "Used", "TFLOP/s", "Procs"})
     driver = f"Driver {result.driver_version or 'N/A'}, CUDA {result.cuda_version or 'N/A'}."
     return f"{table}\n{driver}\n{_notes(result)}".rstrip("\n")
@@ -52,7 +53,7 @@ def format_probe(result: Probe) -> str:
 def format_catalog(specs: list[GpuSpec]) -> str:
     """The catalog as a table; the notes say what the numbers mean."""
     headers = ["Name", "Key", "Memory", "CC", "BF16 TFLOP/s", "FP16 TFLOP/s", "GB/s", "$/h", "Price basis"]
-    rows = [[spec.name, spec.key, _gib(spec.memory_bytes) + (" " if spec.memory_exact else "*"),
+    rows = [[spec.name, spec.key, gib(spec.memory_bytes, 1) + (" " if spec.memory_exact else "*"),
              _capability(spec.compute_capability), _number(spec.bf16_tflops or None), _number(spec.fp16_tflops),
              _number(spec.mem_bandwidth_gbs), f"{spec.price_usd_per_hour:.2f}", spec.price_basis]
             for spec in specs]
@@ -67,10 +68,6 @@ def format_catalog(specs: list[GpuSpec]) -> str:
 
 def _notes(result: Probe) -> str:
     return "".join(f"warning: {line}\n" for line in result.warnings)
-
-
-def _gib(size: int) -> str:
-    return f"{size / GiB:.1f} GiB"
 
 
 def _number(value: float | int | None) -> str:

@@ -11,7 +11,7 @@ from click.core import ParameterSource
 
 from launch import emit, planfile, runner
 from cli.commands.config import chosen_plan, describe
-from cli.options import Finite, launch_options, train_options, whole
+from cli.options import Finite, PathText, launch_options, train_options, whole
 from common.errors import InputError, opt
 from common.files import regular_file
 
@@ -28,16 +28,16 @@ class ScriptAfterDashes(click.Command):
 
 @click.command("launch", cls=ScriptAfterDashes, short_help="Write the configs and run the training.")
 @click.argument("model", required=False)
-@click.option("--plan", "plan_file", type=click.Path(dir_okay=False), help="Launch this plan.json.")
+@click.option("--plan", "plan_file", type=PathText(dir_okay=False), help="Launch this plan.json.")
 @train_options
 @launch_options
-@click.option("--model-path", type=click.Path(file_okay=False), help="Local folder with the model's weights.")
-@click.option("--data", type=click.Path(dir_okay=False), help="JSONL (field \"text\") or plain text; default: synthetic tokens.")
+@click.option("--model-path", type=PathText(file_okay=False), help="Local folder with the model's weights.")
+@click.option("--data", type=PathText(dir_okay=False), help="JSONL (field \"text\") or plain text; default: synthetic tokens.")
 @click.option("--steps", type=whole(1, 10**9), help="Optimizer steps (default: one pass over --data, or 10).")
 @click.option("--lr", type=Finite(0, 10, low_open=True), help="Learning rate (default 2e-4 with adapters, 1e-5 full).")
 @click.option("--oom-retries", type=whole(0, 100), default=3, show_default=True,
               help="Relaunches with a smaller micro-batch after an out-of-memory in the first steps.")
-@click.option("--dry-run", is_flag=True, help="Write the configs and print the command(s) instead of running.")
+@click.option("--dry-run", is_flag=True, help="Print the command(s) instead of running; writes nothing.")
 @click.pass_context
 def command(ctx: click.Context, model: str | None, plan_file: str | None, out_dir: str | None, force: bool,
             main_process_ip: str | None, main_process_port: int | None, machine_rank: int, model_path: str | None,
@@ -56,7 +56,7 @@ def command(ctx: click.Context, model: str | None, plan_file: str | None, out_di
     """
     if plan_file:
         reject_fixed_options(ctx, model)
-    check_inputs(model_path, data)
+    check_inputs(model_path, data, ctx.meta.get("script", []))
     saved = planfile.read_plan(plan_file) if plan_file else None
     if saved and saved["launcher"] != "accelerate":
         raise InputError(f"{plan_file} asks for the {saved['launcher']} launcher; fitplan launches through "
@@ -79,13 +79,15 @@ def command(ctx: click.Context, model: str | None, plan_file: str | None, out_di
     finish(job, result, as_json)
 
 
-def check_inputs(model_path: str | None, data: str | None) -> None:
-    """The weights folder and the data must be there before anything starts."""
+def check_inputs(model_path: str | None, data: str | None, script: list[str]) -> None:
+    """The weights folder, the data and the user's script must be there before anything starts."""
     if model_path and not (Path(model_path) / "config.json").is_file():
         raise InputError(f"{opt('model_path')} {model_path} is not a model folder (it has no config.json); "
                          "give the folder you downloaded the model into.")
     if data:
         regular_file(data, "data file")
+    if script and not script[0].startswith("-"):   # `-- -m package.module` names a module, not a file
+        regular_file(script[0], "training script")
 
 
 def write_run_folder(job: runner.Launch, plan_file: str | None, force: bool) -> None:
@@ -93,7 +95,7 @@ def write_run_folder(job: runner.Launch, plan_file: str | None, force: bool) -> 
     if plan_file and job.run_dir == Path(plan_file).resolve().parent:
         emit.write_configs(job.run_dir, job.config, job.nodes, force=True)  # the configs derive from the plan
         return
-    runner.write_run_folder(job.run_dir, job.plan, job.nodes, force)
+    runner.write_run_folder(job.run_dir, job.plan, job.nodes, force, job.config)
 
 
 def reject_fixed_options(ctx: click.Context, model: str | None) -> None:

@@ -11,9 +11,10 @@ from cli.table import text_table
 from common.errors import InputError
 from profiles.spec import ModelSpec
 from profiles.models import catalog
+from profiles.releases import release_of
 
 # Fields that change no byte of memory: an instruct variant may differ from its base only in these.
-_NOT_MEMORY = ("name", "source", "max_position", "hf_overrides")
+_NOT_MEMORY = ("name", "source", "max_position", "hf_overrides", "note")
 
 
 @click.command("models")
@@ -71,17 +72,41 @@ def models_dict(specs: list[ModelSpec]) -> list[dict]:
              "n_kv_head": s.n_kv_head, "head_dim": s.head_dim, "vocab": s.vocab,
              "tied_embeddings": s.tied_embeddings, "n_experts": s.n_experts,
              "experts_per_token": s.experts_per_token, "max_position": s.max_position,
-             "variant_of": variants.get(s.name), "source": s.source} for s in specs]
+             "variant_of": variants.get(s.name), **_release_fields(s.name), "note": s.note or None,
+             "source": s.source} for s in specs]
+
+
+def _release_fields(name: str) -> dict:
+    release = release_of(name)
+    if release is None:
+        return {"released": None, "gated": None, "licence": None, "licence_confidence": None}
+    return {"released": release.year, "gated": release.gated, "licence": release.licence,
+            "licence_confidence": release.confidence}
+
+
+def _terms(name: str) -> str:
+    """The licence, and whether the Hub gates the download: what a user must accept before fine-tuning."""
+    release = release_of(name)
+    if release is None:
+        return "-"
+    return release.licence + (", gated" if release.gated else "")
 
 
 def models_table(specs: list[ModelSpec]) -> str:
     """The catalog as a text table."""
-    headers = ["Model", "Family", "Params", "Layers", "Hidden", "Heads/KV", "Vocab", "Tied", "MoE"]
+    headers = ["Model", "Family", "Params", "Layers", "Hidden", "Heads/KV", "Vocab", "Tied", "MoE", "Year", "Licence"]
     rows = [[s.name, s.family, billions(s.params), str(s.n_layer), str(s.hidden), f"{s.n_head}/{s.n_kv_head}",
              str(s.vocab), "yes" if s.tied_embeddings else "no",
-             f"{s.n_experts}/{s.experts_per_token}" if s.is_moe else "-"] for s in specs]
-    table = text_table(headers, rows, right={"Params", "Layers", "Hidden", "Heads/KV", "Vocab"})
-    return f"{table}\n{len(specs)} models. Params: billions. MoE: experts / experts per token."
+             f"{s.n_experts}/{s.experts_per_token}" if s.is_moe else "-", _year(s.name), _terms(s.name)]
+            for s in specs]
+    table = text_table(headers, rows, right={"Params", "Layers", "Hidden", "Heads/KV", "Vocab", "Year"})
+    return (f"{table}\n{len(specs)} models. Params: billions. MoE: experts / experts per token. Year: released. "
+            "Licence: the Hub's tag; gated: the Hub asks for an access request first.")
+
+
+def _year(name: str) -> str:
+    release = release_of(name)
+    return str(release.year) if release else "-"
 
 
 def billions(params: int) -> str:

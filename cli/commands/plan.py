@@ -6,8 +6,9 @@ import sys
 
 import click
 
-from cli.options import (FROM_OPTION, PLOT_OPTION, Count, Finite, given_options, read_from, request_from_options,
-                         train_options, whole)
+from common.errors import InputError
+from cli.options import (FROM_OPTION, NO_MODEL, PLOT_OPTION, Count, Finite, given_options, read_from,
+                         request_from_options, train_options, whole)
 
 
 NOTHING_FITS_EXIT = 1   # docs/cli.md: 0 a plan, 1 nothing fits (or nothing the libraries run), 2 a mistake
@@ -57,7 +58,6 @@ def command(model: str | None, gpu: str | None, as_json: bool, global_batch: int
       fitplan plan --from axolotl.yaml --gpu "RTX 4090"
       fitplan plan Llama-3.1-8B --gpu "RTX 4090" --plot plans.svg
     """
-    from common.errors import InputError, opt
     from cli.render import plan_table
 
     files, fallback, per_gpu_batch = None, None, None
@@ -69,8 +69,7 @@ def command(model: str | None, gpu: str | None, as_json: bool, global_batch: int
         global_batch = global_batch or files.global_batch
         per_gpu_batch = None if global_batch else files.per_gpu_batch
     elif not model:
-        raise InputError("Name a model: a catalog name (`fitplan models` lists them), a local config.json or model "
-                         f"folder, or a training config with {opt('from')}.")
+        raise InputError(NO_MODEL)
     if plot:
         from cli.commands.estimate import check_plot
         check_plot(plot)

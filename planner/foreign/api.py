@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
-from common.errors import InputError
+from common.errors import InputError, opt, spelled
 from planner.enums import Offload
 from planner.foreign import accelerate, axolotl, deepspeed, keys, llamafactory, trainer
 from planner.foreign.core import Keys, Mapping, Origin, PerHidden, show
@@ -35,7 +35,7 @@ ROLES = frozenset().union(*(layout.keys() for layout in LAYOUTS.values())) | {"a
 def read_files(paths: Sequence[str]) -> Mapping:
     """What the files say together: one training config, one Accelerate YAML and one DeepSpeed JSON at most."""
     if len(paths) > MAX_FILES:
-        raise InputError(f"{len(paths)} files were given with --from; give at most {MAX_FILES}.")
+        raise InputError(f"{len(paths)} files were given with {opt('from')}; give at most {MAX_FILES}.")
     sources = [(str(path), *_detected(str(path))) for path in paths]
     _one_each(sources)
     m = Mapping()
@@ -56,7 +56,7 @@ def _one_each(sources: list[tuple[str, str, dict]]) -> None:
     for what, tools in groups.items():
         found = [path for path, tool, _ in sources if tool in tools]
         if len(found) > 1:
-            raise InputError(f"{found[0]} and {found[1]} are both a {what}; give one {what} with --from.")
+            raise InputError(f"{found[0]} and {found[1]} are both a {what}; give one {what} with {opt('from')}.")
 
 
 def read_one(m: Mapping, path: str, tool: str, data: dict, prefix: str = "") -> None:
@@ -127,13 +127,13 @@ def _follow(m: Mapping, origin: Origin, value: str) -> list[str]:
             return [str(place)]
     stage = re.search(r"(?:zero|stage)[_-]?([0-3])", Path(value).name.lower())
     if stage is None:
-        m.problem("sharding", f"{origin} names {value[:80]}, which is not here; give it with another --from.")
+        m.problem("sharding", f"{origin} names {value[:80]}, which is not here; give it with another {opt('from')}.")
         return []
     m.set("sharding", deepspeed.STAGES[int(stage.group(1))], origin)
     if "offload" in value.lower():
         m.set("offload", Offload.OPTIMIZER, origin)
     m.notes.append(f"{origin} names {value[:80]}, which is not here: planned from its name; give it with another "
-                   "--from for its settings.")
+                   f"{opt('from')} for its settings.")
     return []
 
 
@@ -218,7 +218,7 @@ def section(m: Mapping) -> dict:
         "ignored": [list(pair) for pair in m.ignored],
         "unknown": [list(pair) for pair in m.unknown],
         "unmodelled": list(m.unmodelled),
-        "notes": list(m.notes),
+        "notes": [spelled(n) for n in m.notes],
     }
 
 

@@ -50,6 +50,8 @@ def _parse_yaml(text: str, where: str):
         raise InputError(f"{where} is not valid YAML ({problem}{at}); fix the file.") from None
     except RecursionError:
         raise InputError(f"{where} nests too deeply to be a real file; fix the file.") from None
+    except ValueError as err:   # an integer of thousands of digits, a date that is no date
+        raise InputError(f"{where} holds a value YAML cannot read ({str(err)[:80]}); fix the file.") from None
 
 
 def _kind(data) -> str:

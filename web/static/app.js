@@ -13,10 +13,12 @@ const TRAIN_FIELDS = [
   ["micro_batch", "Micro-batch", "number"], ["seq_len", "Sequence length", "number"],
   ["grad_ckpt", "Checkpointing", "switch"], ["sharding", "Sharding", "select"], ["offload", "Offload", "select"],
   ["attn", "Attention", "select"], ["lora_r", "LoRA rank", "number"], ["lora_targets", "LoRA targets", "text"],
+  ["loss", "Loss kernel", "select"], ["loop", "Training loop", "select"],
+  ["activation_offload", "Activation offload", "select"], ["interconnect", "Interconnect", "text"],
   ["global_batch", "Global batch", "number"], ["tokens", "Dataset tokens", "text"], ["prefer", "Prefer", "select"],
 ];
 const DEFAULTS = { seq_len: "2048", margin: "0.1", prefer: "balanced", method: "auto" };
-const PLAN_ONLY = ["prefer", "tokens", "epochs"];     // /api/configs and /api/timeline do not take these
+const PLAN_ONLY = ["prefer", "tokens", "epochs", "interconnect"];   // /api/configs and /api/timeline do not take these
 // What fixes a plan's configuration when it is sent back for its timeline and its files
 const PLAN_FIELDS = ["method", "precision", "optimizer", "micro_batch", "seq_len", "grad_ckpt", "attn", "sharding",
   "offload", "gpus", "nodes", "lora_r", "lora_alpha", "lora_targets", "grad_accum"];
@@ -295,11 +297,23 @@ const COLUMNS = [["", (p) => (p.recommended ? "*" : "")], ["method", (p) => p.me
   ["accum", (p) => p.grad_accum, true], ["batch", (p) => p.global_batch, true],
   ["need/GPU", (p) => gib(p.per_gpu.total_bytes), true], ["headroom", (p) => gib(p.headroom_bytes), true],
   ["tokens/s", (p) => number(p.tokens_per_s), true], ["time", (p) => hours(p.time_s), true],
-  ["cost", (p) => (p.cost_usd === null ? "N/A" : `$${p.cost_usd.toLocaleString("en-US")}`), true]];
+  ["cost", (p) => usd(p.cost_usd), true]];
 
+// time and cost as the command line's table shows them (cli/render.py)
 function hours(seconds) {
   if (seconds === null) return "N/A";
-  return seconds < 3600 ? `${Math.round(seconds / 60)} min` : `${(seconds / 3600).toFixed(1)} h`;
+  if (seconds < 60) return "<1 min";
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+  const h = seconds / 3600;
+  return h < 1e6 ? `${h.toLocaleString("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 })} h`
+    : `${h.toExponential(1)} h`;
+}
+
+function usd(x) {
+  if (x === null) return "N/A";
+  if (x < 0.01) return "<$0.01";
+  if (x < 1) return `$${x.toFixed(2)}`;
+  return x < 1e9 ? `$${Math.round(x).toLocaleString("en-US")}` : `$${x.toExponential(1)}`;
 }
 
 function showTable(plans) {
