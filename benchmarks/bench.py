@@ -679,6 +679,22 @@ def speed_section(out: Path = RESULTS) -> list[str]:
     return speed.report(speed.all_rows(), out)
 
 
+def repredicted_line(out: Path = RESULTS) -> str:
+    """The summary line of the measurements in `out`/bench.csv, predicted again by the planner as it is now
+    (seconds; measures nothing, writes nothing)."""
+    from benchmarks.matrix import matrix
+    configs = {c.id: c for c in matrix()}
+    rows = []
+    for row in read_csv(out / "bench.csv"):
+        config = configs.get(row["id"])
+        if config is not None and row["status"] == "ok":
+            predicted = predict(config)["allocated_peak_bytes"]
+            row = {**row, "predicted_peak_bytes": predicted,
+                   "error_pct": round(100 * (predicted / row["measured_peak_bytes"] - 1), 4)}
+        rows.append(row)
+    return summary_line(rows)
+
+
 def sharded_section(out: Path = RESULTS) -> list[str]:
     """The sharded-memory report (benchmarks/sharded.py): the committed per-rank measurements of real DDP, ZeRO
     and FSDP runs against the planner, into SHARDED.md, sharded.csv, sharded.png; its summary line."""

@@ -274,3 +274,16 @@ def test_bench_sharded_section_reports_every_rank(tmp_path):
     assert len(rows) == ranks and {r["engine"] for r in rows} == set(sharded.ENGINES)
     assert all(abs(float(r["error_pct"])) <= sharded.WITHIN for r in rows)
     assert (tmp_path / "sharded.png").stat().st_size > 0 and line in (tmp_path / "SHARDED.md").read_text()
+
+
+def test_repredict_reads_the_committed_measurements_and_writes_nothing(tmp_path):
+    """`fitplan bench --repredict` predicts bench.csv's measurements again: every measured row, no file written."""
+    from cli.main import cli
+    import shutil
+    shutil.copy(bench.RESULTS / "bench.csv", tmp_path / "bench.csv")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = CliRunner().invoke(cli, ["bench", "--repredict", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout)["summary"]
+    assert line.startswith(f"{len(bench.measured(read_csv(tmp_path / 'bench.csv')))} configurations")
+    assert "under-predicted by >2%: 0" in line and sorted(p.name for p in tmp_path.iterdir()) == before

@@ -33,11 +33,14 @@ def _split(values: tuple[str, ...]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print one row per configuration as JSON, not the summary.")
 @click.option("--speed-only", is_flag=True,
               help="Only the speed section: published throughput against the speed model (seconds, no harness).")
+@click.option("--repredict", is_flag=True,
+              help="Only predict the measurements in bench.csv again with the planner as it is now and print their "
+                   "summary line (seconds; measures and writes nothing).")
 @click.option("--sharded-only", is_flag=True,
               help="Only the sharded section: the committed per-rank measurements of DDP, ZeRO and FSDP runs "
                    "against the planner (seconds; `python -m benchmarks.sharded` measures them again, ~60 min).")
 def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s, list_only, as_json,
-            speed_only, sharded_only) -> None:
+            speed_only, repredict, sharded_only) -> None:
     """Measure each configuration of the benchmark matrix with the harness (fake tensors, exact live bytes),
     predict it with the planner and report the error; then the speed section (published training throughput
     against the speed model, per half of the table and for the independent fine-tuning check) and the sharded
@@ -56,6 +59,10 @@ def command(families, methods, ids, half, limit, jobs, no_cache, out, timeout_s,
     from benchmarks import bench
     from benchmarks.matrix import matrix, select
 
+    if repredict:
+        line = bench.repredicted_line(out or bench.RESULTS)
+        click.echo(json.dumps({"summary": line}) if as_json else line)
+        return
     if speed_only or sharded_only:
         section, name = (bench.speed_section, "speed") if speed_only else (bench.sharded_section, "sharded")
         lines = section(out or bench.RESULTS)
