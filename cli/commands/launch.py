@@ -46,7 +46,9 @@ def command(ctx: click.Context, model: str | None, plan_file: str | None, out_di
     """Train MODEL (or --plan) with the built-in recipe, or `-- script.py args` with your own.
 
     Options you set stay fixed; the others are chosen by the same search as `fitplan plan` (see `fitplan
-    config`). --dry-run prints the command(s) and writes nothing.
+    config`). --dry-run prints the command(s) and writes nothing. With your own script the plan assumes
+    `--loop trainer` (the model's outputs dropped before backward, as Trainer does) unless you give
+    `--loop plain` for a loop that keeps `outputs` through backward.
 
     \b
     Examples:
