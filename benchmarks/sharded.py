@@ -245,7 +245,8 @@ def _group_stats(rows: list[dict]) -> list[str]:
     for r in rows:
         groups.setdefault((r["engine"], r["method"], r["processes"]), []).append(r["error_pct"])
     out = ["| engine | method | processes | ranks | median error | min | max |", "|---|---|---:|---:|---:|---:|---:|"]
-    for (engine, method, processes), errors in sorted(groups.items(), key=lambda kv: (ENGINES.index(kv[0][0]), kv[0][1:])):
+    order = lambda kv: (ENGINES.index(kv[0][0]), kv[0][1:])  # noqa: E731 - engines in the matrix's order
+    for (engine, method, processes), errors in sorted(groups.items(), key=order):
         out.append(f"| {engine} | {method} | {processes} | {len(errors)} | {statistics.median(errors):+.2f}% | "
                    f"{min(errors):+.2f}% | {max(errors):+.2f}% |")
     return out
@@ -259,9 +260,11 @@ def markdown(rows: list[dict], records: list[dict]) -> str:
              "the configs fitplan emits, with each rank's live bytes tracked (benchmarks/sharded.py, "
              "launch/sharded_memory.py); each rank's step-2 peak against the planner's allocated peak "
              "(`planner.memory.estimate`). CUDA-only memory (NCCL's buffers, the context, the allocator's cache) "
-             "is outside both and planned separately (docs/sharded-memory.md).", "", "```", summary_line(rows), "```", "",
+             "is outside both and planned separately (docs/sharded-memory.md).", "",
+             "```", summary_line(rows), "```", "",
              "## By engine, method and processes", "", *_group_stats(rows), "",
-             "## Largest errors", "", "| cell | rank | measured KiB | predicted KiB | error |", "|---|---:|---:|---:|---:|",
+             "## Largest errors", "",
+             "| cell | rank | measured KiB | predicted KiB | error |", "|---|---:|---:|---:|---:|",
              *(f"| {r['cell']} | {r['rank']} | {kib(r['measured_peak_bytes'])} | {kib(r['predicted_peak_bytes'])} | "
                f"{r['error_pct']:+.2f}% |" for r in worst), "",
              "## Not measured", "", *(f"- {r['name']}: {r['status']}: {r['reason']}" for r in records

@@ -179,7 +179,8 @@ def overhead_for(gpu_name: str | None, compute_capability: tuple[int, int] | Non
     for path, label in ((user_profile_path(), "calibrated"), (SHIPPED, "shipped calibration")):
         entry = load_profile(path).get(key) if key else None
         if entry:
-            return Overhead(context_bytes=int(entry["context_bytes"]), reserve_fraction=float(entry["reserve_fraction"]),
+            return Overhead(context_bytes=int(entry["context_bytes"]),
+                            reserve_fraction=float(entry["reserve_fraction"]),
                             source=f"{label}: {entry.get('provenance', path)}", nccl_bytes=_nccl(entry))
     gpu = compute_capability or gpu_name
     return Overhead(context_bytes=cuda_context_bytes(gpu), reserve_fraction=allocator_reserve_fraction(gpu),

@@ -335,8 +335,9 @@ class Zero3(Engine):
     def reduction_moments(self) -> list[tuple[int, float, Parts]]:
         """The first two reductions inside the layers, each with its scatter copies."""
         inside = [r for r in self.reductions if r.layer is not None and not r.head][:2]
-        return [(r.layer, r.made, {"gradients": self.states.gradients, "comm_buffers": self.bucket
-                                   + self._scatter_copies(r.elements), **self._with_gathered(self.gathered.backward[r.layer])})
+        return [(r.layer, r.made, {"gradients": self.states.gradients,
+                                   "comm_buffers": self.bucket + self._scatter_copies(r.elements),
+                                   **self._with_gathered(self.gathered.backward[r.layer])})
                 for r in inside]
 
     def backward_end(self) -> Parts | None:
@@ -366,7 +367,9 @@ def rising_layers(held: tuple[int, ...]) -> list[int]:
 
 def zero3_gathered(spec: ModelSpec, cfg: TrainConfig) -> GatheredProfile:
     e = cfg.engine
-    return _zero3_gathered(spec, cfg.with_(micro_batch=1, seq_len=1, grad_accum=1, gpus=1, nodes=1, sharding=Sharding.ZERO3),
+    # the trace depends on the model and the method, not on the batch or the GPU count: one cache entry for them
+    shape = cfg.with_(micro_batch=1, seq_len=1, grad_accum=1, gpus=1, nodes=1, sharding=Sharding.ZERO3)
+    return _zero3_gathered(spec, shape,
                            e.param_persistence_threshold, e.max_reuse_distance, e.prefetch_bucket_size,
                            e.max_live_parameters)
 
@@ -436,8 +439,8 @@ def _profile(spec: ModelSpec, trace: list[Fetch], held: list[int], persistent: i
 
 def zero3_trace(spec: ModelSpec, cfg: TrainConfig) -> tuple[list[Fetch], dict[int, tuple[int, int]]]:
     """The modules' uses in one step: the forward in order; the backward from lm_head down, a checkpointed
-    layer's forward again before its backward; the embedding last when its output needs a gradient. Returns the uses and each
-    parameter's (elements, bytes when gathered)."""
+    layer's forward again before its backward; the embedding last when its output needs a gradient. Returns the
+    uses and each parameter's (elements, bytes when gathered)."""
     modules: dict[str, list[int]] = {}
     params: dict[int, tuple[int, int]] = {}
     layer_of: dict[str, int | None] = {}
@@ -570,7 +573,9 @@ class Fsdp2(Engine):
         above = self.units.layer_grads[index + 1] if index + 1 < self.spec.n_layer else self.units.tail_grads
         below = self._layer(index - 1) if index or self.units.embed_grads else 0
         held = self._unreduced_total() if self.accumulating else grads_above
-        return {"gradients": held + new_grads, "comm_buffers": 0 if self._tail_kept and index + 1 == self.spec.n_layer else above,
+        if self._tail_kept and index + 1 == self.spec.n_layer:
+            above = 0   # the tied tail reduces at the end of the backward
+        return {"gradients": held + new_grads, "comm_buffers": above,
                 "gathered_weights": self.units.layers[index] + below + self._tail_kept}
 
     def reduction_moments(self) -> list[tuple[int, float, Parts]]:
@@ -580,8 +585,7 @@ class Fsdp2(Engine):
             return []
         top = self.spec.n_layer - 1
         grads = self.units.layer_grads[top]
-        sharded = self.states.gradients * (self.spec.n_layer - 1 - top)
-        return [(top, 1.0, {"gradients": sharded, "comm_buffers": grads,
+        return [(top, 1.0, {"gradients": grads, "comm_buffers": grads,
                             "gathered_weights": self._layer(top - 1) + self._tail_kept})]
 
 
@@ -624,7 +628,8 @@ class Fsdp1(Engine):
         return {"gradients": held, "comm_buffers": 0, "gathered_weights": self.root}
 
     def forward_layer(self, index: int) -> Parts:
-        prefetch = self.units.layers[index + 1] if self.cfg.engine.fsdp_forward_prefetch and index + 1 < self.spec.n_layer else 0
+        ahead = self.cfg.engine.fsdp_forward_prefetch and index + 1 < self.spec.n_layer
+        prefetch = self.units.layers[index + 1] if ahead else 0
         return {"gathered_weights": self.root + self.units.layers[index] + prefetch + self._resharded(range(index))}
 
     def at_loss(self) -> Parts:
@@ -642,7 +647,8 @@ class Fsdp1(Engine):
         return sum(self._sharded_grad(i) for i in range(index + 1, self.spec.n_layer)) + self._root_grad
 
     def _gathered_in_backward(self, index: int, current: bool = True) -> int:
-        prefetched = self.units.layers[index - 1] if index > 0 and self.cfg.engine.fsdp_backward_prefetch == "BACKWARD_PRE" else 0
+        pre = self.cfg.engine.fsdp_backward_prefetch == "BACKWARD_PRE"
+        prefetched = self.units.layers[index - 1] if index > 0 and pre else 0
         kept = self._resharded(range(index))
         return self.root + (self.units.layers[index] if current else 0) + prefetched + kept
 
@@ -662,7 +668,8 @@ class Fsdp1(Engine):
         unit = self._unit_grad(top)
         if not unit:
             return []
-        return [(top, 1.0, {"gradients": self._above(top) + 2 * unit, "gathered_weights": self._gathered_in_backward(top)})]
+        return [(top, 1.0, {"gradients": self._above(top) + 2 * unit,
+                            "gathered_weights": self._gathered_in_backward(top)})]
 
 
 def clear_engine_caches() -> None:

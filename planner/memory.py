@@ -213,7 +213,7 @@ def forward_moments(engine: Engine, acts: Activations, layers: list[int]) -> lis
     forward saves nothing inside layers: its transients show up again, larger, when backward recomputes it."""
     cfg = engine.cfg
     base = dict(_states(engine.states, with_grads=False), **engine.resident(), temporary=0)
-    cache = acts.autocast_cache if cfg.grad_ckpt else 0   # checkpointed layers save no weight copies; autocast keeps them
+    cache = acts.autocast_cache if cfg.grad_ckpt else 0   # checkpointed layers save no weight copies; autocast does
     moments = []
     for index in sorted({*layers, 0}):   # the bottom layer's gather can hold the peak: it follows the embedding's
         moments += _gather(engine, acts, base, index)
@@ -226,12 +226,14 @@ def forward_moments(engine: Engine, acts: Activations, layers: list[int]) -> lis
 
 
 def _gather(engine: Engine, acts: Activations, base: dict[str, int], index: int) -> list[Moment]:
-    """An engine gathering layer `index`'s parameters (`n_layer`: lm_head's) before it runs, above what is saved below."""
+    """An engine gathering layer `index`'s parameters (`n_layer`: lm_head's) before it runs, above what is saved
+    below."""
     parts = engine.forward_gather(index)
     if parts is None:
         return []
     name = f"layer {index + 1} gather" if index < engine.spec.n_layer else "lm_head gather"
-    live = dict(base, activations=sum(acts.layers[:index]) + acts.stream + acts.mask + acts.inputs, logits=0, temporary=0)
+    below = sum(acts.layers[:index]) + acts.stream + acts.mask + acts.inputs
+    live = dict(base, activations=below, logits=0, temporary=0)
     return [Moment(name, Phase.FORWARD, live | parts, index + 1 if index < engine.spec.n_layer else None)]
 
 
