@@ -217,8 +217,15 @@ class ZeroStage12(Engine):
         return {"gradients": self.states.gradients, "comm_buffers": 0, "temporary": max(flat, temporaries)}
 
 
+def model_shape(cfg: TrainConfig) -> TrainConfig:
+    """The fields the engines' walks over the parameters read (not the batch, the GPU count or the optimizer):
+    one cache entry serves every candidate of a search."""
+    return TrainConfig(method=cfg.method, precision=cfg.precision, lora_r=cfg.lora_r, lora_targets=cfg.lora_targets,
+                       grad_ckpt=cfg.grad_ckpt, sharding=cfg.sharding)
+
+
 def bucket_reductions(spec: ModelSpec, cfg: TrainConfig, bucket: int) -> tuple[Reduction, ...]:
-    return _bucket_reductions(spec, cfg.with_(micro_batch=1, seq_len=1, grad_accum=1, gpus=1, nodes=1), bucket)
+    return _bucket_reductions(spec, model_shape(cfg), bucket)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -367,9 +374,7 @@ def rising_layers(held: tuple[int, ...]) -> list[int]:
 
 def zero3_gathered(spec: ModelSpec, cfg: TrainConfig) -> GatheredProfile:
     e = cfg.engine
-    # the trace depends on the model and the method, not on the batch or the GPU count: one cache entry for them
-    shape = cfg.with_(micro_batch=1, seq_len=1, grad_accum=1, gpus=1, nodes=1, sharding=Sharding.ZERO3)
-    return _zero3_gathered(spec, shape,
+    return _zero3_gathered(spec, model_shape(cfg.with_(sharding=Sharding.ZERO3)),
                            e.param_persistence_threshold, e.max_reuse_distance, e.prefetch_bucket_size,
                            e.max_live_parameters)
 
@@ -383,40 +388,63 @@ def _zero3_gathered(spec: ModelSpec, cfg: TrainConfig, persist: int, reuse: int,
     prefetcher passed a later use of it or it is used again within `reuse` elements of the module trace
     (`__params_to_release`). Parameters of at most `persist` elements are never released."""
     trace, params = zero3_trace(spec, cfg)
-    persistent = {pid for pid, (numel, _) in params.items() if numel <= persist}
-    entries = [(pid, at) for at, f in enumerate(trace) for pid in f.params]
-    uses: dict[int, list[int]] = {}
-    for pid, at in entries:
-        uses.setdefault(pid, []).append(at)
-    starts = list(itertools.accumulate((sum(params[pid][0] for pid in f.params) for f in trace), initial=0))
-    available, queue, marked, held = set(persistent), 0, {}, []
-    n_available = 0   # the coordinator's count restarts every step
+    coordinator = _Coordinator(trace, params, persist)
+    held = []
     for at, f in enumerate(trace):
-        new = [pid for pid in f.params if pid not in available]
-        available.update(new)
-        n_available += sum(params[pid][0] for pid in new)
-        pending = {pid for pid in f.params if marked.get(pid, -1) < at}   # pop the current use off the queue
-        while pending and queue < len(entries):
-            pid, used = entries[queue]
-            queue += 1
-            marked[pid] = used
-            pending.discard(pid)
-        budget, fetching = min(max_live - n_available, prefetch), 0
-        while queue < len(entries) and fetching < budget:
-            pid, used = entries[queue]
-            queue += 1
-            marked[pid] = max(marked.get(pid, -1), used)
-            if pid not in available:
-                available.add(pid)
-                fetching += params[pid][0]
-        n_available += fetching
-        held.append(sum(params[pid][1] for pid in available - persistent))
+        coordinator.fetch(f, at, min(max_live - coordinator.n_available, prefetch))
+        held.append(coordinator.gathered)
+        coordinator.release(f, at, reuse)
+    return _profile(spec, trace, held, sum(params[pid][1] for pid in coordinator.persistent))
+
+
+class _Coordinator:
+    """DeepSpeed's PartitionedParameterCoordinator, as far as memory goes: what is gathered, use by use."""
+
+    def __init__(self, trace: list[Fetch], params: dict[int, tuple[int, int]], persist: int):
+        self.params = params
+        self.persistent = {pid for pid, (numel, _) in params.items() if numel <= persist}
+        self.entries = [(pid, at) for at, f in enumerate(trace) for pid in f.params]
+        self.uses: dict[int, list[int]] = {}
+        for pid, at in self.entries:
+            self.uses.setdefault(pid, []).append(at)
+        self.starts = list(itertools.accumulate((sum(params[pid][0] for pid in f.params) for f in trace), initial=0))
+        self.available, self.queue, self.marked = set(self.persistent), 0, {}
+        self.n_available = 0   # the coordinator's count restarts every step
+        self.gathered = 0      # bytes of the non-persistent parameters gathered now
+
+    def _gather(self, pid: int) -> None:
+        self.available.add(pid)
+        self.gathered += self.params[pid][1]
+        self.n_available += self.params[pid][0]
+
+    def fetch(self, f: Fetch, at: int, budget: int) -> None:
+        """Gather the module, pop its use off the queue, then prefetch up to `budget` elements not gathered."""
         for pid in f.params:
-            if pid in persistent or marked[pid] > at + 1 or _reused(uses[pid], at, starts, reuse):
+            if pid not in self.available:
+                self._gather(pid)
+        pending = {pid for pid in f.params if self.marked.get(pid, -1) < at}
+        while pending and self.queue < len(self.entries):
+            pid, used = self.entries[self.queue]
+            self.queue += 1
+            self.marked[pid] = used
+            pending.discard(pid)
+        fetching = 0
+        while self.queue < len(self.entries) and fetching < budget:
+            pid, used = self.entries[self.queue]
+            self.queue += 1
+            self.marked[pid] = max(self.marked.get(pid, -1), used)
+            if pid not in self.available:
+                self._gather(pid)
+                fetching += self.params[pid][0]
+
+    def release(self, f: Fetch, at: int, reuse: int) -> None:
+        for pid in f.params:
+            keep = self.marked[pid] > at + 1 or _reused(self.uses[pid], at, self.starts, reuse)
+            if pid in self.persistent or keep or pid not in self.available:
                 continue
-            available.discard(pid)
-            n_available -= params[pid][0]
-    return _profile(spec, trace, held, sum(params[pid][1] for pid in persistent))
+            self.available.discard(pid)
+            self.gathered -= self.params[pid][1]
+            self.n_available -= self.params[pid][0]
 
 
 def _reused(uses: list[int], at: int, starts: list[int], reuse: int) -> bool:
@@ -455,10 +483,13 @@ def zero3_trace(spec: ModelSpec, cfg: TrainConfig) -> tuple[list[Fetch], dict[in
         return Fetch(name, layer_of[name], backward, tuple(modules[name]))
 
     order = [name for name in modules if name != "lm_head"] + ["lm_head"]
+    by_layer: dict[int | None, list[str]] = {}
+    for name in order:
+        by_layer.setdefault(layer_of[name], []).append(name)
     trace = [use(name, False) for name in order]
     trace += [use(name, True) for name in ("lm_head", "norm") if name in modules]
     for layer in reversed(range(spec.n_layer)):
-        names = [name for name in order if layer_of[name] == layer]
+        names = by_layer.get(layer, [])
         if cfg.grad_ckpt:
             trace += [use(name, False) for name in names]
         trace += [use(name, True) for name in reversed(names)]
@@ -481,6 +512,11 @@ class Units:
 
 
 def fsdp_units(spec: ModelSpec, cfg: TrainConfig) -> Units:
+    return _fsdp_units(spec, model_shape(cfg))
+
+
+@functools.lru_cache(maxsize=256)
+def _fsdp_units(spec: ModelSpec, cfg: TrainConfig) -> Units:
     layers, layer_grads = [0] * spec.n_layer, [0] * spec.n_layer
     embed = embed_grads = tail = tail_grads = 0
     for p in ordered_params(spec, cfg):
@@ -675,6 +711,7 @@ class Fsdp1(Engine):
 def clear_engine_caches() -> None:
     _bucket_reductions.cache_clear()
     _zero3_gathered.cache_clear()
+    _fsdp_units.cache_clear()
     clear_param_caches()
 
 

@@ -9,6 +9,7 @@ the largest phase, and its components are what is live then. Step 2 is modelled:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from planner.activations import (LayerSaved, attention_kernel, final_norm_saved, head_walk_cache, layer_saved,
                                   layer_walk_cache, sdpa_needs_mask, stream_bytes)
@@ -17,7 +18,7 @@ from planner.config import TrainConfig
 from planner.enums import ActivationOffload, Attention, Batching, Loss, Method, Offload, Phase, Precision
 from planner.optimizers import record
 from planner.params import ParamCounts, count_params, numel, ordered_params, trainable_tensors
-from planner.engines import Engine, clear_engine_caches, engine_for
+from planner.engines import Engine, clear_engine_caches, engine_for, model_shape
 from planner.states import (ModelStates, computes_16bit_params, deepspeed_16bit, flat_unit_grads, model_states,
                             trainable_bytes)
 from profiles.spec import ModelSpec
@@ -90,6 +91,7 @@ def clear_caches() -> None:
     """Forget every cached state and walk (for timing a cold search)."""
     _STATES.clear()
     clear_engine_caches()
+    _grad_numels.cache_clear()
     layer_walk_cache.cache_clear()
     head_walk_cache.cache_clear()
 
@@ -326,6 +328,15 @@ def _grad_bytes_made(spec: ModelSpec, cfg: TrainConfig, states: ModelStates) -> 
     """Gradient bytes (per GPU) one layer adds when its backward completes (the layers' mean, where they differ),
     and those lm_head and the final norm make before the layers; the input embedding's come last (unless tied
     to lm_head)."""
+    in_layers, head, embedding = _grad_numels(spec, model_shape(cfg))
+    total = max(in_layers + head + embedding, 1)
+    share = lambda numel: states.gradients * numel // total  # noqa: E731 - gradients are split as the elements
+    return share(in_layers) // spec.n_layer, share(head)
+
+
+@lru_cache(maxsize=256)
+def _grad_numels(spec: ModelSpec, cfg: TrainConfig) -> tuple[int, int, int]:
+    """Trainable elements in the layers, in lm_head and the final norm, and in the untied input embedding."""
     in_layers = head = embedding = 0
     for p in ordered_params(spec, cfg):
         if p.trainable and p.layer is not None:
@@ -336,9 +347,7 @@ def _grad_bytes_made(spec: ModelSpec, cfg: TrainConfig, states: ModelStates) -> 
             head += p.numel
     if flat_unit_grads(cfg):   # FSDP1 keeps the gradient of every element of a layer with an adapter
         in_layers = sum(p.numel for p in ordered_params(spec, cfg) if p.layer is not None)
-    total = max(in_layers + head + embedding, 1)
-    share = lambda numel: states.gradients * numel // total  # noqa: E731 - gradients are split as the elements
-    return share(in_layers) // spec.n_layer, share(head)
+    return in_layers, head, embedding
 
 
 def optimizer_moment(engine: Engine, acts: Activations) -> Moment:
