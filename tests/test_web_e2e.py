@@ -72,6 +72,17 @@ def test_change_the_sequence_length_and_see_the_plan_update(page, page_server):
     assert "512" in page.inner_text("#plans tbody tr.recommended")
 
 
+def test_batching_and_liger_kernels_are_offered_and_plan_as_the_api(page, page_server):
+    """The page's batching and Liger switches reach the search: its answer is the API's for the same options."""
+    choose(page, MODEL, CARD)
+    page.select_option("#f-batching", "padded")
+    page.select_option("#f-liger_kernels", "true")
+    page.fill("#f-seq_len", "4096")   # a change the page sees last, so the answer below is for all three
+    wait_until_planned(page)
+    chosen = recommended(page_server, seq_len=4096, batching="padded", liger_kernels=True)
+    assert gib(chosen["per_gpu"]["total_bytes"]) in page.inner_text("#recommended-summary")
+
+
 def test_the_links_between_gpus_change_the_speed(page, page_server):
     choose(page, MODEL, "A100 80GB")
     page.fill("#f-gpus", "8")

@@ -13,8 +13,9 @@ const TRAIN_FIELDS = [
   ["micro_batch", "Micro-batch", "number"], ["seq_len", "Sequence length", "number"],
   ["grad_ckpt", "Checkpointing", "switch"], ["sharding", "Sharding", "select"], ["offload", "Offload", "select"],
   ["attn", "Attention", "select"], ["lora_r", "LoRA rank", "number"], ["lora_targets", "LoRA targets", "text"],
-  ["loss", "Loss kernel", "select"], ["loop", "Training loop", "select"],
-  ["activation_offload", "Activation offload", "select"], ["interconnect", "Interconnect", "text"],
+  ["loss", "Loss kernel", "select"], ["liger_kernels", "Liger kernels", "switch"], ["batching", "Batching", "select"],
+  ["loop", "Training loop", "select"], ["activation_offload", "Activation offload", "select"],
+  ["interconnect", "Interconnect", "text"],
   ["global_batch", "Global batch", "number"], ["tokens", "Dataset tokens", "text"], ["prefer", "Prefer", "select"],
 ];
 const DEFAULTS = { seq_len: "2048", margin: "0.1", prefer: "balanced", method: "auto" };
