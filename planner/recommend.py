@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from common.errors import opt
 from common.units import GiB
-from planner.enums import Method, Offload, Optimizer, Precision, Sharding
+from planner.enums import Loss, Method, Offload, Optimizer, Precision, Sharding
 from planner.hardware import Hardware, catalog_hardware
 from planner.rules import card_problem, unsupported
 from planner.search import (NothingFits, Plan, Request, SearchResult, cached_estimate, candidates, feasible_plans,
@@ -118,7 +118,8 @@ def shown_speed(p: Plan) -> int:
 def nothing_fits(req: Request, hw: Hardware) -> NothingFits:
     """What the smallest plan needs, and the nearest ways out."""
     smallest = _smallest_total(req, hw)
-    ways = (_shorter_sequence, _try_qlora, _cheaper_optimizer, _lighter_precision, _more_gpus, _offload, _bigger_card)
+    ways = (_shorter_sequence, _try_qlora, _cheaper_optimizer, _fused_loss, _lighter_precision, _more_gpus, _offload,
+            _bigger_card)
     suggestions = tuple(s for s in (way(req, hw) for way in ways) if s)
     return NothingFits(usable_bytes(hw, req.margin), min_total_bytes=smallest,
                        suggestions=suggestions or ("No catalog card or GPU count fits this model: "
@@ -163,6 +164,14 @@ def _cheaper_optimizer(req: Request, hw: Hardware) -> str | None:
         if _fits_any(trial, hw):
             return f"8-bit AdamW states fit ({opt('optimizer')} {optimizer.value})."
     return None
+
+
+def _fused_loss(req: Request, hw: Hardware) -> str | None:
+    """A fused linear cross-entropy (Liger) never materialises the logits, often the largest activation."""
+    if req.base.loss is not Loss.STANDARD:
+        return None
+    trial = replace(req, base=replace(req.base, loss=Loss.LIGER), fixed=req.fixed | {"loss"})
+    return f"Liger's fused cross-entropy fits ({opt('loss')} liger)." if _fits_any(trial, hw) else None
 
 
 def _lighter_precision(req: Request, hw: Hardware) -> str | None:

@@ -121,6 +121,14 @@ def test_nothing_fits_tries_cheaper_states_and_the_cheapest_bigger_card():
             assert run("plan", *args, "--gpu", spec.key, status=1)["recommended"] is None, spec.name
 
 
+def test_nothing_fits_suggests_the_fused_loss_where_the_logits_tip_it():
+    """At 16k tokens a 128k vocabulary's logits are what does not fit: the fused loss is offered, and it fits."""
+    args = ("Llama-3.2-1B", "--method", "lora", "--seq-len", "16384", "--micro-batch", "2", "--gpu", "RTX 4090")
+    suggestions = run("plan", *args, status=1)["nothing_fits"]["suggestions"]
+    assert "Liger's fused cross-entropy fits (--loss liger)." in suggestions
+    assert run("plan", *args, "--loss", "liger")["recommended"] is not None
+
+
 def test_fp32_is_not_planned_with_flash_attention():
     """FlashAttention-2 takes fp16 and bf16 only: an fp32 plan with --attn flash would fail at its first step."""
     for command in ("estimate", "plan"):
