@@ -242,18 +242,13 @@ def traced_dict(name: str, m, cfg: TrainConfig, overhead, gpu: dict | None, usab
 def traced_per_gpu(m, overhead) -> dict:
     """`per_gpu` of `estimate --json` from a harness Measurement, paged states outside the allocated peak."""
     from planner.memory import COMPONENTS
+    from planner.serialize import overhead_fields
 
     paged = m.paged_bytes
     components = {key: m.components.get(key, 0) for key in COMPONENTS}
     components["optimizer_states"] -= paged
-    allocated = m.allocated_peak_bytes - paged
     return {
-        "allocated_peak_bytes": allocated,
-        "reserved_peak_bytes": overhead.reserved(allocated),
-        "cuda_context_bytes": overhead.context_bytes,
-        "communicator_bytes": 0,   # one process
-        "paged_bytes": paged,
-        "total_bytes": overhead.total(allocated, paged),
+        **overhead_fields(overhead, m.allocated_peak_bytes - paged, paged, processes=1),   # the harness: one process
         "peak_phase": m.peak_phase,
         "components": components,
         "phases": {phase: peak - paged for phase, peak in m.phase_peaks.items()},

@@ -107,15 +107,23 @@ class Engine:
         return {"gradients": self.states.gradients, "comm_buffers": self.buckets, "temporary": temporaries}
 
 
-class ZeroStage12(Engine):
-    """DeepSpeed ZeRO-1/2 (runtime/zero/stage_1_and_2.py): each gradient is copied into a reduction bucket as
-    its hook fires and freed; a full bucket is flattened (a copy), all-reduced and this rank's part kept in
-    `grads_in_partition`. ZeRO-1 with overlap_comm reduces in the hooks like ZeRO-2; without it, gradients
-    accumulate whole and are reduced after the backward."""
+class ZeroEngine(Engine):
+    """What DeepSpeed's stages share: gradients in the model's dtype, reduced bucket by bucket as they arrive."""
 
     @functools.cached_property
     def grad_bytes(self) -> int:
         return zero_grad_bytes(self.cfg)
+
+    @functools.cached_property
+    def reductions(self) -> tuple[Reduction, ...]:
+        return bucket_reductions(self.spec, self.cfg, self.cfg.engine.reduce_bucket_size)
+
+
+class ZeroStage12(ZeroEngine):
+    """DeepSpeed ZeRO-1/2 (runtime/zero/stage_1_and_2.py): each gradient is copied into a reduction bucket as
+    its hook fires and freed; a full bucket is flattened (a copy), all-reduced and this rank's part kept in
+    `grads_in_partition`. ZeRO-1 with overlap_comm reduces in the hooks like ZeRO-2; without it, gradients
+    accumulate whole and are reduced after the backward."""
 
     @property
     def hooks_gradients(self) -> bool:
@@ -131,10 +139,6 @@ class ZeroStage12(Engine):
     @property
     def reduces_in_hooks(self) -> bool:
         return self.cfg.sharding is Sharding.ZERO2 or self.cfg.engine.overlap_comm
-
-    @functools.cached_property
-    def reductions(self) -> tuple[Reduction, ...]:
-        return bucket_reductions(self.spec, self.cfg, self.cfg.engine.reduce_bucket_size)
 
     @functools.cached_property
     def partition(self) -> int:
@@ -186,7 +190,7 @@ class ZeroStage12(Engine):
 
     def _head_grad(self) -> int:
         """lm_head's (or the tied embedding's) weight gradient, made before any layer's."""
-        if not self.cfg.method.value == "full":
+        if self.cfg.method is not Method.FULL:
             return 0
         return self.spec.vocab * self.spec.hidden * self.grad_bytes
 
@@ -274,7 +278,7 @@ class GatheredProfile:
     persistent: int       # small parameters gathered once and kept (param_persistence_threshold)
 
 
-class Zero3(Engine):
+class Zero3(ZeroEngine):
     """DeepSpeed ZeRO-3 (runtime/zero/stage3.py, partitioned_param_coordinator.py): every parameter is
     partitioned and gathered module by module; the coordinator keeps a gathered parameter that is used again
     within max_reuse_distance elements and prefetches prefetch_bucket_size elements ahead; parameters under
@@ -284,10 +288,6 @@ class Zero3(Engine):
     hooks_gradients = True
 
     @functools.cached_property
-    def grad_bytes(self) -> int:
-        return zero_grad_bytes(self.cfg)
-
-    @functools.cached_property
     def bucket(self) -> int:
         """The reduction bucket, allocated at initialisation and kept (one buffer: stage 3 does not double it)."""
         return self.cfg.engine.reduce_bucket_size * self.grad_bytes if self.cfg.engine.contiguous_gradients else 0
@@ -295,10 +295,6 @@ class Zero3(Engine):
     @functools.cached_property
     def gathered(self) -> GatheredProfile:
         return zero3_gathered(self.spec, self.cfg)
-
-    @functools.cached_property
-    def reductions(self) -> tuple[Reduction, ...]:
-        return bucket_reductions(self.spec, self.cfg, self.cfg.engine.reduce_bucket_size)
 
     def resident(self) -> Parts:
         return {"gradients": self.states.gradients, "comm_buffers": self.bucket,
@@ -546,16 +542,20 @@ def unreduced_grad_bytes(p: ParamTensor, cfg: TrainConfig) -> int:
     return gathered_bytes(p, cfg) // p.numel if not p.quantized else 0
 
 
-class Fsdp2(Engine):
+class FsdpEngine(Engine):
+    """What both FSDP versions share: the units a layer-wise wrapping policy makes."""
+
+    @functools.cached_property
+    def units(self) -> Units:
+        return fsdp_units(self.spec, self.cfg)
+
+
+class Fsdp2(FsdpEngine):
     """FSDP2 through Accelerate (torch/distributed/fsdp/_fully_shard): one unit per layer, the embedding its
     own, [final norm, lm_head] one unit kept gathered from its forward to its backward. A unit's forward holds
     its parameters and the flat all-gather buffer they were copied from, which lives until the next unit has
     gathered; in backward the unit below is prefetched; a unit's reduce-scatter input is a copy of its
     gradients, kept until the next unit reduces."""
-
-    @functools.cached_property
-    def units(self) -> Units:
-        return fsdp_units(self.spec, self.cfg)
 
     def _layer(self, index: int) -> int:
         return self.units.layers[index] if index >= 0 else self.units.embed
@@ -625,16 +625,12 @@ class Fsdp2(Engine):
                             "gathered_weights": self._layer(top - 1) + self._tail_kept})]
 
 
-class Fsdp1(Engine):
+class Fsdp1(FsdpEngine):
     """FSDP1 through Accelerate (torch/distributed/fsdp, use_orig_params): each layer one flat parameter, the
     rest (embedding, final norm, lm_head) the root unit, which stays gathered from the forward's start to the
     backward's end. In backward the unit below is prefetched (BACKWARD_PRE); a unit's gradient arrives as one
     flat tensor concatenated from its parameters' gradients (both alive at that instant), of the whole unit even
     where only adapters train."""
-
-    @functools.cached_property
-    def units(self) -> Units:
-        return fsdp_units(self.spec, self.cfg)
 
     @functools.cached_property
     def root(self) -> int:

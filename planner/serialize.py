@@ -13,17 +13,23 @@ from planner.timeline import Point, peak_index, timeline
 
 
 def per_gpu_dict(est: Estimate, overhead: Overhead) -> dict:
-    allocated = est.allocated_peak_bytes
+    return {
+        **overhead_fields(overhead, est.allocated_peak_bytes, est.paged_bytes, est.cfg.world_size),
+        "peak_phase": est.peak_phase.value,
+        "components": {name: est.components[name] for name in COMPONENTS},
+        "phases": {phase.value: sum(parts.values()) for phase, parts in est.phases.items()},
+    }
+
+
+def overhead_fields(overhead: Overhead, allocated: int, paged: int, processes: int) -> dict:
+    """The byte counts of `per_gpu` around an allocated peak: what the allocator, CUDA and NCCL add, the total."""
     return {
         "allocated_peak_bytes": allocated,
         "reserved_peak_bytes": overhead.reserved(allocated),
         "cuda_context_bytes": overhead.context_bytes,
-        "communicator_bytes": overhead.communicator(est.cfg.world_size),
-        "paged_bytes": est.paged_bytes,
-        "total_bytes": overhead.total(allocated, est.paged_bytes, est.cfg.world_size),
-        "peak_phase": est.peak_phase.value,
-        "components": {name: est.components[name] for name in COMPONENTS},
-        "phases": {phase.value: sum(parts.values()) for phase, parts in est.phases.items()},
+        "communicator_bytes": overhead.communicator(processes),
+        "paged_bytes": paged,
+        "total_bytes": overhead.total(allocated, paged, processes),
     }
 
 

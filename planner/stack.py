@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from planner.config import TrainConfig
 from planner.enums import Method, Precision
+from planner.states import deepspeed_16bit
 
 EAGER, FUSED, COMPILED = "eager", "fused", "compiled"
 # FlashAttention-2 is "1.3-2.5x faster than FlashAttention in Triton" (Dao, arXiv:2307.08691, abstract): the
@@ -49,12 +50,6 @@ def matmuls_fp32(cfg: TrainConfig) -> bool:
     """fp32 training runs plain FP32 matmuls: PyTorch leaves TF32 off for matmuls by default
     (torch.backends.cuda.matmul.allow_tf32 = False since 1.12)."""
     return cfg.precision is Precision.FP32
-
-
-def deepspeed_16bit(cfg: TrainConfig) -> bool:
-    """DeepSpeed casts the whole module, adapters included, to the 16-bit dtype (engine.py
-    _cast_module_mixed_precision, DeepSpeed 0.19)."""
-    return cfg.sharding.is_zero and cfg.precision is not Precision.FP32
 
 
 def autocasts(cfg: TrainConfig, stack: Stack = HF) -> bool:
