@@ -29,7 +29,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from benchmarks.matrix import HALVES, BenchConfig, family
-from common.files import write_text
+from common.files import write_figure, write_text
 from common.units import GiB, gib
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -577,11 +577,7 @@ def write_plot(rows: list[dict], path: Path) -> None:
     _boxes(axes[2], list(comps.values()), list(comps), "component error, % of measured peak\n(at the measured phase)")
     axes[2].tick_params(axis="x", rotation=45)
     fig.tight_layout()
-    import io
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
-    plt.close(fig)
-    write_text(path, png.getvalue(), force=True)
+    write_figure(path, fig)
 
 
 def _boxes(ax, data: list[list[float]], names: list[str], title: str) -> None:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import os
-import statistics
 import datetime as _dt
 import hashlib
+import io
 import json
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ from pathlib import Path
 from unittest import mock
 
 from common.errors import UnsupportedError
+from common.files import write_figure, write_files
 from launch import emit, sharded_memory
 from planner.config import TrainConfig
 from planner.rules import layout_problem
@@ -231,11 +232,11 @@ def report(records: list[dict], out: Path) -> list[str]:
     """Write SHARDED.md, sharded.csv and sharded.png to `out`; return the summary lines."""
     rows = rank_rows(records)
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "sharded.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "SHARDED.md").write_text(markdown(rows, records), encoding="utf-8")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_files({out / "sharded.csv": table.getvalue(), out / "SHARDED.md": markdown(rows, records)}, force=True)
     write_plot(rows, out / "sharded.png")
     return [summary_line(rows)]
 
@@ -289,10 +290,7 @@ def write_plot(rows: list[dict], path: Path) -> None:
     ax.set(ylabel="error % per rank (predicted / measured - 1)", title=summary_line(rows))
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    write_figure(path, fig)
 
 
 def main(argv: list[str] | None = None) -> None:

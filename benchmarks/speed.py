@@ -21,6 +21,7 @@ import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from common.files import write_figure
 from planner import layer_costs, perf
 from planner import rates as rates_module
 from planner.config import TrainConfig
@@ -308,10 +309,7 @@ def write_plot(rows: list[Row], path: Path) -> None:
            title="fitplan speed model: predicted vs measured\n(dotted: ±15%, dashed: 2x)")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    write_figure(path, fig)
 
 
 def all_rows() -> list[Row]:

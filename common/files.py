@@ -91,6 +91,17 @@ def write_text(path: str | Path, text: str | bytes, force: bool = False, option:
     return write_files({Path(path): text}, force, option)[0]
 
 
+def write_figure(path: Path, fig) -> None:
+    """A matplotlib figure as PNG, written whole or not at all (replacing a report's old picture), then closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    plt.close(fig)
+    write_text(path, png.getvalue(), force=True)
+
+
 def _elsewhere(option: str) -> str:
     return f"{opt(option)} folder" if option == "out" else f"path for {opt(option)}"
 
